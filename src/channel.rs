@@ -1,0 +1,536 @@
+//! The channel: one `AF_UNIX` `SOCK_SEQPACKET` socket and every system call
+//! the crate makes.
+
+use core::time::Duration;
+
+use heapless::Vec;
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use rustix::io::{Errno, FdFlags, IoSlice, IoSliceMut, fcntl_setfd, ioctl_fionread};
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType, UCred, recvmsg,
+    sendmsg, socketpair, sockopt,
+};
+use rustix::time::{ClockId, clock_gettime};
+
+use crate::Error;
+use crate::cmsg::CmsgBuffer;
+use crate::header::{HEADER_LEN, Header, MAX_FDS_PER_MESSAGE, Record, validate};
+
+/// What a successful receive delivered.
+///
+/// # Example
+///
+/// ```
+/// use ipc_unixsocket::{Channel, Received};
+///
+/// let (a, b) = Channel::<2>::pair()?;
+/// a.send(b"hello", &[])?;
+/// let mut data = [0u8; 16];
+/// let mut fds = heapless::Vec::new();
+/// let got = b.recv(&mut data, &mut fds)?;
+/// assert_eq!(got, Received { data_len: 5, fd_count: 0 });
+/// assert_eq!(&data[..got.data_len], b"hello");
+/// # Ok::<(), ipc_unixsocket::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Number of data bytes written to the start of the caller's buffer.
+    pub data_len: usize,
+    /// Number of fds pushed to the caller's fd vector.
+    pub fd_count: usize,
+}
+
+/// One end of a message channel carrying bytes and up to `MAX_FDS` file
+/// descriptors per message, in both directions.
+///
+/// A message is one `SOCK_SEQPACKET` record: one `sendmsg` on one side, one
+/// `recvmsg` on the other. The channel owns its socket and closes it on drop.
+/// It implements [`AsFd`] so that a `poll` loop can watch it.
+///
+/// `MAX_FDS` may be at most 253 (the kernel's `SCM_MAX_FD`); larger values
+/// fail to compile.
+///
+/// # Example
+///
+/// ```
+/// use ipc_unixsocket::Channel;
+/// use rustix::fd::AsFd;
+///
+/// let (pipeline, worker) = Channel::<4>::pair()?;
+/// let frame = rustix::fs::memfd_create("frame", rustix::fs::MemfdFlags::CLOEXEC)?;
+/// pipeline.send(b"frame 1", &[frame.as_fd()])?;
+///
+/// let mut data = [0u8; 64];
+/// let mut fds = heapless::Vec::new();
+/// let got = worker.recv(&mut data, &mut fds)?;
+/// assert_eq!(&data[..got.data_len], b"frame 1");
+/// assert_eq!(fds.len(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Channel<const MAX_FDS: usize> {
+    fd: OwnedFd,
+}
+
+impl<const MAX_FDS: usize> Channel<MAX_FDS> {
+    fn from_fd(fd: OwnedFd) -> Self {
+        const {
+            assert!(
+                MAX_FDS <= MAX_FDS_PER_MESSAGE,
+                "MAX_FDS must be at most 253 (SCM_MAX_FD)"
+            );
+        }
+        Self { fd }
+    }
+
+    /// Creates two connected ends, both close-on-exec.
+    ///
+    /// Makes one `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC)` call.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] if the kernel refuses (for example `EMFILE`).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let (a, b) = ipc_unixsocket::Channel::<0>::pair()?;
+    /// a.send(b"ping", &[])?;
+    /// # Ok::<(), ipc_unixsocket::Error>(())
+    /// ```
+    #[doc(alias = "socketpair")]
+    pub fn pair() -> Result<(Self, Self), Error> {
+        let (a, b) = socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )?;
+        Ok((Self::from_fd(a), Self::from_fd(b)))
+    }
+
+    /// Creates a channel and returns its local end together with the remote
+    /// end as an [`OwnedFd`] to hand to another process.
+    ///
+    /// The remote fd is close-on-exec, like every fd this crate creates. To
+    /// pass it across `exec`, clear the flag on it just before spawning the
+    /// child, pass its number (for example as an argument), and drop the
+    /// parent's copy once the child runs; the child adopts it with
+    /// [`Channel::bind`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] if the kernel refuses to create the sockets.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// use ipc_unixsocket::Channel;
+    /// use rustix::fd::AsRawFd;
+    /// use rustix::io::{fcntl_setfd, FdFlags};
+    ///
+    /// let (local, remote) = Channel::<8>::create()?;
+    /// fcntl_setfd(&remote, FdFlags::empty())?; // inheritable by the child only
+    /// let child = std::process::Command::new("/usr/libexec/ipa-worker")
+    ///     .arg(remote.as_raw_fd().to_string())
+    ///     .spawn()?;
+    /// drop(remote); // the child holds its own copy now
+    /// # drop((local, child));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn create() -> Result<(Self, OwnedFd), Error> {
+        let (local, remote) = Self::pair()?;
+        Ok((local, remote.fd))
+    }
+
+    /// Adopts an inherited fd as a channel end, after checking that it is an
+    /// `AF_UNIX` `SOCK_SEQPACKET` socket.
+    ///
+    /// Reads `SO_DOMAIN` and `SO_TYPE` with `getsockopt`, then sets
+    /// `FD_CLOEXEC` so the channel does not leak into processes this one
+    /// spawns. The fd is closed if it is refused.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotSeqpacketSocket`] for anything else: a pipe, a regular
+    /// file, a `SOCK_STREAM` or `SOCK_DGRAM` socket, a socket of another
+    /// family. [`Error::Os`] if a `getsockopt` or `fcntl` call fails for
+    /// another reason.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::{Channel, Error};
+    ///
+    /// let (_local, remote) = Channel::<1>::create()?;
+    /// let worker = Channel::<1>::bind(remote)?;
+    ///
+    /// let (reader, _writer) = rustix::pipe::pipe()?;
+    /// assert_eq!(Channel::<1>::bind(reader).unwrap_err(), Error::NotSeqpacketSocket);
+    /// # drop(worker);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn bind(fd: OwnedFd) -> Result<Self, Error> {
+        let checked =
+            sockopt::socket_domain(&fd).and_then(|domain| {
+                Ok(domain == AddressFamily::UNIX
+                    && sockopt::socket_type(&fd)? == SocketType::SEQPACKET)
+            });
+        match checked {
+            Ok(true) => {}
+            Ok(false) | Err(Errno::NOTSOCK) => return Err(Error::NotSeqpacketSocket),
+            Err(errno) => return Err(errno.into()),
+        }
+        fcntl_setfd(&fd, FdFlags::CLOEXEC)?;
+        Ok(Self::from_fd(fd))
+    }
+
+    /// Sends one message: `data` and `fds` in one record, blocking while the
+    /// socket buffer is full.
+    ///
+    /// Makes one `sendmsg` with `MSG_NOSIGNAL` (retried on `EINTR`), so a
+    /// dead peer is an error and never raises `SIGPIPE`. The fds stay owned
+    /// by the caller; the peer receives duplicates.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::SendTooManyFds`] if `fds` holds more than `MAX_FDS`, and
+    ///   [`Error::SendTooLarge`] if `data` exceeds `u32::MAX`, both before
+    ///   any system call; `SendTooLarge` also when the kernel answers
+    ///   `EMSGSIZE` (the record exceeds the socket's send buffer).
+    /// - [`Error::Disconnected`] on `EPIPE`, `ECONNRESET` or `ECONNREFUSED`.
+    /// - [`Error::WouldBlock`] if the socket was put in non-blocking mode.
+    /// - [`Error::Os`] for anything else.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::{Channel, Error};
+    ///
+    /// let (a, b) = Channel::<1>::pair()?;
+    /// drop(b);
+    /// assert_eq!(a.send(b"anyone?", &[]), Err(Error::Disconnected));
+    /// # Ok::<(), Error>(())
+    /// ```
+    #[doc(alias = "sendmsg")]
+    #[doc(alias = "SCM_RIGHTS")]
+    pub fn send(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), Error> {
+        self.send_with(data, fds, SendFlags::NOSIGNAL)
+    }
+
+    /// Like [`send`](Self::send), but returns [`Error::WouldBlock`] instead
+    /// of waiting when the socket buffer is full (`MSG_DONTWAIT`).
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send), plus [`Error::WouldBlock`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::{Channel, Error};
+    ///
+    /// let (a, _b) = Channel::<0>::pair()?;
+    /// let sent = loop {
+    ///     match a.try_send(&[0; 1024], &[]) {
+    ///         Ok(()) => continue,
+    ///         Err(Error::WouldBlock) => break true,
+    ///         Err(e) => return Err(e),
+    ///     }
+    /// };
+    /// assert!(sent);
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn try_send(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), Error> {
+        self.send_with(data, fds, SendFlags::NOSIGNAL | SendFlags::DONTWAIT)
+    }
+
+    fn send_with(
+        &self,
+        data: &[u8],
+        fds: &[BorrowedFd<'_>],
+        flags: SendFlags,
+    ) -> Result<(), Error> {
+        let too_many = Error::SendTooManyFds {
+            count: fds.len(),
+            max: MAX_FDS,
+        };
+        if fds.len() > MAX_FDS {
+            return Err(too_many);
+        }
+        let fd_count = u8::try_from(fds.len()).map_err(|_| too_many)?;
+        let data_len =
+            u32::try_from(data.len()).map_err(|_| Error::SendTooLarge { len: data.len() })?;
+        let header = Header { fd_count, data_len }.encode();
+        let iov = [IoSlice::new(&header), IoSlice::new(data)];
+
+        let mut space = CmsgBuffer::<MAX_FDS>::new();
+        let mut control = SendAncillaryBuffer::default();
+        if !fds.is_empty() {
+            control = SendAncillaryBuffer::new(space.as_bytes());
+            if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+                return Err(too_many);
+            }
+        }
+        loop {
+            return match sendmsg(&self.fd, &iov, &mut control, flags) {
+                Ok(_) => Ok(()),
+                Err(Errno::INTR) => continue,
+                Err(Errno::AGAIN) => Err(Error::WouldBlock),
+                Err(Errno::PIPE | Errno::CONNRESET | Errno::CONNREFUSED) => {
+                    Err(Error::Disconnected)
+                }
+                Err(Errno::MSGSIZE) => Err(Error::SendTooLarge { len: data.len() }),
+                Err(errno) => Err(errno.into()),
+            };
+        }
+    }
+
+    /// Receives one message, blocking until a record arrives.
+    ///
+    /// The data is written to the start of `data`; `fds` is cleared (closing
+    /// whatever it held) and then receives the message's fds, in order, each
+    /// close-on-exec. Makes one `recvmsg` with `MSG_TRUNC | MSG_CMSG_CLOEXEC`
+    /// (retried on `EINTR`) and a control buffer on the stack sized for
+    /// `MAX_FDS`; no heap.
+    ///
+    /// # Errors
+    ///
+    /// - A rejected record (see [`Error::is_rejected_record`]), checked in
+    ///   this order: [`Error::ShortRecord`], [`Error::BadMagic`],
+    ///   [`Error::UnsupportedVersion`], [`Error::LengthMismatch`],
+    ///   [`Error::FdCountMismatch`], [`Error::Truncated`],
+    ///   [`Error::TooManyFds`]. The record is consumed, every fd that came
+    ///   with it is closed, `fds` is left empty, and the channel stays usable.
+    /// - [`Error::Disconnected`] once the peer has closed and every queued
+    ///   record has been read.
+    /// - [`Error::WouldBlock`] if the socket was put in non-blocking mode.
+    /// - [`Error::Os`] for anything else.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::{Channel, Error};
+    ///
+    /// let (a, b) = Channel::<2>::pair()?;
+    /// a.send(b"last words", &[])?;
+    /// drop(a);
+    /// let mut data = [0u8; 32];
+    /// let mut fds = heapless::Vec::new();
+    /// assert_eq!(b.recv(&mut data, &mut fds)?.data_len, 10);
+    /// assert_eq!(b.recv(&mut data, &mut fds), Err(Error::Disconnected));
+    /// # Ok::<(), Error>(())
+    /// ```
+    #[doc(alias = "recvmsg")]
+    pub fn recv(
+        &self,
+        data: &mut [u8],
+        fds: &mut Vec<OwnedFd, MAX_FDS>,
+    ) -> Result<Received, Error> {
+        self.recv_with(data, fds, RecvFlags::empty())
+    }
+
+    /// Like [`recv`](Self::recv), but returns [`Error::WouldBlock`] at once
+    /// when no record is queued (`MSG_DONTWAIT`; the socket's own mode is
+    /// not changed).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv), plus [`Error::WouldBlock`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::{Channel, Error};
+    ///
+    /// let (a, b) = Channel::<0>::pair()?;
+    /// let mut data = [0u8; 8];
+    /// let mut fds = heapless::Vec::new();
+    /// assert_eq!(b.try_recv(&mut data, &mut fds), Err(Error::WouldBlock));
+    /// a.send(b"now", &[])?;
+    /// assert_eq!(b.try_recv(&mut data, &mut fds)?.data_len, 3);
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn try_recv(
+        &self,
+        data: &mut [u8],
+        fds: &mut Vec<OwnedFd, MAX_FDS>,
+    ) -> Result<Received, Error> {
+        self.recv_with(data, fds, RecvFlags::DONTWAIT)
+    }
+
+    /// Like [`recv`](Self::recv), but waits at most `timeout`.
+    ///
+    /// Alternates non-blocking `recvmsg` with `poll(POLLIN)` on the socket.
+    /// A signal that interrupts the wait does not extend it: the deadline
+    /// is fixed on entry against `CLOCK_MONOTONIC`.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv), plus [`Error::TimedOut`] when the deadline
+    /// passes with no record.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use ipc_unixsocket::{Channel, Error};
+    ///
+    /// let (_a, b) = Channel::<0>::pair()?;
+    /// let mut data = [0u8; 8];
+    /// let mut fds = heapless::Vec::new();
+    /// let waited = b.recv_timeout(&mut data, &mut fds, Duration::from_millis(5));
+    /// assert_eq!(waited, Err(Error::TimedOut));
+    /// # Ok::<(), Error>(())
+    /// ```
+    #[doc(alias = "poll")]
+    pub fn recv_timeout(
+        &self,
+        data: &mut [u8],
+        fds: &mut Vec<OwnedFd, MAX_FDS>,
+        timeout: Duration,
+    ) -> Result<Received, Error> {
+        let deadline = monotonic_now().checked_add(timeout);
+        loop {
+            match self.try_recv(data, fds) {
+                Err(Error::WouldBlock) => {}
+                done => return done,
+            }
+            let remaining = match deadline {
+                Some(deadline) => match deadline.checked_sub(monotonic_now()) {
+                    Some(left) if !left.is_zero() => Some(timespec(left)),
+                    _ => return Err(Error::TimedOut),
+                },
+                None => None,
+            };
+            let mut watch = [PollFd::new(&self.fd, PollFlags::IN)];
+            match poll(&mut watch, remaining.as_ref()) {
+                Ok(0) => return Err(Error::TimedOut),
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(errno) => return Err(errno.into()),
+            }
+        }
+    }
+
+    /// Returns the pid, uid and gid of the process that created the peer
+    /// socket, as recorded by the kernel when the sockets were connected.
+    ///
+    /// Reads `SO_PEERCRED` with `getsockopt`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] if `getsockopt` fails.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let (a, _b) = ipc_unixsocket::Channel::<0>::pair()?;
+    /// let peer = a.peer_credentials()?;
+    /// assert_eq!(peer.uid, rustix::process::getuid());
+    /// # Ok::<(), ipc_unixsocket::Error>(())
+    /// ```
+    #[doc(alias = "SO_PEERCRED")]
+    pub fn peer_credentials(&self) -> Result<UCred, Error> {
+        Ok(sockopt::socket_peercred(&self.fd)?)
+    }
+
+    fn recv_with(
+        &self,
+        data: &mut [u8],
+        fds: &mut Vec<OwnedFd, MAX_FDS>,
+        flags: RecvFlags,
+    ) -> Result<Received, Error> {
+        fds.clear();
+        let data_capacity = data.len();
+        let mut head = [0u8; HEADER_LEN];
+        let mut space = CmsgBuffer::<MAX_FDS>::new();
+        let mut control = RecvAncillaryBuffer::new(space.as_bytes());
+        let flags = flags | RecvFlags::TRUNC | RecvFlags::CMSG_CLOEXEC;
+        let msg = loop {
+            let mut iov = [IoSliceMut::new(&mut head), IoSliceMut::new(data)];
+            match recvmsg(&self.fd, &mut iov, &mut control, flags) {
+                Ok(msg) => break msg,
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => return Err(Error::WouldBlock),
+                Err(errno) => return Err(errno.into()),
+            }
+        };
+
+        // Take ownership of every fd at once; those past the capacity (the
+        // alignment slack) are counted and closed here.
+        let mut fds_received = 0;
+        for message in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(rights) = message {
+                for fd in rights {
+                    fds_received += 1;
+                    if let Err(extra) = fds.push(fd) {
+                        drop(extra);
+                    }
+                }
+            }
+        }
+        let fds_truncated = msg.flags.contains(ReturnFlags::CTRUNC);
+        if msg.bytes == 0 && fds_received == 0 && !fds_truncated && self.peer_is_gone()? {
+            return Err(Error::Disconnected);
+        }
+        let record = Record {
+            head: &head[..msg.bytes.min(HEADER_LEN)],
+            len: msg.bytes,
+            data_capacity,
+            fds_received,
+            fd_capacity: MAX_FDS,
+            fds_truncated,
+        };
+        match validate(&record) {
+            Ok(header) => Ok(Received {
+                data_len: msg.bytes - HEADER_LEN,
+                fd_count: usize::from(header.fd_count),
+            }),
+            Err(error) => {
+                fds.clear();
+                Err(error)
+            }
+        }
+    }
+
+    /// Tells end-of-file from a 0-byte record, which `recvmsg` reports the
+    /// same way on `SOCK_SEQPACKET`: the peer is gone when it has hung up
+    /// and no bytes are queued.
+    fn peer_is_gone(&self) -> Result<bool, Error> {
+        let mut watch = [PollFd::new(&self.fd, PollFlags::RDHUP)];
+        poll(&mut watch, Some(&Timespec::default()))?;
+        let hung_up = watch[0]
+            .revents()
+            .intersects(PollFlags::HUP | PollFlags::RDHUP);
+        Ok(hung_up && ioctl_fionread(&self.fd)? == 0)
+    }
+}
+
+impl<const MAX_FDS: usize> AsFd for Channel<MAX_FDS> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl<const MAX_FDS: usize> AsRawFd for Channel<MAX_FDS> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+fn monotonic_now() -> Duration {
+    let now = clock_gettime(ClockId::Monotonic);
+    // CLOCK_MONOTONIC is never negative.
+    let secs = u64::try_from(now.tv_sec).unwrap_or(0);
+    let nanos = u32::try_from(now.tv_nsec).unwrap_or(0);
+    Duration::new(secs, nanos)
+}
+
+fn timespec(duration: Duration) -> Timespec {
+    Timespec {
+        tv_sec: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: duration.subsec_nanos().into(),
+    }
+}

@@ -1,0 +1,187 @@
+//! The crate's one error type.
+
+use core::fmt;
+
+use rustix::io::Errno;
+
+/// Everything that can go wrong on a [`Channel`](crate::Channel).
+///
+/// Errors that describe a rejected record ([`is_rejected_record`]) leave the
+/// channel usable: the record has been consumed, every fd that came with it
+/// has been closed, and the next call reads the next record.
+///
+/// [`is_rejected_record`]: Error::is_rejected_record
+///
+/// # Example
+///
+/// ```
+/// use ipc_unixsocket::{Channel, Error};
+///
+/// let (a, _b) = Channel::<4>::pair()?;
+/// let mut data = [0u8; 16];
+/// let mut fds = heapless::Vec::new();
+/// match a.try_recv(&mut data, &mut fds) {
+///     Err(Error::WouldBlock) => {} // nothing queued yet
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// # Ok::<(), Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// A non-blocking call found no record to read, or no room to send.
+    WouldBlock,
+    /// `recv_timeout` saw no record before its deadline.
+    TimedOut,
+    /// The peer closed its end: `recv` returns this once every queued record
+    /// has been read; `send` returns it on `EPIPE`, `ECONNRESET` or
+    /// `ECONNREFUSED`.
+    Disconnected,
+    /// `send` was given more fds than the channel's `MAX_FDS`.
+    SendTooManyFds {
+        /// Number of fds given.
+        count: usize,
+        /// The channel's `MAX_FDS`.
+        max: usize,
+    },
+    /// `send` was given more data than one record can carry: more than the
+    /// header's `u32` length field, or more than the kernel accepts for one
+    /// record (`EMSGSIZE`).
+    SendTooLarge {
+        /// Number of data bytes given.
+        len: usize,
+    },
+    /// The record is shorter than the 8-byte header (including a 0-byte
+    /// record from a peer that is still connected).
+    ShortRecord {
+        /// Length of the record in bytes.
+        len: usize,
+    },
+    /// The record does not start with the magic `b"IP"`.
+    BadMagic {
+        /// The two bytes found instead.
+        found: [u8; 2],
+    },
+    /// The header's version is not 1.
+    UnsupportedVersion {
+        /// The version found.
+        version: u8,
+    },
+    /// The header's `data_len` differs from the record's length minus 8.
+    LengthMismatch {
+        /// `data_len` from the header.
+        declared: u32,
+        /// Data bytes the record really carried.
+        actual: usize,
+    },
+    /// The header's `fd_count` differs from the number of fds received.
+    FdCountMismatch {
+        /// `fd_count` from the header.
+        declared: u8,
+        /// Fds the kernel installed (fewer than were sent if the control
+        /// buffer was full).
+        received: usize,
+    },
+    /// The record's data did not fit the caller's buffer (`MSG_TRUNC`).
+    Truncated {
+        /// The record's real data length.
+        len: usize,
+        /// The caller's buffer length.
+        capacity: usize,
+    },
+    /// The record carried more fds than the receive capacity (`MSG_CTRUNC`,
+    /// or extras that fit in the control buffer's alignment slack).
+    TooManyFds {
+        /// `fd_count` from the header.
+        count: usize,
+        /// The receive capacity (`MAX_FDS`).
+        capacity: usize,
+    },
+    /// [`Channel::bind`](crate::Channel::bind) was given an fd that is not an
+    /// `AF_UNIX` `SOCK_SEQPACKET` socket.
+    NotSeqpacketSocket,
+    /// Any other error from the operating system.
+    Os(Errno),
+}
+
+impl Error {
+    /// Returns `true` when the error rejects one malformed or oversized
+    /// record: the record is gone, its fds are closed, and the channel is
+    /// ready for the next one.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::Error;
+    ///
+    /// assert!(Error::BadMagic { found: *b"XX" }.is_rejected_record());
+    /// assert!(!Error::Disconnected.is_rejected_record());
+    /// ```
+    #[must_use]
+    pub const fn is_rejected_record(&self) -> bool {
+        matches!(
+            self,
+            Self::ShortRecord { .. }
+                | Self::BadMagic { .. }
+                | Self::UnsupportedVersion { .. }
+                | Self::LengthMismatch { .. }
+                | Self::FdCountMismatch { .. }
+                | Self::Truncated { .. }
+                | Self::TooManyFds { .. }
+        )
+    }
+}
+
+impl From<Errno> for Error {
+    fn from(errno: Errno) -> Self {
+        Self::Os(errno)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::WouldBlock => f.write_str("operation would block"),
+            Self::TimedOut => f.write_str("timed out waiting for a record"),
+            Self::Disconnected => f.write_str("peer disconnected"),
+            Self::SendTooManyFds { count, max } => {
+                write!(
+                    f,
+                    "cannot send {count} fds: the channel carries at most {max}"
+                )
+            }
+            Self::SendTooLarge { len } => {
+                write!(f, "cannot send {len} data bytes in one record")
+            }
+            Self::ShortRecord { len } => {
+                write!(f, "record of {len} bytes is shorter than the 8-byte header")
+            }
+            Self::BadMagic { found } => {
+                write!(f, "bad magic {:#04x} {:#04x}", found[0], found[1])
+            }
+            Self::UnsupportedVersion { version } => {
+                write!(f, "unsupported wire-format version {version}")
+            }
+            Self::LengthMismatch { declared, actual } => write!(
+                f,
+                "header declares {declared} data bytes but the record carries {actual}"
+            ),
+            Self::FdCountMismatch { declared, received } => write!(
+                f,
+                "header declares {declared} fds but {received} were received"
+            ),
+            Self::Truncated { len, capacity } => write!(
+                f,
+                "record of {len} data bytes does not fit the {capacity}-byte buffer"
+            ),
+            Self::TooManyFds { count, capacity } => write!(
+                f,
+                "record carries {count} fds, more than the capacity of {capacity}"
+            ),
+            Self::NotSeqpacketSocket => f.write_str("fd is not an AF_UNIX SOCK_SEQPACKET socket"),
+            Self::Os(errno) => write!(f, "os error: {errno}"),
+        }
+    }
+}
+
+impl core::error::Error for Error {}

@@ -1,0 +1,16 @@
+#![doc = include_str!("../README.md")]
+#![no_std]
+#![deny(missing_docs, missing_debug_implementations, unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+mod channel;
+mod cmsg;
+mod error;
+mod header;
+mod payload;
+
+pub use channel::{Channel, Received};
+pub use error::Error;
+pub use header::{HEADER_LEN, Header, MAGIC, MAX_FDS_PER_MESSAGE, VERSION};
+pub use payload::Payload;
+pub use rustix::net::UCred;
