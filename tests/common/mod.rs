@@ -61,3 +61,12 @@ pub fn identity(fd: impl AsFd) -> (u64, u64) {
     let stat = fstat(fd).expect("fstat");
     (stat.st_dev, stat.st_ino)
 }
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Serialises the tests of one test binary. Tests run on parallel threads
+/// and `/proc/self/fd` counts the whole process, so every test in a file
+/// that counts fds takes this guard first.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
