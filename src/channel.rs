@@ -302,8 +302,9 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
     ///   this order: [`Error::ShortRecord`], [`Error::BadMagic`],
     ///   [`Error::UnsupportedVersion`], [`Error::LengthMismatch`],
     ///   [`Error::FdCountMismatch`], [`Error::Truncated`],
-    ///   [`Error::TooManyFds`]. The record is consumed, every fd that came
-    ///   with it is closed, `fds` is left empty, and the channel stays usable.
+    ///   [`Error::TooManyFds`], [`Error::FdsTruncated`]. The record is
+    ///   consumed, every fd that came with it is closed, `fds` is left
+    ///   empty, and the channel stays usable.
     /// - [`Error::Disconnected`] once the peer has closed and every queued
     ///   record has been read.
     /// - [`Error::WouldBlock`] if the socket was put in non-blocking mode.
@@ -419,6 +420,13 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
     ///
     /// Reads `SO_PEERCRED` with `getsockopt`.
     ///
+    /// For the two ends of [`pair`](Self::pair) or [`create`](Self::create)
+    /// the kernel records the process that called `socketpair`, so a
+    /// pipeline that created the channel sees its own credentials. To learn
+    /// who a spawned worker really is, let the worker create a channel and
+    /// send one end back over the first one: the end the pipeline receives
+    /// names the worker (`examples/camera_ipa.rs` does this).
+    ///
     /// # Errors
     ///
     /// [`Error::Os`] if `getsockopt` fails.
@@ -448,11 +456,17 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
         let mut space = CmsgBuffer::<MAX_FDS>::new();
         let mut control = RecvAncillaryBuffer::new(space.as_bytes());
         let flags = flags | RecvFlags::TRUNC | RecvFlags::CMSG_CLOEXEC;
+        let mut reset_seen = false;
         let msg = loop {
             let mut iov = [IoSliceMut::new(&mut head), IoSliceMut::new(data)];
             match recvmsg(&self.fd, &mut iov, &mut control, flags) {
                 Ok(msg) => break msg,
                 Err(Errno::INTR) => {}
+                // A peer that died with records of ours unread leaves a
+                // one-shot ECONNRESET on this socket; reading it clears it.
+                // Records the peer queued before dying still come first.
+                Err(Errno::CONNRESET) if !reset_seen => reset_seen = true,
+                Err(Errno::CONNRESET) => return Err(Error::Disconnected),
                 Err(Errno::AGAIN) => return Err(Error::WouldBlock),
                 Err(errno) => return Err(errno.into()),
             }

@@ -78,9 +78,11 @@ pub enum Error {
     FdCountMismatch {
         /// `fd_count` from the header.
         declared: u8,
-        /// Fds the kernel installed (fewer than were sent if the control
-        /// buffer was full).
+        /// Fds the kernel installed.
         received: usize,
+        /// The kernel dropped further fds for lack of control-buffer space
+        /// (`MSG_CTRUNC`): the record carried more than `received`.
+        truncated: bool,
     },
     /// The record's data did not fit the caller's buffer (`MSG_TRUNC`).
     Truncated {
@@ -96,6 +98,16 @@ pub enum Error {
         count: usize,
         /// The receive capacity (`MAX_FDS`).
         capacity: usize,
+    },
+    /// The kernel installed fewer fds than the header declares, although
+    /// they are within the receive capacity (`MSG_CTRUNC`): the process hit
+    /// its `RLIMIT_NOFILE`, or another control message (enabled with
+    /// `SO_PASSCRED`, say) took the control buffer's space.
+    FdsTruncated {
+        /// `fd_count` from the header.
+        declared: u8,
+        /// Fds the kernel installed (and the crate closed).
+        received: usize,
     },
     /// [`Channel::bind`](crate::Channel::bind) was given an fd that is not an
     /// `AF_UNIX` `SOCK_SEQPACKET` socket.
@@ -128,6 +140,7 @@ impl Error {
                 | Self::FdCountMismatch { .. }
                 | Self::Truncated { .. }
                 | Self::TooManyFds { .. }
+                | Self::FdsTruncated { .. }
         )
     }
 }
@@ -166,9 +179,21 @@ impl fmt::Display for Error {
                 f,
                 "header declares {declared} data bytes but the record carries {actual}"
             ),
-            Self::FdCountMismatch { declared, received } => write!(
+            Self::FdCountMismatch {
+                declared,
+                received,
+                truncated: false,
+            } => write!(
                 f,
                 "header declares {declared} fds but {received} were received"
+            ),
+            Self::FdCountMismatch {
+                declared,
+                received,
+                truncated: true,
+            } => write!(
+                f,
+                "header declares {declared} fds but the record carried more than {received}"
             ),
             Self::Truncated { len, capacity } => write!(
                 f,
@@ -176,7 +201,12 @@ impl fmt::Display for Error {
             ),
             Self::TooManyFds { count, capacity } => write!(
                 f,
-                "record carries {count} fds, more than the capacity of {capacity}"
+                "record carries {count} fds, more than the receive capacity of {capacity}"
+            ),
+            Self::FdsTruncated { declared, received } => write!(
+                f,
+                "the kernel installed only {received} of the {declared} fds declared \
+                 (fd limit reached, or the control buffer held other messages)"
             ),
             Self::NotSeqpacketSocket => f.write_str("fd is not an AF_UNIX SOCK_SEQPACKET socket"),
             Self::Os(errno) => write!(f, "os error: {errno}"),

@@ -93,6 +93,7 @@ impl Header {
     ///     Err(Error::BadMagic { found: *b"XX" })
     /// );
     /// ```
+    #[inline]
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
         let Some(bytes) = bytes.first_chunk::<HEADER_LEN>() else {
             return Err(Error::ShortRecord { len: bytes.len() });
@@ -130,6 +131,7 @@ pub(crate) struct Record<'a> {
 
 /// Applies the wire-format rules to a received record, in the documented
 /// order, and returns the header of a valid record.
+#[inline]
 pub(crate) fn validate(record: &Record<'_>) -> Result<Header, Error> {
     if record.len < HEADER_LEN {
         return Err(Error::ShortRecord { len: record.len });
@@ -143,12 +145,12 @@ pub(crate) fn validate(record: &Record<'_>) -> Result<Header, Error> {
         });
     }
     let declared = usize::from(header.fd_count);
-    // Past the capacity the kernel may have dropped fds (MSG_CTRUNC), so the
-    // real count is only known to exceed the capacity. A mismatch is certain
-    // when the header declares no more fds than we know arrived.
-    let over_capacity = record.fds_truncated || record.fds_received > record.fd_capacity;
-    let mismatch = if over_capacity {
-        declared <= record.fd_capacity
+    // Without MSG_CTRUNC the kernel delivered every fd (some may sit in the
+    // control buffer's alignment slack, past the capacity), so the count is
+    // exact. With it, more were sent than received: a mismatch is certain
+    // when the header declares no more than were received.
+    let mismatch = if record.fds_truncated {
+        declared <= record.fds_received
     } else {
         declared != record.fds_received
     };
@@ -156,6 +158,7 @@ pub(crate) fn validate(record: &Record<'_>) -> Result<Header, Error> {
         return Err(Error::FdCountMismatch {
             declared: header.fd_count,
             received: record.fds_received,
+            truncated: record.fds_truncated,
         });
     }
     if data_len > record.data_capacity {
@@ -164,10 +167,18 @@ pub(crate) fn validate(record: &Record<'_>) -> Result<Header, Error> {
             capacity: record.data_capacity,
         });
     }
-    if over_capacity {
+    if declared > record.fd_capacity {
+        // Past the mismatch check, the header is consistent with the fds
+        // that arrived, so it is the honest count, and it is too many.
         return Err(Error::TooManyFds {
             count: declared,
             capacity: record.fd_capacity,
+        });
+    }
+    if record.fds_truncated {
+        return Err(Error::FdsTruncated {
+            declared: header.fd_count,
+            received: record.fds_received,
         });
     }
     Ok(header)
@@ -176,6 +187,10 @@ pub(crate) fn validate(record: &Record<'_>) -> Result<Header, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const fn head(fd_count: u8, data_len: u32) -> [u8; HEADER_LEN] {
+        Header { fd_count, data_len }.encode()
+    }
 
     fn record(head: &[u8], len: usize) -> Record<'_> {
         Record {
@@ -188,19 +203,11 @@ mod tests {
         }
     }
 
-    const EMPTY: [u8; 8] = Header {
-        fd_count: 0,
-        data_len: 0,
-    }
-    .encode();
+    const EMPTY: [u8; 8] = head(0, 0);
 
     #[test]
     fn encodes_magic_version_and_little_endian_length() {
-        let bytes = Header {
-            fd_count: 7,
-            data_len: 0x0102_0304,
-        }
-        .encode();
+        let bytes = head(7, 0x0102_0304);
         assert_eq!(bytes, [0x49, 0x50, 1, 7, 4, 3, 2, 1]);
     }
 
@@ -267,11 +274,7 @@ mod tests {
 
     #[test]
     fn rejects_length_mismatch() {
-        let head = Header {
-            fd_count: 0,
-            data_len: 5,
-        }
-        .encode();
+        let head = head(0, 5);
         assert_eq!(
             validate(&record(&head, 12)),
             Err(Error::LengthMismatch {
@@ -283,29 +286,22 @@ mod tests {
 
     #[test]
     fn rejects_fd_count_mismatch() {
-        let head = Header {
-            fd_count: 2,
-            data_len: 0,
-        }
-        .encode();
+        let head = head(2, 0);
         let mut r = record(&head, 8);
         r.fds_received = 1;
         assert_eq!(
             validate(&r),
             Err(Error::FdCountMismatch {
                 declared: 2,
-                received: 1
+                received: 1,
+                truncated: false
             })
         );
     }
 
     #[test]
     fn rejects_truncated_data_with_real_length() {
-        let head = Header {
-            fd_count: 0,
-            data_len: 17,
-        }
-        .encode();
+        let head = head(0, 17);
         assert_eq!(
             validate(&record(&head, 25)),
             Err(Error::Truncated {
@@ -315,50 +311,71 @@ mod tests {
         );
     }
 
+    /// Validates a record of `head` and `len` bytes that brought
+    /// `received` fds to a receiver with capacity 2.
+    fn with_fds(
+        head: &[u8],
+        len: usize,
+        received: usize,
+        truncated: bool,
+    ) -> Result<Header, Error> {
+        validate(&Record {
+            fds_received: received,
+            fds_truncated: truncated,
+            ..record(head, len)
+        })
+    }
+
     #[test]
     fn rejects_fds_over_capacity() {
-        let head = Header {
-            fd_count: 3,
-            data_len: 0,
-        }
-        .encode();
-        let mut r = record(&head, 8);
-        r.fds_received = 2;
-        r.fds_truncated = true;
-        assert_eq!(
-            validate(&r),
-            Err(Error::TooManyFds {
-                count: 3,
-                capacity: 2
-            })
-        );
+        let too_many = Err(Error::TooManyFds {
+            count: 3,
+            capacity: 2,
+        });
+        // MSG_CTRUNC after the two that fit.
+        assert_eq!(with_fds(&head(3, 0), 8, 2, true), too_many);
         // Alignment slack: the kernel delivered all three without MSG_CTRUNC.
-        r.fds_received = 3;
-        r.fds_truncated = false;
+        assert_eq!(with_fds(&head(3, 0), 8, 3, false), too_many);
+    }
+
+    #[test]
+    fn fd_mismatch_is_certain_when_header_understates_a_truncated_set() {
+        // MSG_CTRUNC after 2 fds: more than 2 were sent, the header says 1.
+        let mismatch = |declared| {
+            Err(Error::FdCountMismatch {
+                declared,
+                received: 2,
+                truncated: true,
+            })
+        };
+        assert_eq!(with_fds(&head(1, 0), 8, 2, true), mismatch(1));
+        // ... or says exactly 2.
+        assert_eq!(with_fds(&head(2, 0), 8, 2, true), mismatch(2));
+    }
+
+    #[test]
+    fn slack_fds_are_an_exact_count_checked_before_truncation() {
+        // No MSG_CTRUNC: all 3 fds arrived (one in the slack), so a header
+        // declaring 4 is certainly wrong, and that is reported before the
+        // oversized data.
         assert_eq!(
-            validate(&r),
-            Err(Error::TooManyFds {
-                count: 3,
-                capacity: 2
+            with_fds(&head(4, 100), 108, 3, false),
+            Err(Error::FdCountMismatch {
+                declared: 4,
+                received: 3,
+                truncated: false
             })
         );
     }
 
     #[test]
-    fn fd_mismatch_is_certain_when_header_understates_a_truncated_set() {
-        let head = Header {
-            fd_count: 1,
-            data_len: 0,
-        }
-        .encode();
-        let mut r = record(&head, 8);
-        r.fds_received = 2;
-        r.fds_truncated = true;
+    fn fds_dropped_within_capacity_are_fds_truncated() {
+        // RLIMIT_NOFILE reached: 1 of the 2 declared fds was installed.
         assert_eq!(
-            validate(&r),
-            Err(Error::FdCountMismatch {
-                declared: 1,
-                received: 2
+            with_fds(&head(2, 0), 8, 1, true),
+            Err(Error::FdsTruncated {
+                declared: 2,
+                received: 1
             })
         );
     }
