@@ -23,13 +23,19 @@ pub fn open_fds() -> usize {
 /// Sends `bytes` as one raw record with `fds` in one SCM_RIGHTS message,
 /// bypassing the crate's sender (and its header).
 pub fn send_raw(socket: impl AsFd, bytes: &[u8], fds: &[BorrowedFd<'_>]) {
-    let mut space = vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len().max(1)))];
+    let mut space =
+        vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len().max(1)))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !fds.is_empty() {
         assert!(control.push(SendAncillaryMessage::ScmRights(fds)));
     }
-    let sent = sendmsg(socket, &[IoSlice::new(bytes)], &mut control, SendFlags::NOSIGNAL)
-        .expect("raw sendmsg");
+    let sent = sendmsg(
+        socket,
+        &[IoSlice::new(bytes)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )
+    .expect("raw sendmsg");
     assert_eq!(sent, bytes.len());
 }
 
@@ -68,5 +74,7 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// and `/proc/self/fd` counts the whole process, so every test in a file
 /// that counts fds takes this guard first.
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

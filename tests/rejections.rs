@@ -1,0 +1,595 @@
+//! Every way a received record is rejected. Each record is sent raw (with
+//! `common::send_raw`, bypassing the crate's sender), carries real fds where
+//! that makes sense, and is followed by a good message that must arrive
+//! intact. No fd may leak: the fds that came with a rejected record are
+//! closed by the receive that rejected it.
+//!
+//! `/proc/self/fd` counts the whole process, so every test takes
+//! `common::serial()` first.
+
+mod common;
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use common::{header, identity, memfd, read_all, send_raw, serial};
+use ipc_unixsocket::{Channel, Error, Received};
+
+const GOOD: &[u8] = b"a good message after the rejected record";
+
+/// Sockets and memfds open in this process, counted in `/proc/self/fd`.
+///
+/// Every fd these tests create or receive is one or the other. Unlike
+/// `common::open_fds()` this ignores files that other threads hold open for
+/// a moment outside the `serial()` guard: with nine or more test threads,
+/// glibc's malloc opens `/sys/devices/system/cpu/online` once per process
+/// (when it creates its tenth arena), and a full count taken meanwhile was
+/// off by one in about one run in fifty with `--test-threads=16`.
+fn open_sockets_and_memfds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| {
+            let target = target.to_string_lossy();
+            target.starts_with("socket:") || target.starts_with("/memfd:")
+        })
+        .count()
+}
+
+/// `count` distinct memfds, each holding its own index.
+fn memfds(count: usize) -> Vec<OwnedFd> {
+    (0..count)
+        .map(|i| memfd(format!("file {i}").as_bytes()))
+        .collect()
+}
+
+fn borrow(fds: &[OwnedFd]) -> Vec<BorrowedFd<'_>> {
+    fds.iter().map(AsFd::as_fd).collect()
+}
+
+/// A header followed by `data_len` bytes of data.
+fn record(head: [u8; 8], data_len: usize) -> Vec<u8> {
+    let mut bytes = head.to_vec();
+    bytes.extend((0..data_len).map(|i| i as u8));
+    bytes
+}
+
+/// Sends a good message (with one fd when the channel carries any) and
+/// checks that it arrives intact and alone.
+fn assert_good_message_arrives<const N: usize>(from: &Channel<N>, to: &Channel<N>) {
+    let file = memfd(b"the good message's fd");
+    let sent: &[BorrowedFd<'_>] = if N > 0 { &[file.as_fd()] } else { &[] };
+    from.send(GOOD, sent).expect("send the good message");
+
+    let mut data = [0u8; 64];
+    let mut fds = heapless::Vec::new();
+    let got = to.recv(&mut data, &mut fds).expect("the good message");
+    assert_eq!(
+        got,
+        Received {
+            data_len: GOOD.len(),
+            fd_count: sent.len()
+        }
+    );
+    assert_eq!(&data[..got.data_len], GOOD);
+    if N > 0 {
+        assert_eq!(identity(&fds[0]), identity(&file));
+        assert_eq!(read_all(fds[0].as_fd()), b"the good message's fd");
+    }
+    assert_eq!(to.try_recv(&mut data, &mut fds), Err(Error::WouldBlock));
+}
+
+/// Sends `bytes` as one raw record with `fds_sent` fresh memfds to a
+/// `Channel<N>`, receives it into a `data_capacity`-byte buffer, and checks
+/// that it is rejected with `expected`, that the fds it carried are closed,
+/// and that the channel then delivers a good message. The caller holds the
+/// `serial()` guard.
+fn assert_rejected<const N: usize>(
+    bytes: &[u8],
+    fds_sent: usize,
+    data_capacity: usize,
+    expected: Error,
+) {
+    assert!(expected.is_rejected_record());
+    let baseline = open_sockets_and_memfds();
+    let (raw, receiver) = Channel::<N>::pair().unwrap();
+    let files = memfds(fds_sent);
+    send_raw(&raw, bytes, &borrow(&files));
+    // From here the record's fds exist only in flight: receiving installs
+    // them in this process, and rejecting must close them again.
+    drop(files);
+    let queued = open_sockets_and_memfds();
+
+    let mut data = vec![0u8; data_capacity];
+    let mut fds = heapless::Vec::new();
+    assert_eq!(
+        receiver.recv(&mut data, &mut fds),
+        Err(expected),
+        "record {bytes:02x?} with {fds_sent} fds into Channel<{N}> and {data_capacity} bytes"
+    );
+    assert!(fds.is_empty(), "a rejected record hands out no fds");
+    assert_eq!(
+        open_sockets_and_memfds(),
+        queued,
+        "every fd of the rejected record ({fds_sent} sent) is closed"
+    );
+
+    assert_good_message_arrives(&raw, &receiver);
+    drop((raw, receiver));
+    assert_eq!(open_sockets_and_memfds(), baseline, "nothing leaked");
+}
+
+#[test]
+fn accepts_a_valid_raw_record() {
+    // The yardstick for every rejection below: the same raw path with a
+    // correct header delivers data and fds.
+    let _serial = serial();
+    let baseline = open_sockets_and_memfds();
+    let (raw, receiver) = Channel::<4>::pair().unwrap();
+    let files = memfds(3);
+    send_raw(&raw, &record(header(3, 5), 5), &borrow(&files));
+    let mut data = [0u8; 16];
+    let mut fds = heapless::Vec::new();
+    assert_eq!(
+        receiver.recv(&mut data, &mut fds),
+        Ok(Received {
+            data_len: 5,
+            fd_count: 3
+        })
+    );
+    assert_eq!(&data[..5], &[0, 1, 2, 3, 4]);
+    for (sent, got) in files.iter().zip(&fds) {
+        assert_eq!(identity(got), identity(sent));
+    }
+    drop((files, fds, raw, receiver));
+    assert_eq!(open_sockets_and_memfds(), baseline);
+}
+
+#[test]
+fn rejects_empty_record_from_live_peer_as_short_record() {
+    let _serial = serial();
+    // A 0-byte record reads like end-of-file on SOCK_SEQPACKET, but the peer
+    // is still there: this is a short record, not a disconnection.
+    assert_rejected::<1>(&[], 0, 16, Error::ShortRecord { len: 0 });
+    assert_rejected::<0>(&[], 0, 16, Error::ShortRecord { len: 0 });
+    // Through try_recv too.
+    let (raw, receiver) = Channel::<1>::pair().unwrap();
+    send_raw(&raw, &[], &[]);
+    let mut fds = heapless::Vec::new();
+    assert_eq!(
+        receiver.try_recv(&mut [0; 16], &mut fds),
+        Err(Error::ShortRecord { len: 0 })
+    );
+    assert_good_message_arrives(&raw, &receiver);
+}
+
+#[test]
+fn rejects_short_records_and_closes_their_fds() {
+    let _serial = serial();
+    let valid = header(0, 0);
+    for len in 0..8 {
+        assert_rejected::<4>(&valid[..len], 2, 16, Error::ShortRecord { len });
+        assert_rejected::<4>(&valid[..len], 0, 16, Error::ShortRecord { len });
+    }
+    // Shortness comes first, whatever the bytes say.
+    assert_rejected::<4>(b"XX\x07", 1, 16, Error::ShortRecord { len: 3 });
+}
+
+#[test]
+fn rejects_bad_magic_and_closes_its_fds() {
+    let _serial = serial();
+    for magic in [*b"XP", *b"IQ", *b"PI", [0, 0]] {
+        let mut bytes = record(header(1, 3), 3);
+        bytes[..2].copy_from_slice(&magic);
+        assert_rejected::<2>(&bytes, 1, 16, Error::BadMagic { found: magic });
+    }
+}
+
+#[test]
+fn rejects_unsupported_version_and_closes_its_fds() {
+    let _serial = serial();
+    for version in [0, 2, 255] {
+        let mut bytes = record(header(2, 4), 4);
+        bytes[2] = version;
+        assert_rejected::<2>(&bytes, 2, 16, Error::UnsupportedVersion { version });
+    }
+}
+
+#[test]
+fn rejects_data_len_larger_than_record_and_closes_its_fds() {
+    let _serial = serial();
+    assert_rejected::<2>(
+        &record(header(1, 10), 5),
+        1,
+        16,
+        Error::LengthMismatch {
+            declared: 10,
+            actual: 5,
+        },
+    );
+    assert_rejected::<2>(
+        &record(header(0, u32::MAX), 0),
+        0,
+        16,
+        Error::LengthMismatch {
+            declared: u32::MAX,
+            actual: 0,
+        },
+    );
+}
+
+#[test]
+fn rejects_data_len_smaller_than_record_and_closes_its_fds() {
+    let _serial = serial();
+    assert_rejected::<2>(
+        &record(header(1, 3), 5),
+        1,
+        16,
+        Error::LengthMismatch {
+            declared: 3,
+            actual: 5,
+        },
+    );
+    assert_rejected::<2>(
+        &record(header(2, 0), 1),
+        2,
+        16,
+        Error::LengthMismatch {
+            declared: 0,
+            actual: 1,
+        },
+    );
+}
+
+#[test]
+fn rejects_fd_count_mismatch_and_closes_its_fds() {
+    let _serial = serial();
+    // Fewer fds than declared.
+    assert_rejected::<4>(
+        &record(header(2, 1), 1),
+        1,
+        16,
+        Error::FdCountMismatch {
+            declared: 2,
+            received: 1,
+            truncated: false,
+        },
+    );
+    assert_rejected::<4>(
+        &record(header(1, 0), 0),
+        0,
+        16,
+        Error::FdCountMismatch {
+            declared: 1,
+            received: 0,
+            truncated: false,
+        },
+    );
+    // More fds than declared, within the capacity.
+    assert_rejected::<4>(
+        &record(header(0, 2), 2),
+        1,
+        16,
+        Error::FdCountMismatch {
+            declared: 0,
+            received: 1,
+            truncated: false,
+        },
+    );
+    assert_rejected::<4>(
+        &record(header(3, 2), 2),
+        4,
+        16,
+        Error::FdCountMismatch {
+            declared: 3,
+            received: 4,
+            truncated: false,
+        },
+    );
+    // More fds than declared, beyond the capacity: the kernel delivers 4 and
+    // sets MSG_CTRUNC (`truncated`); the header declares no more than that,
+    // so it lies.
+    assert_rejected::<4>(
+        &record(header(3, 2), 2),
+        10,
+        16,
+        Error::FdCountMismatch {
+            declared: 3,
+            received: 4,
+            truncated: true,
+        },
+    );
+}
+
+#[test]
+fn rejects_truncated_record_with_its_real_length_and_closes_its_fds() {
+    let _serial = serial();
+    assert_rejected::<2>(
+        &record(header(2, 100), 100),
+        2,
+        16,
+        Error::Truncated {
+            len: 100,
+            capacity: 16,
+        },
+    );
+    assert_rejected::<2>(
+        &record(header(0, 17), 17),
+        0,
+        16,
+        Error::Truncated {
+            len: 17,
+            capacity: 16,
+        },
+    );
+    assert_rejected::<2>(
+        &record(header(1, 1), 1),
+        1,
+        0,
+        Error::Truncated {
+            len: 1,
+            capacity: 0,
+        },
+    );
+    // The boundary: data of exactly the buffer's size is not truncated.
+    let (raw, receiver) = Channel::<2>::pair().unwrap();
+    send_raw(&raw, &record(header(0, 16), 16), &[]);
+    let mut fds = heapless::Vec::new();
+    assert_eq!(
+        receiver
+            .recv(&mut [0; 16], &mut fds)
+            .map(|got| got.data_len),
+        Ok(16)
+    );
+}
+
+#[test]
+fn rejects_too_many_fds_via_msg_ctrunc_and_closes_them() {
+    let _serial = serial();
+    assert_rejected::<4>(
+        &record(header(10, 5), 5),
+        10,
+        16,
+        Error::TooManyFds {
+            count: 10,
+            capacity: 4,
+        },
+    );
+    assert_rejected::<4>(
+        &record(header(5, 0), 0),
+        5,
+        16,
+        Error::TooManyFds {
+            count: 5,
+            capacity: 4,
+        },
+    );
+}
+
+/// Space for one `SCM_RIGHTS` fd exactly: `CMSG_SPACE(4)` bytes, aligned
+/// for `cmsghdr`.
+#[cfg(target_pointer_width = "64")]
+#[repr(C, align(8))]
+struct OneFdSpace([std::mem::MaybeUninit<u8>; 24]);
+
+#[cfg(target_pointer_width = "64")]
+#[test]
+fn kernel_delivers_two_fds_into_the_alignment_slack_of_one() {
+    // The premise of the next test, checked against the kernel directly: a
+    // control buffer of CMSG_SPACE(4) = 24 bytes on 64-bit receives two fds
+    // and no MSG_CTRUNC.
+    use rustix::io::IoSliceMut;
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, recvmsg};
+
+    let _serial = serial();
+    assert_eq!(
+        std::mem::size_of::<OneFdSpace>(),
+        rustix::cmsg_space!(ScmRights(1)) - std::mem::size_of::<usize>(),
+        "CMSG_SPACE(sizeof(int)) without rustix's extra alignment unit"
+    );
+    let (raw, receiver) = Channel::<1>::pair().unwrap();
+    let files = memfds(2);
+    send_raw(&raw, &record(header(2, 0), 0), &borrow(&files));
+
+    let mut space = OneFdSpace([std::mem::MaybeUninit::uninit(); 24]);
+    let mut control = RecvAncillaryBuffer::new(&mut space.0);
+    let mut head = [0u8; 8];
+    let msg = recvmsg(
+        &receiver,
+        &mut [IoSliceMut::new(&mut head)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )
+    .unwrap();
+    assert!(!msg.flags.contains(ReturnFlags::CTRUNC));
+    let mut received = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(rights) = message {
+            received.extend(rights);
+        }
+    }
+    assert_eq!(received.len(), 2);
+    assert_eq!(identity(&received[1]), identity(&files[1]));
+}
+
+#[test]
+fn rejects_too_many_fds_in_alignment_slack_and_closes_them() {
+    let _serial = serial();
+    // On 64-bit Linux a Channel<1>'s control buffer (CMSG_SPACE(4) = 24
+    // bytes) holds two fds, so the kernel delivers both without MSG_CTRUNC;
+    // the receiver must count the extra one, close it and reject.
+    assert_rejected::<1>(
+        &record(header(2, 3), 3),
+        2,
+        16,
+        Error::TooManyFds {
+            count: 2,
+            capacity: 1,
+        },
+    );
+    // Channel<3>: CMSG_SPACE(12) = 32 bytes, room for four.
+    assert_rejected::<3>(
+        &record(header(4, 0), 0),
+        4,
+        16,
+        Error::TooManyFds {
+            count: 4,
+            capacity: 3,
+        },
+    );
+}
+
+#[test]
+fn rejects_fd_count_mismatch_before_too_many_fds_in_alignment_slack() {
+    let _serial = serial();
+    // Two fds arrive in a Channel<1>'s slack without MSG_CTRUNC, so exactly
+    // two were sent; the header declares three. FdCountMismatch comes before
+    // TooManyFds in the documented order.
+    assert_rejected::<1>(
+        &record(header(3, 0), 0),
+        2,
+        16,
+        Error::FdCountMismatch {
+            declared: 3,
+            received: 2,
+            truncated: false,
+        },
+    );
+    // Three fds sent, two delivered (the slack is full) with MSG_CTRUNC: at
+    // least three were sent, the header declares two, so it lies.
+    assert_rejected::<1>(
+        &record(header(2, 0), 0),
+        3,
+        16,
+        Error::FdCountMismatch {
+            declared: 2,
+            received: 2,
+            truncated: true,
+        },
+    );
+}
+
+#[test]
+fn accepts_the_maximum_of_253_fds() {
+    let _serial = serial();
+    let baseline = open_sockets_and_memfds();
+    let (raw, receiver) = Channel::<253>::pair().unwrap();
+    let files = memfds(253);
+    let mut data = [0u8; 16];
+    let mut fds = heapless::Vec::new();
+
+    // Raw, and through the crate's sender.
+    send_raw(&raw, &record(header(253, 4), 4), &borrow(&files));
+    raw.send(b"max!", &borrow(&files)).unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            receiver.recv(&mut data, &mut fds),
+            Ok(Received {
+                data_len: 4,
+                fd_count: 253
+            })
+        );
+        assert_eq!(fds.len(), 253);
+        for (sent, got) in files.iter().zip(&fds) {
+            assert_eq!(identity(got), identity(sent));
+        }
+    }
+    assert_eq!(read_all(fds[252].as_fd()), b"file 252");
+    drop((files, fds));
+    assert_good_message_arrives(&raw, &receiver);
+    drop((raw, receiver));
+    assert_eq!(open_sockets_and_memfds(), baseline);
+}
+
+#[test]
+fn rejects_253_fds_over_capacity_and_closes_them() {
+    let _serial = serial();
+    assert_rejected::<4>(
+        &record(header(253, 1), 1),
+        253,
+        16,
+        Error::TooManyFds {
+            count: 253,
+            capacity: 4,
+        },
+    );
+    assert_rejected::<252>(
+        &record(header(253, 1), 1),
+        253,
+        16,
+        Error::TooManyFds {
+            count: 253,
+            capacity: 252,
+        },
+    );
+}
+
+#[test]
+fn checks_rules_in_documented_order() {
+    let _serial = serial();
+    // One record breaking every rule after the first; fixing one fault at a
+    // time must reveal the next rule in order. Channel<4>, 16-byte buffer,
+    // 100 data bytes, 10 fds sent (4 delivered, MSG_CTRUNC).
+    let mut bytes = record(header(3, 50), 100);
+    bytes[..3].copy_from_slice(b"XX\x02");
+    assert_rejected::<4>(&bytes, 10, 16, Error::BadMagic { found: *b"XX" });
+    bytes[..2].copy_from_slice(b"IP");
+    assert_rejected::<4>(&bytes, 10, 16, Error::UnsupportedVersion { version: 2 });
+    bytes[2] = 1;
+    assert_rejected::<4>(
+        &bytes,
+        10,
+        16,
+        Error::LengthMismatch {
+            declared: 50,
+            actual: 100,
+        },
+    );
+    bytes[4..8].copy_from_slice(&100u32.to_le_bytes());
+    assert_rejected::<4>(
+        &bytes,
+        10,
+        16,
+        Error::FdCountMismatch {
+            declared: 3,
+            received: 4,
+            truncated: true,
+        },
+    );
+    bytes[3] = 10;
+    assert_rejected::<4>(
+        &bytes,
+        10,
+        16,
+        Error::Truncated {
+            len: 100,
+            capacity: 16,
+        },
+    );
+    assert_rejected::<4>(
+        &bytes,
+        10,
+        100,
+        Error::TooManyFds {
+            count: 10,
+            capacity: 4,
+        },
+    );
+    // And with the last fault fixed, the record goes through.
+    let baseline = open_sockets_and_memfds();
+    let (raw, receiver) = Channel::<4>::pair().unwrap();
+    let files = memfds(4);
+    bytes[3] = 4;
+    send_raw(&raw, &bytes, &borrow(&files));
+    let mut data = [0u8; 100];
+    let mut fds = heapless::Vec::new();
+    assert_eq!(
+        receiver.recv(&mut data, &mut fds),
+        Ok(Received {
+            data_len: 100,
+            fd_count: 4
+        })
+    );
+    assert_eq!(&data[..], &bytes[8..]);
+    drop((files, fds, raw, receiver));
+    assert_eq!(open_sockets_and_memfds(), baseline);
+}
