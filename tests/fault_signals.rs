@@ -1,0 +1,383 @@
+//! Signals: blocking calls interrupted by a handler installed without
+//! `SA_RESTART` must resume, and `recv_timeout` must keep its deadline.
+//!
+//! The signal (`SIGUSR1`) is aimed at the blocked thread with
+//! `pthread_kill`, and only once `/proc/self/task/TID/syscall` shows that
+//! thread blocked in the expected system call; the handler counts
+//! deliveries so each interruption is confirmed before the next step. No
+//! sleeping is used to synchronise. The handler and its counter are
+//! process-wide, so every test holds `common::serial()`.
+
+mod common;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{identity, memfd, serial};
+use ipc_unixsocket::{Channel, Error, Received};
+use rustix::event::{PollFd, PollFlags};
+use rustix::io::{Errno, IoSliceMut};
+use rustix::net::{RecvAncillaryBuffer, RecvFlags, recvmsg};
+
+type Fds<const N: usize> = heapless::Vec<OwnedFd, N>;
+
+static DELIVERED: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn count_delivery(_signal: libc::c_int) {
+    DELIVERED.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Installs `count_delivery` for `SIGUSR1` with `sa_flags = 0`: no
+/// `SA_RESTART`, so the kernel makes interrupted socket calls fail with
+/// `EINTR` instead of restarting them.
+fn install_handler_without_sa_restart() {
+    // SAFETY: `sigaction` is given a zero-initialised (valid) `struct
+    // sigaction` whose handler is an `extern "C" fn(c_int)` that only
+    // touches an atomic (async-signal-safe), an emptied mask, and no flags.
+    // The old action is not requested (null pointer is allowed).
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = count_delivery as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = 0;
+        assert_eq!(libc::sigemptyset(&mut action.sa_mask), 0);
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+            0
+        );
+    }
+}
+
+/// Identifies a thread both ways: the kernel tid for `/proc`, and the
+/// `pthread_t` for `pthread_kill`.
+#[derive(Clone, Copy)]
+struct ThreadIds {
+    tid: i32,
+    pthread: libc::pthread_t,
+}
+
+fn this_thread() -> ThreadIds {
+    ThreadIds {
+        tid: rustix::thread::gettid().as_raw_nonzero().get(),
+        // SAFETY: pthread_self has no preconditions.
+        pthread: unsafe { libc::pthread_self() },
+    }
+}
+
+/// The system call thread `tid` of this process is blocked in, if any.
+fn blocked_in(tid: i32) -> Option<libc::c_long> {
+    let line = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).ok()?;
+    line.split_whitespace().next()?.parse().ok()
+}
+
+/// Spins (yielding) until thread `tid` is blocked in `nr`, or `done()`.
+fn wait_until_blocked_in(tid: i32, nr: libc::c_long, done: &dyn Fn() -> bool) -> bool {
+    loop {
+        if blocked_in(tid) == Some(nr) {
+            return true;
+        }
+        if done() {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// Sends `SIGUSR1` to `thread` and waits until its handler has run (or the
+/// thread is done). Returns whether the handler ran.
+fn interrupt(thread: ThreadIds, done: &dyn Fn() -> bool) -> bool {
+    let before = DELIVERED.load(Ordering::SeqCst);
+    // SAFETY: `thread.pthread` belongs to a scoped thread that has not been
+    // joined yet (the caller holds its handle), so the id is still valid.
+    let sent = unsafe { libc::pthread_kill(thread.pthread, libc::SIGUSR1) };
+    assert_eq!(sent, 0, "pthread_kill");
+    loop {
+        if DELIVERED.load(Ordering::SeqCst) > before {
+            return true;
+        }
+        if done() {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// Interrupts `thread` `rounds` times, each time only once it is blocked in
+/// `nr`, then waits until it is blocked in `nr` once more (it resumed).
+/// Returns `false` as soon as the thread stops blocking instead.
+fn interrupt_while_blocked(
+    thread: ThreadIds,
+    nr: libc::c_long,
+    rounds: usize,
+    done: &dyn Fn() -> bool,
+) -> bool {
+    for _ in 0..rounds {
+        if !wait_until_blocked_in(thread.tid, nr, done) || !interrupt(thread, done) {
+            return false;
+        }
+    }
+    wait_until_blocked_in(thread.tid, nr, done)
+}
+
+const ROUNDS: usize = 20;
+
+/// Control: the setup really interrupts a blocked `recvmsg`. A raw
+/// `recvmsg` that does not retry fails with `EINTR` on the first signal, so
+/// a `Channel::recv` that stopped retrying would fail the next test.
+#[test]
+fn control_raw_recvmsg_fails_with_eintr() {
+    let _guard = serial();
+    install_handler_without_sa_restart();
+    let (tx, rx) = Channel::<1>::pair().unwrap();
+    let (ids_tx, ids_rx) = mpsc::channel();
+    std::thread::scope(|scope| {
+        let receiver = scope.spawn(|| {
+            ids_tx.send(this_thread()).unwrap();
+            let mut data = [0u8; 16];
+            let mut space = [std::mem::MaybeUninit::uninit(); 64];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            recvmsg(
+                &rx,
+                &mut [IoSliceMut::new(&mut data)],
+                &mut control,
+                RecvFlags::empty(),
+            )
+            .map(|msg| msg.bytes)
+        });
+        let thread = ids_rx.recv().unwrap();
+        let done = || receiver.is_finished();
+        assert!(wait_until_blocked_in(thread.tid, libc::SYS_recvmsg, &done));
+        assert!(interrupt(thread, &done));
+        assert_eq!(receiver.join().unwrap(), Err(Errno::INTR));
+    });
+    drop(tx);
+}
+
+#[test]
+fn blocking_recv_resumes_after_signals_without_sa_restart() {
+    let _guard = serial();
+    install_handler_without_sa_restart();
+    let (tx, rx) = Channel::<1>::pair().unwrap();
+    let file = memfd(b"frame");
+    let (ids_tx, ids_rx) = mpsc::channel();
+    std::thread::scope(|scope| {
+        let receiver = scope.spawn(|| {
+            ids_tx.send(this_thread()).unwrap();
+            let mut data = [0u8; 64];
+            let mut fds = Fds::<1>::new();
+            let got = rx.recv(&mut data, &mut fds);
+            (got, data, fds)
+        });
+        let thread = ids_rx.recv().unwrap();
+        let delivered_before = DELIVERED.load(Ordering::SeqCst);
+        let done = || receiver.is_finished();
+        let resumed = interrupt_while_blocked(thread, libc::SYS_recvmsg, ROUNDS, &done);
+        if !resumed {
+            let (got, ..) = receiver.join().unwrap();
+            panic!("recv returned instead of resuming after a signal: {got:?}");
+        }
+        assert!(DELIVERED.load(Ordering::SeqCst) - delivered_before >= ROUNDS);
+        // Only now does the message exist; recv must return it.
+        tx.send(b"after the signals", &[file.as_fd()]).unwrap();
+        let (got, data, fds) = receiver.join().unwrap();
+        assert_eq!(
+            got,
+            Ok(Received {
+                data_len: 17,
+                fd_count: 1
+            })
+        );
+        assert_eq!(&data[..17], b"after the signals");
+        assert_eq!(identity(&fds[0]), identity(&file));
+    });
+}
+
+#[test]
+fn recv_timeout_returns_a_message_sent_after_signals() {
+    let _guard = serial();
+    install_handler_without_sa_restart();
+    let (tx, rx) = Channel::<1>::pair().unwrap();
+    let (ids_tx, ids_rx) = mpsc::channel();
+    std::thread::scope(|scope| {
+        let receiver = scope.spawn(|| {
+            ids_tx.send(this_thread()).unwrap();
+            let mut data = [0u8; 64];
+            let mut fds = Fds::<1>::new();
+            let got = rx.recv_timeout(&mut data, &mut fds, Duration::from_secs(600));
+            (got, data)
+        });
+        let thread = ids_rx.recv().unwrap();
+        let done = || receiver.is_finished();
+        if !interrupt_while_blocked(thread, libc::SYS_ppoll, ROUNDS, &done) {
+            let (got, _) = receiver.join().unwrap();
+            panic!("recv_timeout returned instead of resuming after a signal: {got:?}");
+        }
+        tx.send(b"late", &[]).unwrap();
+        let (got, data) = receiver.join().unwrap();
+        assert_eq!(
+            got,
+            Ok(Received {
+                data_len: 4,
+                fd_count: 0
+            })
+        );
+        assert_eq!(&data[..4], b"late");
+    });
+}
+
+/// What happened to a wait that was interrupted every time it was seen
+/// blocked in `ppoll`, as fast as the signals could be handled.
+struct Interrupted<T> {
+    result: T,
+    elapsed: Duration,
+    interruptions: usize,
+    /// Still waiting when interrupting stopped, after `give_up`.
+    gave_up: bool,
+}
+
+/// Runs `wait` on a thread and interrupts it each time it is blocked in
+/// `ppoll`, until it returns or `give_up` has passed; then joins it.
+fn interrupt_wait<T: Send>(wait: impl FnOnce() -> T + Send, give_up: Duration) -> Interrupted<T> {
+    let (ids_tx, ids_rx) = mpsc::channel();
+    std::thread::scope(|scope| {
+        let waiter = scope.spawn(move || {
+            ids_tx.send(this_thread()).unwrap();
+            let start = Instant::now();
+            let result = wait();
+            (result, start.elapsed())
+        });
+        let thread = ids_rx.recv().unwrap();
+        let done = || waiter.is_finished();
+        let started = Instant::now();
+        let mut interruptions = 0;
+        while !done() && started.elapsed() < give_up {
+            if wait_until_blocked_in(thread.tid, libc::SYS_ppoll, &done) && interrupt(thread, &done)
+            {
+                interruptions += 1;
+            }
+        }
+        let gave_up = !done();
+        let (result, elapsed) = waiter.join().unwrap();
+        Interrupted {
+            result,
+            elapsed,
+            interruptions,
+            gave_up,
+        }
+    })
+}
+
+const TIMEOUT: Duration = Duration::from_millis(300);
+
+#[test]
+fn recv_timeout_keeps_its_deadline_across_interruptions() {
+    // Not a speed limit: interrupting merely stops after this long, and a
+    // recv_timeout that restarted its full timeout on every EINTR would
+    // still be waiting then (see the control below).
+    const GIVE_UP: Duration = Duration::from_secs(60);
+    let _guard = serial();
+    install_handler_without_sa_restart();
+    let (_tx, rx) = Channel::<1>::pair().unwrap();
+    let run = interrupt_wait(
+        || {
+            let mut data = [0u8; 16];
+            let mut fds = Fds::<1>::new();
+            rx.recv_timeout(&mut data, &mut fds, TIMEOUT)
+        },
+        GIVE_UP,
+    );
+    println!(
+        "recv_timeout({TIMEOUT:?}) interrupted {} times, returned {:?} after {:?}",
+        run.interruptions, run.result, run.elapsed
+    );
+    assert!(
+        !run.gave_up,
+        "recv_timeout({TIMEOUT:?}) was still waiting after {GIVE_UP:?} of interruptions: \
+         its deadline restarts on EINTR"
+    );
+    assert_eq!(run.result, Err(Error::TimedOut));
+    assert!(
+        run.elapsed >= TIMEOUT,
+        "recv_timeout returned after {:?}, before its {TIMEOUT:?} deadline",
+        run.elapsed
+    );
+    assert!(run.interruptions >= 1, "the wait was never interrupted");
+}
+
+/// Control: the same harness catches both ways of getting the deadline
+/// wrong, shown with two naive waits written against raw `ppoll`.
+#[test]
+fn control_naive_deadlines_are_caught() {
+    fn naive_wait(channel: &Channel<1>, on_eintr_give_up: bool) -> Result<(), Error> {
+        let timeout = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: TIMEOUT.as_nanos() as i64,
+        };
+        loop {
+            let mut watch = [PollFd::new(channel, PollFlags::IN)];
+            match rustix::event::poll(&mut watch, Some(&timeout)) {
+                Ok(0) => return Err(Error::TimedOut),
+                Ok(_) => return Ok(()),
+                // Returns early, reporting a timeout that has not passed.
+                Err(Errno::INTR) if on_eintr_give_up => return Err(Error::TimedOut),
+                // Restarts the full timeout: never returns while interrupted.
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let _guard = serial();
+    install_handler_without_sa_restart();
+    let (_tx, rx) = Channel::<1>::pair().unwrap();
+
+    let restarting = interrupt_wait(|| naive_wait(&rx, false), 10 * TIMEOUT);
+    assert!(restarting.gave_up, "a restarting wait was not caught");
+
+    let early = interrupt_wait(|| naive_wait(&rx, true), 10 * TIMEOUT);
+    assert!(!early.gave_up);
+    assert_eq!(early.result, Err(Error::TimedOut));
+    assert!(early.elapsed < TIMEOUT, "an early return was not caught");
+}
+
+#[test]
+fn blocking_send_resumes_after_signals_without_sa_restart() {
+    let _guard = serial();
+    install_handler_without_sa_restart();
+    let (tx, rx) = Channel::<0>::pair().unwrap();
+    // Fill the socket; records are numbered.
+    let mut sent = 0u32;
+    loop {
+        match tx.try_send(&sent.to_le_bytes(), &[]) {
+            Ok(()) => sent += 1,
+            Err(Error::WouldBlock) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    let (ids_tx, ids_rx) = mpsc::channel();
+    std::thread::scope(|scope| {
+        let sender = scope.spawn(|| {
+            ids_tx.send(this_thread()).unwrap();
+            tx.send(&sent.to_le_bytes(), &[])
+        });
+        let thread = ids_rx.recv().unwrap();
+        let done = || sender.is_finished();
+        if !interrupt_while_blocked(thread, libc::SYS_sendmsg, ROUNDS, &done) {
+            panic!(
+                "send returned instead of resuming after a signal: {:?}",
+                sender.join().unwrap()
+            );
+        }
+        // The peer reads again: every record arrives once, in order, the
+        // interrupted one last.
+        let mut data = [0u8; 8];
+        let mut fds = Fds::<0>::new();
+        for seq in 0..=sent {
+            let got = rx.recv(&mut data, &mut fds).unwrap();
+            assert_eq!(got.data_len, 4);
+            assert_eq!(u32::from_le_bytes(data[..4].try_into().unwrap()), seq);
+        }
+        assert_eq!(sender.join().unwrap(), Ok(()));
+        assert_eq!(rx.try_recv(&mut data, &mut fds), Err(Error::WouldBlock));
+    });
+}
