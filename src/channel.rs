@@ -35,6 +35,7 @@ use crate::header::{HEADER_LEN, Header, MAX_FDS_PER_MESSAGE, Record, validate};
 /// # Ok::<(), ipc_unixsocket::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Received {
     /// Number of data bytes written to the start of the caller's buffer.
     pub data_len: usize,
@@ -180,8 +181,21 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
             });
         match checked {
             Ok(true) => {}
-            Ok(false) | Err(Errno::NOTSOCK) => return Err(Error::NotSeqpacketSocket),
-            Err(errno) => return Err(errno.into()),
+            Ok(false) | Err(Errno::NOTSOCK) => {
+                warn!(
+                    "bind: fd {=i32} is not an AF_UNIX SOCK_SEQPACKET socket; closed it",
+                    fd.as_raw_fd()
+                );
+                return Err(Error::NotSeqpacketSocket);
+            }
+            Err(errno) => {
+                warn!(
+                    "bind: getsockopt on fd {=i32} failed with errno {=i32}; closed it",
+                    fd.as_raw_fd(),
+                    errno.raw_os_error()
+                );
+                return Err(errno.into());
+            }
         }
         fcntl_setfd(&fd, FdFlags::CLOEXEC)?;
         Ok(Self::from_fd(fd))
@@ -276,10 +290,18 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
         }
         loop {
             return match sendmsg(&self.fd, &iov, &mut control, flags) {
-                Ok(_) => Ok(()),
+                Ok(_) => {
+                    trace!(
+                        "sent {=usize} data bytes, {=usize} fds",
+                        data.len(),
+                        fds.len()
+                    );
+                    Ok(())
+                }
                 Err(Errno::INTR) => continue,
                 Err(Errno::AGAIN) => Err(Error::WouldBlock),
                 Err(Errno::PIPE | Errno::CONNRESET | Errno::CONNREFUSED) => {
+                    debug!("send: peer disconnected");
                     Err(Error::Disconnected)
                 }
                 Err(Errno::MSGSIZE) => Err(Error::SendTooLarge { len: data.len() }),
@@ -466,7 +488,10 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
                 // one-shot ECONNRESET on this socket; reading it clears it.
                 // Records the peer queued before dying still come first.
                 Err(Errno::CONNRESET) if !reset_seen => reset_seen = true,
-                Err(Errno::CONNRESET) => return Err(Error::Disconnected),
+                Err(Errno::CONNRESET) => {
+                    debug!("recv: peer disconnected (connection reset)");
+                    return Err(Error::Disconnected);
+                }
                 Err(Errno::AGAIN) => return Err(Error::WouldBlock),
                 Err(errno) => return Err(errno.into()),
             }
@@ -487,6 +512,7 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
         }
         let fds_truncated = msg.flags.contains(ReturnFlags::CTRUNC);
         if msg.bytes == 0 && fds_received == 0 && !fds_truncated && self.peer_is_gone()? {
+            debug!("recv: peer disconnected");
             return Err(Error::Disconnected);
         }
         let record = Record {
@@ -498,12 +524,20 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
             fds_truncated,
         };
         match validate(&record) {
-            Ok(header) => Ok(Received {
-                data_len: msg.bytes - HEADER_LEN,
-                fd_count: usize::from(header.fd_count),
-            }),
+            Ok(header) => {
+                let got = Received {
+                    data_len: msg.bytes - HEADER_LEN,
+                    fd_count: usize::from(header.fd_count),
+                };
+                trace!("received {}", got);
+                Ok(got)
+            }
             Err(error) => {
                 fds.clear();
+                warn!(
+                    "rejected record of {=usize} bytes: {}; closed {=usize} fds",
+                    msg.bytes, error, fds_received
+                );
                 Err(error)
             }
         }

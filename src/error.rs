@@ -27,6 +27,7 @@ use rustix::io::Errno;
 /// # Ok::<(), Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub enum Error {
     /// A non-blocking call found no record to read, or no room to send.
@@ -113,7 +114,7 @@ pub enum Error {
     /// `AF_UNIX` `SOCK_SEQPACKET` socket.
     NotSeqpacketSocket,
     /// Any other error from the operating system.
-    Os(Errno),
+    Os(#[cfg_attr(feature = "defmt", defmt(Debug2Format))] Errno),
 }
 
 impl Error {

@@ -39,6 +39,7 @@ pub const MAX_FDS_PER_MESSAGE: usize = 253;
 /// assert_eq!(Header::decode(&bytes), Ok(header));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Header {
     /// Number of file descriptors that travel with the record.
     pub fd_count: u8,

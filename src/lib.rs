@@ -3,10 +3,15 @@
 #![deny(missing_docs, missing_debug_implementations, unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+#[macro_use]
+mod fmt;
+
 mod channel;
 mod cmsg;
 mod error;
 mod header;
+#[cfg(feature = "defmt")]
+pub mod logger;
 mod payload;
 
 pub use channel::{Channel, Received};
