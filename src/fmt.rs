@@ -1,14 +1,12 @@
 //! The crate's log shim, in the style of smoltcp's and embassy's `fmt.rs`.
 //!
-//! `trace!`, `debug!`, `info!` and `warn!` take a defmt format string and its
+//! `trace!`, `debug!` and `warn!` take a defmt format string and its
 //! arguments. With the `defmt` feature they forward to the `defmt` macros of
 //! the same name (so `DEFMT_LOG` filters them at compile time). Without it
 //! they expand to `let _ = (&arg, ...);`: the arguments count as used, so
 //! there are no unused-variable warnings, nothing is formatted and no code is
 //! generated. Arguments must therefore be plain places or cheap, side-effect
 //! free expressions.
-#![allow(unused_macros)] // not every level is used
-
 #[collapse_debuginfo(yes)]
 macro_rules! trace {
     ($s:literal $(, $x:expr)* $(,)?) => {{
@@ -24,16 +22,6 @@ macro_rules! debug {
     ($s:literal $(, $x:expr)* $(,)?) => {{
         #[cfg(feature = "defmt")]
         ::defmt::debug!($s $(, $x)*);
-        #[cfg(not(feature = "defmt"))]
-        let _ = ($(&$x),*);
-    }};
-}
-
-#[collapse_debuginfo(yes)]
-macro_rules! info {
-    ($s:literal $(, $x:expr)* $(,)?) => {{
-        #[cfg(feature = "defmt")]
-        ::defmt::info!($s $(, $x)*);
         #[cfg(not(feature = "defmt"))]
         let _ = ($(&$x),*);
     }};
