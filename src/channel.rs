@@ -6,7 +6,7 @@ use core::time::Duration;
 use heapless::Vec;
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use rustix::io::{Errno, FdFlags, IoSlice, IoSliceMut, fcntl_setfd, ioctl_fionread};
+use rustix::io::{Errno, FdFlags, IoSlice, IoSliceMut, fcntl_setfd, ioctl_fionread, retry_on_intr};
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
     SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType, UCred, recvmsg,
@@ -544,15 +544,25 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
     }
 
     /// Tells end-of-file from a 0-byte record, which `recvmsg` reports the
-    /// same way on `SOCK_SEQPACKET`: the peer is gone when it has hung up
-    /// and no bytes are queued.
+    /// same way on `SOCK_SEQPACKET`: the peer is gone when it has hung up,
+    /// no bytes are queued, and the next queued record (if any) carries no
+    /// fds either. An empty record without fds queued behind a hang-up
+    /// cannot be told from end-of-file, and counts as it.
     fn peer_is_gone(&self) -> Result<bool, Error> {
         let mut watch = [PollFd::new(&self.fd, PollFlags::RDHUP)];
-        poll(&mut watch, Some(&Timespec::default()))?;
+        retry_on_intr(|| poll(&mut watch, Some(&Timespec::default())))?;
         let hung_up = watch[0]
             .revents()
             .intersects(PollFlags::HUP | PollFlags::RDHUP);
-        Ok(hung_up && ioctl_fionread(&self.fd)? == 0)
+        if !hung_up || ioctl_fionread(&self.fd)? != 0 {
+            return Ok(false);
+        }
+        // FIONREAD counts bytes, not records: peek at the next record with
+        // no control buffer. Fds on it show as MSG_CTRUNC; none is installed.
+        let mut no_control = RecvAncillaryBuffer::new(&mut []);
+        let peek = RecvFlags::PEEK | RecvFlags::DONTWAIT;
+        let next = retry_on_intr(|| recvmsg(&self.fd, &mut [], &mut no_control, peek))?;
+        Ok(!next.flags.contains(ReturnFlags::CTRUNC))
     }
 }
 
