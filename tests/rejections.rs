@@ -11,29 +11,10 @@ mod common;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use common::{header, identity, memfd, read_all, send_raw, serial};
+use common::{header, identity, memfd, open_fds, read_all, send_raw, serial};
 use ipc_unixsocket::{Channel, Error, Received};
 
 const GOOD: &[u8] = b"a good message after the rejected record";
-
-/// Sockets and memfds open in this process, counted in `/proc/self/fd`.
-///
-/// Every fd these tests create or receive is one or the other. Unlike
-/// `common::open_fds()` this ignores files that other threads hold open for
-/// a moment outside the `serial()` guard: with nine or more test threads,
-/// glibc's malloc opens `/sys/devices/system/cpu/online` once per process
-/// (when it creates its tenth arena), and a full count taken meanwhile was
-/// off by one in about one run in fifty with `--test-threads=16`.
-fn open_sockets_and_memfds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .expect("read /proc/self/fd")
-        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
-        .filter(|target| {
-            let target = target.to_string_lossy();
-            target.starts_with("socket:") || target.starts_with("/memfd:")
-        })
-        .count()
-}
 
 /// `count` distinct memfds, each holding its own index.
 fn memfds(count: usize) -> Vec<OwnedFd> {
@@ -90,14 +71,14 @@ fn assert_rejected<const N: usize>(
     expected: Error,
 ) {
     assert!(expected.is_rejected_record());
-    let baseline = open_sockets_and_memfds();
+    let baseline = open_fds();
     let (raw, receiver) = Channel::<N>::pair().unwrap();
     let files = memfds(fds_sent);
     send_raw(&raw, bytes, &borrow(&files));
     // From here the record's fds exist only in flight: receiving installs
     // them in this process, and rejecting must close them again.
     drop(files);
-    let queued = open_sockets_and_memfds();
+    let queued = open_fds();
 
     let mut data = vec![0u8; data_capacity];
     let mut fds = heapless::Vec::new();
@@ -108,14 +89,14 @@ fn assert_rejected<const N: usize>(
     );
     assert!(fds.is_empty(), "a rejected record hands out no fds");
     assert_eq!(
-        open_sockets_and_memfds(),
+        open_fds(),
         queued,
         "every fd of the rejected record ({fds_sent} sent) is closed"
     );
 
     assert_good_message_arrives(&raw, &receiver);
     drop((raw, receiver));
-    assert_eq!(open_sockets_and_memfds(), baseline, "nothing leaked");
+    assert_eq!(open_fds(), baseline, "nothing leaked");
 }
 
 #[test]
@@ -123,7 +104,7 @@ fn accepts_a_valid_raw_record() {
     // The yardstick for every rejection below: the same raw path with a
     // correct header delivers data and fds.
     let _serial = serial();
-    let baseline = open_sockets_and_memfds();
+    let baseline = open_fds();
     let (raw, receiver) = Channel::<4>::pair().unwrap();
     let files = memfds(3);
     send_raw(&raw, &record(header(3, 5), 5), &borrow(&files));
@@ -141,7 +122,7 @@ fn accepts_a_valid_raw_record() {
         assert_eq!(identity(got), identity(sent));
     }
     drop((files, fds, raw, receiver));
-    assert_eq!(open_sockets_and_memfds(), baseline);
+    assert_eq!(open_fds(), baseline);
 }
 
 #[test]
@@ -471,7 +452,7 @@ fn rejects_fd_count_mismatch_before_too_many_fds_in_alignment_slack() {
 #[test]
 fn accepts_the_maximum_of_253_fds() {
     let _serial = serial();
-    let baseline = open_sockets_and_memfds();
+    let baseline = open_fds();
     let (raw, receiver) = Channel::<253>::pair().unwrap();
     let files = memfds(253);
     let mut data = [0u8; 16];
@@ -497,7 +478,7 @@ fn accepts_the_maximum_of_253_fds() {
     drop((files, fds));
     assert_good_message_arrives(&raw, &receiver);
     drop((raw, receiver));
-    assert_eq!(open_sockets_and_memfds(), baseline);
+    assert_eq!(open_fds(), baseline);
 }
 
 #[test]
@@ -575,7 +556,7 @@ fn checks_rules_in_documented_order() {
         },
     );
     // And with the last fault fixed, the record goes through.
-    let baseline = open_sockets_and_memfds();
+    let baseline = open_fds();
     let (raw, receiver) = Channel::<4>::pair().unwrap();
     let files = memfds(4);
     bytes[3] = 4;
@@ -591,5 +572,5 @@ fn checks_rules_in_documented_order() {
     );
     assert_eq!(&data[..], &bytes[8..]);
     drop((files, fds, raw, receiver));
-    assert_eq!(open_sockets_and_memfds(), baseline);
+    assert_eq!(open_fds(), baseline);
 }

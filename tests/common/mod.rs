@@ -11,13 +11,16 @@ use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg}
 
 /// Number of fds this process has open, read from `/proc/self/fd`.
 ///
-/// The directory handle used for reading is excluded.
+/// Left out: the directory handle used for reading (`/proc/...`), and files
+/// under `/sys/` that glibc's malloc opens for a moment from whichever
+/// thread creates its ninth arena (`/sys/devices/system/cpu/online`), which
+/// a count taken meanwhile would see on machines with many cores.
 pub fn open_fds() -> usize {
-    // read_dir's own fd appears in the listing; subtract it.
     std::fs::read_dir("/proc/self/fd")
         .expect("read /proc/self/fd")
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| !target.starts_with("/proc/") && !target.starts_with("/sys/"))
         .count()
-        - 1
 }
 
 /// Sends `bytes` as one raw record with `fds` in one SCM_RIGHTS message,
