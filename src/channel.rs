@@ -288,25 +288,22 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
                 return Err(too_many);
             }
         }
-        loop {
-            return match sendmsg(&self.fd, &iov, &mut control, flags) {
-                Ok(_) => {
-                    trace!(
-                        "sent {=usize} data bytes, {=usize} fds",
-                        data.len(),
-                        fds.len()
-                    );
-                    Ok(())
-                }
-                Err(Errno::INTR) => continue,
-                Err(Errno::AGAIN) => Err(Error::WouldBlock),
-                Err(Errno::PIPE | Errno::CONNRESET | Errno::CONNREFUSED) => {
-                    debug!("send: peer disconnected");
-                    Err(Error::Disconnected)
-                }
-                Err(Errno::MSGSIZE) => Err(Error::SendTooLarge { len: data.len() }),
-                Err(errno) => Err(errno.into()),
-            };
+        match retry_on_intr(|| sendmsg(&self.fd, &iov, &mut control, flags)) {
+            Ok(_) => {
+                trace!(
+                    "sent {=usize} data bytes, {=usize} fds",
+                    data.len(),
+                    fds.len()
+                );
+                Ok(())
+            }
+            Err(Errno::AGAIN) => Err(Error::WouldBlock),
+            Err(Errno::PIPE | Errno::CONNRESET | Errno::CONNREFUSED) => {
+                debug!("send: peer disconnected");
+                Err(Error::Disconnected)
+            }
+            Err(Errno::MSGSIZE) => Err(Error::SendTooLarge { len: data.len() }),
+            Err(errno) => Err(errno.into()),
         }
     }
 
