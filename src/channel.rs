@@ -6,7 +6,7 @@ use core::time::Duration;
 use heapless::Vec;
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use rustix::io::{Errno, FdFlags, IoSlice, IoSliceMut, fcntl_setfd, ioctl_fionread, retry_on_intr};
+use rustix::io::{Errno, FdFlags, IoSlice, IoSliceMut, fcntl_setfd, retry_on_intr};
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
     SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType, UCred, recvmsg,
@@ -469,10 +469,11 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
         fds: &mut Vec<OwnedFd, MAX_FDS>,
         flags: RecvFlags,
     ) -> Result<Received, Error> {
-        fds.clear();
+        discard_all(fds);
         let data_capacity = data.len();
         let mut head = [0u8; HEADER_LEN];
         let mut space = CmsgBuffer::<MAX_FDS>::new();
+        let mut space = space.zeroed();
         let mut control = RecvAncillaryBuffer::new(space.as_bytes());
         let flags = flags | RecvFlags::TRUNC | RecvFlags::CMSG_CLOEXEC;
         let mut reset_seen = false;
@@ -495,20 +496,27 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
         };
 
         // Take ownership of every fd at once; those past the capacity (the
-        // alignment slack) are counted and closed here.
+        // alignment slack) are counted and discarded here.
         let mut fds_received = 0;
         for message in control.drain() {
             if let RecvAncillaryMessage::ScmRights(rights) = message {
                 for fd in rights {
                     fds_received += 1;
                     if let Err(extra) = fds.push(fd) {
-                        drop(extra);
+                        discard(extra);
                     }
                 }
             }
         }
+        drop(control);
+        // Fd-carrying messages that rustix does not decode (a pidfd with
+        // `SO_PASSPIDFD`) are never delivered: close them too.
+        let (control_messages, pidfds) = space.finish();
+        pidfds.for_each(drop);
         let fds_truncated = msg.flags.contains(ReturnFlags::CTRUNC);
-        if msg.bytes == 0 && fds_received == 0 && !fds_truncated && self.peer_is_gone()? {
+        // End-of-file reads as a 0-byte record; a record that came with any
+        // control message (fds, credentials, a pidfd) is a record.
+        if msg.bytes == 0 && control_messages == 0 && !fds_truncated && self.peer_is_gone()? {
             debug!("recv: peer disconnected");
             return Err(Error::Disconnected);
         }
@@ -530,7 +538,7 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
                 Ok(got)
             }
             Err(error) => {
-                fds.clear();
+                discard_all(fds);
                 warn!(
                     "rejected record of {=usize} bytes: {}; closed {=usize} fds",
                     msg.bytes, error, fds_received
@@ -540,26 +548,62 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
         }
     }
 
-    /// Tells end-of-file from a 0-byte record, which `recvmsg` reports the
-    /// same way on `SOCK_SEQPACKET`: the peer is gone when it has hung up,
-    /// no bytes are queued, and the next queued record (if any) carries no
-    /// fds either. An empty record without fds queued behind a hang-up
-    /// cannot be told from end-of-file, and counts as it.
+    /// Tells end-of-file from a 0-byte record without fds, which `recvmsg`
+    /// reports the same way on `SOCK_SEQPACKET`: the peer is gone when it
+    /// has hung up and no record at all is left in the queue. An empty
+    /// record without fds that was the last one before the hang-up cannot
+    /// be told from end-of-file, and counts as it.
+    ///
+    /// Whether a record is queued is seen by a peek with no control buffer
+    /// while `SO_PASSCRED` is on: the kernel then attaches credentials to
+    /// every record, which do not fit and show as `MSG_CTRUNC` (nothing is
+    /// installed), even for an empty record without fds. End-of-file has
+    /// no credentials. The option is restored before returning.
     fn peer_is_gone(&self) -> Result<bool, Error> {
         let mut watch = [PollFd::new(&self.fd, PollFlags::RDHUP)];
         retry_on_intr(|| poll(&mut watch, Some(&Timespec::default())))?;
         let hung_up = watch[0]
             .revents()
             .intersects(PollFlags::HUP | PollFlags::RDHUP);
-        if !hung_up || ioctl_fionread(&self.fd)? != 0 {
+        if !hung_up {
             return Ok(false);
         }
-        // FIONREAD counts bytes, not records: peek at the next record with
-        // no control buffer. Fds on it show as MSG_CTRUNC; none is installed.
+        let passcred = sockopt::socket_passcred(&self.fd)?;
+        if !passcred {
+            sockopt::set_socket_passcred(&self.fd, true)?;
+        }
         let mut no_control = RecvAncillaryBuffer::new(&mut []);
         let peek = RecvFlags::PEEK | RecvFlags::DONTWAIT;
-        let next = retry_on_intr(|| recvmsg(&self.fd, &mut [], &mut no_control, peek))?;
-        Ok(!next.flags.contains(ReturnFlags::CTRUNC))
+        let next = loop {
+            match recvmsg(&self.fd, &mut [], &mut no_control, peek) {
+                // The peer may die (leaving a one-shot ECONNRESET) between
+                // the 0-byte read and this peek: its death is what we are
+                // asking about, so read on.
+                Err(Errno::INTR | Errno::CONNRESET) => {}
+                result => break result,
+            }
+        };
+        if !passcred {
+            sockopt::set_socket_passcred(&self.fd, false)?;
+        }
+        Ok(!next?.flags.contains(ReturnFlags::CTRUNC))
+    }
+}
+
+/// Closes an fd the caller will not get, without waiting: a socket is
+/// first set to `SO_LINGER {on, 0}`, so that closing a TCP socket with
+/// unsent data and a linger time set by the peer aborts it (RST) instead of
+/// blocking for the linger time. Anything else is closed as it is (the
+/// `setsockopt` fails with `ENOTSOCK`).
+fn discard(fd: OwnedFd) {
+    let _ = sockopt::set_socket_linger(&fd, Some(Duration::ZERO));
+    drop(fd);
+}
+
+/// [`discard`]s every fd in `fds`, leaving it empty.
+fn discard_all<const N: usize>(fds: &mut Vec<OwnedFd, N>) {
+    while let Some(fd) = fds.pop() {
+        discard(fd);
     }
 }
 

@@ -10,7 +10,16 @@
 #![allow(unsafe_code)]
 
 use core::ffi::c_int;
-use core::mem::{MaybeUninit, size_of};
+use core::mem::{MaybeUninit, align_of, size_of};
+
+use rustix::fd::{FromRawFd, OwnedFd};
+
+/// `SOL_SOCKET` on the architectures that use the generic value.
+const SOL_SOCKET: c_int = 1;
+
+/// `SCM_PIDFD` (Linux 6.5): a pidfd of the sender, added to every record
+/// received on a socket with `SO_PASSPIDFD` set.
+const SCM_PIDFD: c_int = 4;
 
 /// Same size and alignment as the C `struct cmsghdr` on Linux: `cmsg_len`
 /// is `size_t` (glibc, bionic) or a 32-bit length padded to `size_t` (musl),
@@ -38,6 +47,15 @@ impl<const N: usize> CmsgBuffer<N> {
         }
     }
 
+    /// Writes a zero to every byte of the buffer, padding included, so that
+    /// what the kernel leaves unwritten reads as the end of the messages.
+    pub(crate) fn zeroed(&mut self) -> Zeroed<'_, N> {
+        for byte in self.as_bytes() {
+            byte.write(0);
+        }
+        Zeroed(self)
+    }
+
     /// The buffer as bytes, ready for rustix's ancillary buffers.
     pub(crate) fn as_bytes(&mut self) -> &mut [MaybeUninit<u8>] {
         // SAFETY: `self` is a live, exclusively borrowed `repr(C)` value of
@@ -51,6 +69,84 @@ impl<const N: usize> CmsgBuffer<N> {
                 size_of::<Self>(),
             )
         }
+    }
+}
+
+/// A [`CmsgBuffer`] whose every byte has been written since it last moved:
+/// it can be read back as plain bytes after the kernel filled it.
+pub(crate) struct Zeroed<'a, const N: usize>(&'a mut CmsgBuffer<N>);
+
+impl<const N: usize> Zeroed<'_, N> {
+    /// The buffer as bytes, ready for rustix's ancillary buffers.
+    pub(crate) fn as_bytes(&mut self) -> &mut [MaybeUninit<u8>] {
+        self.0.as_bytes()
+    }
+
+    /// Walks the control messages the kernel wrote, after rustix has taken
+    /// the `SCM_RIGHTS` fds out, and takes ownership of the fds rustix does
+    /// not know: those of `SCM_PIDFD` messages. Returns the number of control
+    /// messages and those fds (closed when dropped).
+    ///
+    /// Takes `self` so that the fds can be taken only once.
+    pub(crate) fn finish(self) -> (usize, impl Iterator<Item = OwnedFd>) {
+        let len = size_of::<CmsgBuffer<N>>();
+        // SAFETY: `Zeroed` is only made by `CmsgBuffer::zeroed`, which wrote
+        // every byte of the buffer (padding included) and whose mutable
+        // borrow keeps the buffer from moving since; rustix and the kernel
+        // only ever write initialised bytes into it. So all `len` bytes are
+        // initialised, and `self` borrows them exclusively.
+        let bytes: &[u8] =
+            unsafe { core::slice::from_raw_parts(self.0.as_bytes().as_ptr().cast::<u8>(), len) };
+        let messages = Messages { bytes, at: 0 };
+        let count = messages.clone().count();
+        let pidfds = messages
+            .filter(|m| m.level == SOL_SOCKET && m.kind == SCM_PIDFD)
+            .flat_map(|m| m.data.chunks_exact(size_of::<c_int>()))
+            .filter_map(|raw| raw.try_into().ok().map(c_int::from_ne_bytes))
+            // SAFETY: the kernel installed this fd in our table for this
+            // `recvmsg` alone, rustix's drain leaves `SCM_PIDFD` untouched,
+            // and `finish` consumes the buffer, so nothing else owns it.
+            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+        (count, pidfds)
+    }
+}
+
+/// One control message: `cmsg_level`, `cmsg_type` and its data.
+struct Message<'a> {
+    level: c_int,
+    kind: c_int,
+    data: &'a [u8],
+}
+
+/// The control messages in a filled buffer, by the `CMSG_NXTHDR` rules; a
+/// `cmsg_len` of zero (never written) or one that does not fit ends them.
+#[derive(Clone)]
+struct Messages<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Iterator for Messages<'a> {
+    type Item = Message<'a>;
+
+    fn next(&mut self) -> Option<Message<'a>> {
+        let header = size_of::<CmsgHeader>();
+        let rest = self.bytes.get(self.at..)?;
+        let len_bytes = rest.first_chunk::<{ size_of::<usize>() }>()?;
+        let len = usize::from_ne_bytes(*len_bytes);
+        if len < header || len > rest.len() {
+            return None;
+        }
+        let int = |offset: usize| {
+            rest.get(offset..offset + size_of::<c_int>())
+                .and_then(|b| b.try_into().ok())
+                .map(c_int::from_ne_bytes)
+        };
+        let level = int(size_of::<usize>())?;
+        let kind = int(size_of::<usize>() + size_of::<c_int>())?;
+        let data = rest.get(header..len)?;
+        self.at += len.next_multiple_of(align_of::<usize>());
+        Some(Message { level, kind, data })
     }
 }
 

@@ -239,10 +239,11 @@ fn a_signal_does_not_turn_a_zero_byte_record_into_eintr() {
 
 /// Found while writing the `recv` target's oracle (which sidesteps it by
 /// always queueing a good message behind the last record before hanging up).
-/// After the peer hangs up, a 0-byte record is taken for end-of-file when no
-/// data bytes are queued behind it (`FIONREAD` counts bytes, not records), so
-/// `Disconnected` comes while a record carrying fds is still queued, and the
-/// next call returns that record.
+/// After the peer hangs up, a 0-byte record was taken for end-of-file when
+/// no data bytes were queued behind it (`FIONREAD` counts bytes, not
+/// records), so `Disconnected` came while a record carrying fds was still
+/// queued, and the next call returned that record. Now every outcome is
+/// pinned: both records, then `Disconnected` for good.
 #[test]
 fn disconnected_is_final() {
     let _serial = serial();
@@ -258,16 +259,9 @@ fn disconnected_is_final() {
         let results: Vec<Result<Received, Error>> = (0..4)
             .map(|_| reader.try_recv(&mut data, &mut fds))
             .collect();
-        let first = results
-            .iter()
-            .position(|r| *r == Err(Error::Disconnected))
-            .expect("Disconnected within four calls");
-        assert!(
-            results[first..]
-                .iter()
-                .all(|r| *r == Err(Error::Disconnected)),
-            "{results:?}"
-        );
+        let empty = Err(Error::ShortRecord { len: 0 });
+        let gone = Err(Error::Disconnected);
+        assert_eq!(results, [empty, empty, gone, gone]);
         assert!(fds.is_empty());
     }
     assert_eq!(open_fds(), baseline, "every fd closed");

@@ -1,0 +1,266 @@
+//! The fds the crate closes itself (those of rejected records, fds past the
+//! capacity, fds left in the caller's vector, and fds of control messages it
+//! does not deliver) are closed without waiting and without leaking.
+//!
+//! A hostile peer can pass a TCP socket with unsent data and `SO_LINGER`
+//! set: a plain `close()` of the last reference then blocks for the linger
+//! time. The crate sets `SO_LINGER {on, 0}` first, which turns the close
+//! into an abort: the kernel sends a RST at once. The tests observe the RST
+//! on the other end of the TCP connection (`SO_ERROR` is `ECONNRESET`); a
+//! blocking close instead waits out the linger time and sends no RST, so the
+//! check fails.
+
+mod common;
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::Duration;
+
+use common::{header, memfd, open_fds, send_raw, serial};
+use ipc_unixsocket::{Channel, Error, Received};
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use rustix::io::Errno;
+use rustix::net::sockopt;
+
+/// How long a close of the hostile socket would block without the fix.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// A connected loopback TCP pair: the client end (to be passed over the
+/// channel) has unsent data queued and `SO_LINGER {on, LINGER}`; the server
+/// end never reads, so the data cannot drain.
+fn lingering_socket() -> (OwnedFd, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+    let mut client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (server, _) = listener.accept().expect("accept");
+    client.set_nonblocking(true).expect("nonblocking");
+    let chunk = [0x5a_u8; 65536];
+    loop {
+        match client.write(&chunk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("filling the TCP send buffer: {e}"),
+        }
+    }
+    client.set_nonblocking(false).expect("blocking");
+    sockopt::set_socket_linger(&client, Some(LINGER)).expect("SO_LINGER");
+    (OwnedFd::from(client), server)
+}
+
+/// True once the server end of the connection has been reset: the client
+/// end was closed abortively. Waits up to twice the linger time, which a
+/// blocking close that ends in a FIN (not a RST) never satisfies.
+fn was_reset(server: &TcpStream) -> bool {
+    let mut watch = [PollFd::new(server, PollFlags::ERR)];
+    let limit = Timespec {
+        tv_sec: 2 * LINGER.as_secs() as i64,
+        tv_nsec: 0,
+    };
+    poll(&mut watch, Some(&limit)).expect("poll");
+    sockopt::socket_error(server).expect("SO_ERROR") == Err(Errno::CONNRESET)
+}
+
+#[test]
+fn rejected_record_with_a_lingering_tcp_socket_is_closed_at_once() {
+    let _serial = serial();
+    let baseline = open_fds();
+    let (writer, reader) = Channel::<2>::pair().expect("socketpair");
+    let (hostile, server) = lingering_socket();
+    let mut bad = header(1, 0);
+    bad[0] = b'X';
+    send_raw(&writer, &bad, &[hostile.as_fd()]);
+    drop(hostile); // the channel's copy is now the last one
+    writer.send(b"next", &[]).expect("send");
+
+    let mut data = [0u8; 16];
+    let mut fds = heapless::Vec::<OwnedFd, 2>::new();
+    assert_eq!(
+        reader.try_recv(&mut data, &mut fds),
+        Err(Error::BadMagic { found: *b"XP" })
+    );
+    assert!(was_reset(&server), "the hostile socket was not aborted");
+    assert_eq!(
+        reader.try_recv(&mut data, &mut fds),
+        Ok(Received {
+            data_len: 4,
+            fd_count: 0
+        })
+    );
+    drop((writer, reader, server));
+    assert_eq!(open_fds(), baseline);
+}
+
+#[test]
+fn recv_timeout_closes_a_rejected_lingering_socket_at_once() {
+    let _serial = serial();
+    let baseline = open_fds();
+    let (writer, reader) = Channel::<2>::pair().expect("socketpair");
+    let (hostile, server) = lingering_socket();
+    // Declares 2 fds, carries 1: a count mismatch.
+    send_raw(&writer, &header(2, 0), &[hostile.as_fd()]);
+    drop(hostile);
+
+    let mut data = [0u8; 16];
+    let mut fds = heapless::Vec::<OwnedFd, 2>::new();
+    assert_eq!(
+        reader.recv_timeout(&mut data, &mut fds, Duration::from_millis(10)),
+        Err(Error::FdCountMismatch {
+            declared: 2,
+            received: 1,
+            truncated: false
+        })
+    );
+    assert!(was_reset(&server), "the hostile socket was not aborted");
+    drop((writer, reader, server));
+    assert_eq!(open_fds(), baseline);
+}
+
+#[test]
+fn lingering_socket_past_the_capacity_is_closed_at_once() {
+    let _serial = serial();
+    let baseline = open_fds();
+    let (writer, reader) = Channel::<1>::pair().expect("socketpair");
+    let (hostile, server) = lingering_socket();
+    let file = memfd(b"frame");
+    // Two fds to a capacity of one: the second lands in the alignment slack
+    // where there is one (64-bit) and is closed by the crate, or is never
+    // installed (32-bit: MSG_CTRUNC). Either way the record is rejected.
+    send_raw(&writer, &header(2, 0), &[file.as_fd(), hostile.as_fd()]);
+    drop(hostile);
+
+    let mut data = [0u8; 16];
+    let mut fds = heapless::Vec::<OwnedFd, 1>::new();
+    let got = reader.try_recv(&mut data, &mut fds);
+    assert_eq!(
+        got,
+        Err(Error::TooManyFds {
+            count: 2,
+            capacity: 1
+        })
+    );
+    assert!(was_reset(&server), "the hostile socket was not aborted");
+    drop((writer, reader, server, file));
+    assert_eq!(open_fds(), baseline);
+}
+
+#[test]
+fn lingering_socket_left_in_the_vector_is_closed_at_once_by_the_next_recv() {
+    let _serial = serial();
+    let baseline = open_fds();
+    let (writer, reader) = Channel::<1>::pair().expect("socketpair");
+    let (hostile, server) = lingering_socket();
+    send_raw(&writer, &header(1, 0), &[hostile.as_fd()]);
+    drop(hostile);
+    writer.send(b"second", &[]).expect("send");
+
+    let mut data = [0u8; 16];
+    let mut fds = heapless::Vec::<OwnedFd, 1>::new();
+    assert_eq!(
+        reader.try_recv(&mut data, &mut fds),
+        Ok(Received {
+            data_len: 0,
+            fd_count: 1
+        })
+    );
+    // The caller leaves the delivered socket in the vector; the next
+    // receive clears the vector and so closes it.
+    assert_eq!(
+        reader.try_recv(&mut data, &mut fds).map(|r| r.data_len),
+        Ok(6)
+    );
+    assert!(fds.is_empty());
+    assert!(was_reset(&server), "the hostile socket was not aborted");
+    drop((writer, reader, server));
+    assert_eq!(open_fds(), baseline);
+}
+
+/// `SO_PASSPIDFD` (Linux 6.5) is not in rustix: set it with libc.
+fn set_passpidfd(socket: impl AsFd) {
+    const SO_PASSPIDFD: libc::c_int = 76;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket fd, and a pointer to a live c_int with its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PASSPIDFD,
+            (&raw const on).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt(SO_PASSPIDFD) needs Linux 6.5 or later: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// `CMSG_SPACE` and `CMSG_LEN` of the target, from libc.
+fn cmsg_space(bytes: usize) -> usize {
+    // SAFETY: CMSG_SPACE is a pure computation.
+    unsafe { libc::CMSG_SPACE(bytes as u32) as usize }
+}
+
+fn cmsg_len(bytes: usize) -> usize {
+    // SAFETY: CMSG_LEN is a pure computation.
+    unsafe { libc::CMSG_LEN(bytes as u32) as usize }
+}
+
+#[test]
+fn so_passpidfd_pidfds_are_closed_and_never_leak() {
+    const CAP: usize = 8;
+    let _serial = serial();
+    let file = memfd(b"frame");
+    let baseline = open_fds();
+    let (writer, reader) = Channel::<CAP>::pair().expect("socketpair");
+    set_passpidfd(&reader);
+    let with_channel = open_fds();
+    // The kernel writes the fds first and the pidfd message after them, if
+    // CMSG_LEN(4) bytes are left of the control buffer (CMSG_SPACE(4 * CAP)).
+    let pidfd_fits = |fds: usize| {
+        let rights = if fds == 0 { 0 } else { cmsg_space(4 * fds) };
+        rights + cmsg_len(4) <= cmsg_space(4 * CAP)
+    };
+    assert!(!pidfd_fits(CAP), "the pidfd costs fds on this target");
+
+    let mut data = [0u8; 64];
+    let mut fds = heapless::Vec::<OwnedFd, CAP>::new();
+    for round in 0..100 {
+        let count = round % (CAP + 1);
+        let sent: Vec<_> = (0..count).map(|_| file.as_fd()).collect();
+        writer.send(b"frame", &sent).expect("send");
+        let got = reader.try_recv(&mut data, &mut fds);
+        let expected = if pidfd_fits(count) {
+            Ok(Received {
+                data_len: 5,
+                fd_count: count,
+            })
+        } else {
+            // Every fd arrived but the pidfd was cut off: MSG_CTRUNC, which
+            // the receiver cannot tell from more fds sent than declared.
+            Err(Error::FdCountMismatch {
+                declared: count as u8,
+                received: count,
+                truncated: true,
+            })
+        };
+        assert_eq!(got, expected, "round {round}");
+        fds.clear();
+        assert_eq!(open_fds(), with_channel, "round {round}: an fd leaked");
+    }
+    // Rejected records and empty records carry a pidfd too.
+    send_raw(&writer, b"XX", &[]);
+    send_raw(&writer, b"", &[]);
+    assert_eq!(
+        reader.try_recv(&mut data, &mut fds),
+        Err(Error::ShortRecord { len: 2 })
+    );
+    assert_eq!(
+        reader.try_recv(&mut data, &mut fds),
+        Err(Error::ShortRecord { len: 0 })
+    );
+    assert_eq!(open_fds(), with_channel);
+    drop((writer, reader));
+    assert_eq!(open_fds(), baseline);
+}
