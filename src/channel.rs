@@ -311,7 +311,11 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
     ///
     /// The data is written to the start of `data`; `fds` is cleared (closing
     /// whatever it held) and then receives the message's fds, in order, each
-    /// close-on-exec. Makes one `recvmsg` with `MSG_TRUNC | MSG_CMSG_CLOEXEC`
+    /// close-on-exec. Every fd the crate closes (what `fds` held, and the
+    /// fds of a rejected record) is closed without waiting where the kernel
+    /// allows: a socket is set to `SO_LINGER {on, 0}` first, so a TCP socket
+    /// with unsent data is aborted rather than lingering. Take fds out of
+    /// the vector to close them yourself. Makes one `recvmsg` with `MSG_TRUNC | MSG_CMSG_CLOEXEC`
     /// (retried on `EINTR`) and a control buffer on the stack sized for
     /// `MAX_FDS`; no heap.
     ///

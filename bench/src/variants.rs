@@ -125,6 +125,10 @@ impl<const POLL: bool> End for Crate<POLL> {
             self.channel.recv(buf, &mut self.fds)
         };
         let got = got.map_err(channel_error)?;
+        // Close the frames here, as the raw floor does right after its
+        // `recvmsg`; fds left in the vector would instead be discarded by
+        // the next receive, which sets `SO_LINGER` on each first.
+        self.fds.clear();
         Ok((got.data_len, got.fd_count))
     }
 }
