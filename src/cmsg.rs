@@ -155,20 +155,59 @@ mod tests {
     use super::*;
     use core::mem::align_of;
 
+    /// The C library's `CMSG_SPACE` for `fds` fds, for the target.
     fn cmsg_space(fds: usize) -> usize {
-        // CMSG_SPACE(len) = CMSG_ALIGN(sizeof(cmsghdr)) + CMSG_ALIGN(len).
-        let align = align_of::<usize>();
-        let round = |n: usize| n.div_ceil(align) * align;
-        round(size_of::<CmsgHeader>()) + round(fds * size_of::<c_int>())
+        let bytes = u32::try_from(fds * size_of::<c_int>()).expect("small");
+        // SAFETY: CMSG_SPACE is a pure computation on its argument.
+        usize::try_from(unsafe { libc::CMSG_SPACE(bytes) }).expect("fits")
     }
 
     #[test]
-    fn size_is_cmsg_space_for_n_fds() {
+    fn size_is_the_c_cmsg_space_for_n_fds() {
         assert_eq!(size_of::<CmsgBuffer<0>>(), cmsg_space(0));
         assert_eq!(size_of::<CmsgBuffer<1>>(), cmsg_space(1));
+        assert_eq!(size_of::<CmsgBuffer<3>>(), cmsg_space(3));
         assert_eq!(size_of::<CmsgBuffer<4>>(), cmsg_space(4));
         assert_eq!(size_of::<CmsgBuffer<7>>(), cmsg_space(7));
         assert_eq!(size_of::<CmsgBuffer<253>>(), cmsg_space(253));
+    }
+
+    #[test]
+    fn header_matches_the_c_cmsghdr() {
+        assert_eq!(size_of::<CmsgHeader>(), size_of::<libc::cmsghdr>());
+        assert_eq!(align_of::<CmsgHeader>(), align_of::<libc::cmsghdr>());
+        assert_eq!(SOL_SOCKET, libc::SOL_SOCKET);
+    }
+
+    /// Writes one control message the way the kernel does, at `at`.
+    fn put(buf: &mut [u8], at: usize, level: c_int, kind: c_int, data: &[u8]) -> usize {
+        let len = size_of::<CmsgHeader>() + data.len();
+        let int = size_of::<c_int>();
+        let word = size_of::<usize>();
+        buf[at..at + word].copy_from_slice(&len.to_ne_bytes());
+        buf[at + word..at + word + int].copy_from_slice(&level.to_ne_bytes());
+        buf[at + word + int..at + word + 2 * int].copy_from_slice(&kind.to_ne_bytes());
+        buf[at + size_of::<CmsgHeader>()..at + len].copy_from_slice(data);
+        at + len.next_multiple_of(align_of::<usize>())
+    }
+
+    #[test]
+    fn messages_are_walked_by_the_cmsg_nxthdr_rules() {
+        let mut buf = [0u8; 128];
+        let next = put(&mut buf, 0, SOL_SOCKET, SCM_PIDFD, &7i32.to_ne_bytes());
+        let fds: [u8; 12] = [1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0];
+        let end = put(&mut buf, next, SOL_SOCKET, libc::SCM_RIGHTS, &fds);
+        // SAFETY: CMSG_SPACE is a pure computation on its argument.
+        let pidfd_space = unsafe { libc::CMSG_SPACE(4) } as usize;
+        assert_eq!(next, pidfd_space);
+        let mut walked = Messages { bytes: &buf, at: 0 }.map(|m| (m.level, m.kind, m.data.len()));
+        assert_eq!(walked.next(), Some((SOL_SOCKET, SCM_PIDFD, 4)));
+        assert_eq!(walked.next(), Some((SOL_SOCKET, libc::SCM_RIGHTS, 12)));
+        assert_eq!(walked.next(), None);
+        // A length past the end of the buffer ends the walk.
+        put(&mut buf, end, SOL_SOCKET, SCM_PIDFD, &[0; 4]);
+        buf[end..end + size_of::<usize>()].copy_from_slice(&1000usize.to_ne_bytes());
+        assert_eq!(Messages { bytes: &buf, at: 0 }.count(), 2);
     }
 
     #[test]
