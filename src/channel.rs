@@ -261,12 +261,88 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
         self.send_with(data, fds, SendFlags::NOSIGNAL | SendFlags::DONTWAIT)
     }
 
+    /// Sends one message whose data is `frame[HEADER_LEN..]`: the header is
+    /// written into `frame[..HEADER_LEN]` and the whole frame goes out as
+    /// one iovec segment, which the kernel copies on its single-segment
+    /// path. Blocks while the socket buffer is full.
+    ///
+    /// The record on the wire is the same as from [`send`](Self::send); a
+    /// peer cannot tell the two apart.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoHeaderRoom`] if `frame` is shorter than [`HEADER_LEN`]
+    /// (before any system call); otherwise as [`send`](Self::send).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::{Channel, HEADER_LEN};
+    ///
+    /// let (a, b) = Channel::<1>::pair()?;
+    /// let mut frame = [0u8; HEADER_LEN + 5];
+    /// frame[HEADER_LEN..].copy_from_slice(b"hello");
+    /// a.send_frame(&mut frame, &[])?;
+    ///
+    /// let mut data = [0u8; 16];
+    /// let got = b.recv(&mut data, &mut heapless::Vec::<_, 1>::new())?;
+    /// assert_eq!(&data[..got.data_len], b"hello");
+    /// # Ok::<(), ipc_unixsocket::Error>(())
+    /// ```
+    pub fn send_frame(&self, frame: &mut [u8], fds: &[BorrowedFd<'_>]) -> Result<(), Error> {
+        self.send_frame_with(frame, fds, SendFlags::NOSIGNAL)
+    }
+
+    /// Like [`send_frame`](Self::send_frame), but returns
+    /// [`Error::WouldBlock`] instead of waiting when the socket buffer is
+    /// full (`MSG_DONTWAIT`).
+    ///
+    /// # Errors
+    ///
+    /// As [`send_frame`](Self::send_frame), plus [`Error::WouldBlock`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::{Channel, Error, HEADER_LEN};
+    ///
+    /// let (a, _b) = Channel::<0>::pair()?;
+    /// let mut frame = [0u8; HEADER_LEN + 1024];
+    /// while a.try_send_frame(&mut frame, &[]) != Err(Error::WouldBlock) {}
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn try_send_frame(&self, frame: &mut [u8], fds: &[BorrowedFd<'_>]) -> Result<(), Error> {
+        self.send_frame_with(frame, fds, SendFlags::NOSIGNAL | SendFlags::DONTWAIT)
+    }
+
+    fn send_frame_with(
+        &self,
+        frame: &mut [u8],
+        fds: &[BorrowedFd<'_>],
+        flags: SendFlags,
+    ) -> Result<(), Error> {
+        let len = frame.len();
+        let Some((head, data)) = frame.split_first_chunk_mut::<HEADER_LEN>() else {
+            return Err(Error::NoHeaderRoom { len });
+        };
+        *head = self.header_for(data, fds)?.encode();
+        self.send_iov(&[IoSlice::new(frame)], len - HEADER_LEN, fds, flags)
+    }
+
     fn send_with(
         &self,
         data: &[u8],
         fds: &[BorrowedFd<'_>],
         flags: SendFlags,
     ) -> Result<(), Error> {
+        let header = self.header_for(data, fds)?.encode();
+        let iov = [IoSlice::new(&header), IoSlice::new(data)];
+        self.send_iov(&iov, data.len(), fds, flags)
+    }
+
+    /// The header of a message, or the error that refuses it before any
+    /// system call.
+    fn header_for(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<Header, Error> {
         let too_many = Error::SendTooManyFds {
             count: fds.len(),
             max: MAX_FDS,
@@ -277,22 +353,32 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
         let fd_count = u8::try_from(fds.len()).map_err(|_| too_many)?;
         let data_len =
             u32::try_from(data.len()).map_err(|_| Error::SendTooLarge { len: data.len() })?;
-        let header = Header { fd_count, data_len }.encode();
-        let iov = [IoSlice::new(&header), IoSlice::new(data)];
+        Ok(Header { fd_count, data_len })
+    }
 
+    fn send_iov(
+        &self,
+        iov: &[IoSlice<'_>],
+        data_len: usize,
+        fds: &[BorrowedFd<'_>],
+        flags: SendFlags,
+    ) -> Result<(), Error> {
         let mut space = CmsgBuffer::<MAX_FDS>::new();
         let mut control = SendAncillaryBuffer::default();
         if !fds.is_empty() {
             control = SendAncillaryBuffer::new(space.as_bytes());
             if !control.push(SendAncillaryMessage::ScmRights(fds)) {
-                return Err(too_many);
+                return Err(Error::SendTooManyFds {
+                    count: fds.len(),
+                    max: MAX_FDS,
+                });
             }
         }
-        match retry_on_intr(|| sendmsg(&self.fd, &iov, &mut control, flags)) {
+        match retry_on_intr(|| sendmsg(&self.fd, iov, &mut control, flags)) {
             Ok(_) => {
                 trace!(
                     "sent {=usize} data bytes, {=usize} fds",
-                    data.len(),
+                    data_len,
                     fds.len()
                 );
                 Ok(())
@@ -302,7 +388,7 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
                 debug!("send: peer disconnected");
                 Err(Error::Disconnected)
             }
-            Err(Errno::MSGSIZE) => Err(Error::SendTooLarge { len: data.len() }),
+            Err(Errno::MSGSIZE) => Err(Error::SendTooLarge { len: data_len }),
             Err(errno) => Err(errno.into()),
         }
     }
@@ -311,13 +397,21 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
     ///
     /// The data is written to the start of `data`; `fds` is cleared (closing
     /// whatever it held) and then receives the message's fds, in order, each
-    /// close-on-exec. Every fd the crate closes (what `fds` held, and the
-    /// fds of a rejected record) is closed without waiting where the kernel
-    /// allows: a socket is set to `SO_LINGER {on, 0}` first, so a TCP socket
-    /// with unsent data is aborted rather than lingering. Take fds out of
-    /// the vector to close them yourself. Makes one `recvmsg` with `MSG_TRUNC | MSG_CMSG_CLOEXEC`
-    /// (retried on `EINTR`) and a control buffer on the stack sized for
-    /// `MAX_FDS`; no heap.
+    /// close-on-exec. The capacity of `fds` is this call's fd capacity: it
+    /// may be anything up to `MAX_FDS` (checked at compile time), and the
+    /// control buffer on the stack is sized for it, so a caller that accepts
+    /// no fds passes a `heapless::Vec<OwnedFd, 0>`, pays no stack for fds
+    /// and gets [`Error::TooManyFds`] for a record that carries any.
+    ///
+    /// Every fd the crate closes (what `fds` held, and the fds of a rejected
+    /// record) is closed without waiting where the kernel allows: a socket
+    /// is set to `SO_LINGER {on, 0}` first, so a TCP socket with unsent data
+    /// is aborted rather than lingering. Take fds out of the vector to close
+    /// them yourself.
+    ///
+    /// Makes one `recvmsg` with `MSG_TRUNC | MSG_CMSG_CLOEXEC` (retried on
+    /// `EINTR`) into two iovec segments (the header, then `data`); no heap.
+    /// [`recv_frame`](Self::recv_frame) receives into one segment.
     ///
     /// # Errors
     ///
@@ -337,12 +431,13 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
     ///
     /// ```
     /// use ipc_unixsocket::{Channel, Error};
+    /// use rustix::fd::OwnedFd;
     ///
     /// let (a, b) = Channel::<2>::pair()?;
     /// a.send(b"last words", &[])?;
     /// drop(a);
     /// let mut data = [0u8; 32];
-    /// let mut fds = heapless::Vec::new();
+    /// let mut fds = heapless::Vec::<OwnedFd, 2>::new();
     /// assert_eq!(b.recv(&mut data, &mut fds)?.data_len, 10);
     /// assert_eq!(b.recv(&mut data, &mut fds), Err(Error::Disconnected));
     /// # Ok::<(), Error>(())
@@ -353,7 +448,7 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
         data: &mut [u8],
         fds: &mut Vec<OwnedFd, MAX_FDS>,
     ) -> Result<Received, Error> {
-        self.recv_with(data, fds, RecvFlags::empty())
+        self.recv_split(data, fds, RecvFlags::empty())
     }
 
     /// Like [`recv`](Self::recv), but returns [`Error::WouldBlock`] at once
@@ -368,10 +463,11 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
     ///
     /// ```
     /// use ipc_unixsocket::{Channel, Error};
+    /// use rustix::fd::OwnedFd;
     ///
     /// let (a, b) = Channel::<0>::pair()?;
     /// let mut data = [0u8; 8];
-    /// let mut fds = heapless::Vec::new();
+    /// let mut fds = heapless::Vec::<OwnedFd, 0>::new();
     /// assert_eq!(b.try_recv(&mut data, &mut fds), Err(Error::WouldBlock));
     /// a.send(b"now", &[])?;
     /// assert_eq!(b.try_recv(&mut data, &mut fds)?.data_len, 3);
@@ -382,7 +478,7 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
         data: &mut [u8],
         fds: &mut Vec<OwnedFd, MAX_FDS>,
     ) -> Result<Received, Error> {
-        self.recv_with(data, fds, RecvFlags::DONTWAIT)
+        self.recv_split(data, fds, RecvFlags::DONTWAIT)
     }
 
     /// Like [`recv`](Self::recv), but waits at most `timeout`.
@@ -401,10 +497,11 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
     /// ```
     /// use core::time::Duration;
     /// use ipc_unixsocket::{Channel, Error};
+    /// use rustix::fd::OwnedFd;
     ///
     /// let (_a, b) = Channel::<0>::pair()?;
     /// let mut data = [0u8; 8];
-    /// let mut fds = heapless::Vec::new();
+    /// let mut fds = heapless::Vec::<OwnedFd, 0>::new();
     /// let waited = b.recv_timeout(&mut data, &mut fds, Duration::from_millis(5));
     /// assert_eq!(waited, Err(Error::TimedOut));
     /// # Ok::<(), Error>(())
@@ -416,9 +513,112 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
         fds: &mut Vec<OwnedFd, MAX_FDS>,
         timeout: Duration,
     ) -> Result<Received, Error> {
+        self.wait_for(timeout, || self.try_recv(data, fds))
+    }
+
+    /// Receives one message into one iovec segment: the record (header and
+    /// data) is written to the start of `frame`, so the data is
+    /// `frame[HEADER_LEN..][..data_len]`. Otherwise exactly as
+    /// [`recv`](Self::recv): the same checks, fds and errors; a record with
+    /// more than `frame.len() - HEADER_LEN` data bytes is
+    /// [`Error::Truncated`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoHeaderRoom`] if `frame` is shorter than [`HEADER_LEN`]
+    /// (before any system call; nothing is consumed); otherwise as
+    /// [`recv`](Self::recv).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::{Channel, HEADER_LEN};
+    /// use rustix::fd::OwnedFd;
+    ///
+    /// let (a, b) = Channel::<1>::pair()?;
+    /// a.send(b"stats", &[])?;
+    /// let mut frame = [0u8; HEADER_LEN + 64];
+    /// let mut fds = heapless::Vec::<OwnedFd, 1>::new();
+    /// let got = b.recv_frame(&mut frame, &mut fds)?;
+    /// assert_eq!(&frame[HEADER_LEN..][..got.data_len], b"stats");
+    /// # Ok::<(), ipc_unixsocket::Error>(())
+    /// ```
+    pub fn recv_frame(
+        &self,
+        frame: &mut [u8],
+        fds: &mut Vec<OwnedFd, MAX_FDS>,
+    ) -> Result<Received, Error> {
+        self.recv_one_segment(frame, fds, RecvFlags::empty())
+    }
+
+    /// Like [`recv_frame`](Self::recv_frame), but returns
+    /// [`Error::WouldBlock`] at once when no record is queued.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_frame`](Self::recv_frame), plus [`Error::WouldBlock`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::{Channel, Error, HEADER_LEN};
+    /// use rustix::fd::OwnedFd;
+    ///
+    /// let (_a, b) = Channel::<0>::pair()?;
+    /// let mut frame = [0u8; HEADER_LEN + 8];
+    /// let mut fds = heapless::Vec::<OwnedFd, 0>::new();
+    /// assert_eq!(b.try_recv_frame(&mut frame, &mut fds), Err(Error::WouldBlock));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn try_recv_frame(
+        &self,
+        frame: &mut [u8],
+        fds: &mut Vec<OwnedFd, MAX_FDS>,
+    ) -> Result<Received, Error> {
+        self.recv_one_segment(frame, fds, RecvFlags::DONTWAIT)
+    }
+
+    /// Like [`recv_frame`](Self::recv_frame), but waits at most `timeout`,
+    /// as [`recv_timeout`](Self::recv_timeout) does.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_frame`](Self::recv_frame), plus [`Error::TimedOut`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use ipc_unixsocket::{Channel, Error, HEADER_LEN};
+    /// use rustix::fd::OwnedFd;
+    ///
+    /// let (_a, b) = Channel::<0>::pair()?;
+    /// let mut frame = [0u8; HEADER_LEN + 8];
+    /// let mut fds = heapless::Vec::<OwnedFd, 0>::new();
+    /// let waited = b.recv_frame_timeout(&mut frame, &mut fds, Duration::from_millis(5));
+    /// assert_eq!(waited, Err(Error::TimedOut));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn recv_frame_timeout(
+        &self,
+        frame: &mut [u8],
+        fds: &mut Vec<OwnedFd, MAX_FDS>,
+        timeout: Duration,
+    ) -> Result<Received, Error> {
+        self.wait_for(timeout, || self.try_recv_frame(frame, fds))
+    }
+
+    /// Calls `try_recv` until it returns something other than
+    /// [`Error::WouldBlock`], waiting with `poll` in between, until the
+    /// deadline fixed on entry.
+    fn wait_for(
+        &self,
+        timeout: Duration,
+        mut try_recv: impl FnMut() -> Result<Received, Error>,
+    ) -> Result<Received, Error> {
         let deadline = monotonic_now().checked_add(timeout);
         loop {
-            match self.try_recv(data, fds) {
+            match try_recv() {
                 Err(Error::WouldBlock) => {}
                 done => return done,
             }
@@ -467,23 +667,56 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
         Ok(sockopt::socket_peercred(&self.fd)?)
     }
 
-    fn recv_with(
+    fn recv_split<const CAP: usize>(
         &self,
         data: &mut [u8],
-        fds: &mut Vec<OwnedFd, MAX_FDS>,
+        fds: &mut Vec<OwnedFd, CAP>,
         flags: RecvFlags,
     ) -> Result<Received, Error> {
-        discard_all(fds);
         let data_capacity = data.len();
         let mut head = [0u8; HEADER_LEN];
-        let mut space = CmsgBuffer::<MAX_FDS>::new();
+        let mut iov = [IoSliceMut::new(&mut head), IoSliceMut::new(data)];
+        let got = self.recv_iov(&mut iov, fds, flags)?;
+        check(&head, got, data_capacity, fds)
+    }
+
+    fn recv_one_segment<const CAP: usize>(
+        &self,
+        frame: &mut [u8],
+        fds: &mut Vec<OwnedFd, CAP>,
+        flags: RecvFlags,
+    ) -> Result<Received, Error> {
+        let Some(data_capacity) = frame.len().checked_sub(HEADER_LEN) else {
+            return Err(Error::NoHeaderRoom { len: frame.len() });
+        };
+        let got = self.recv_iov(&mut [IoSliceMut::new(frame)], fds, flags)?;
+        check(&frame[..HEADER_LEN], got, data_capacity, fds)
+    }
+
+    /// One `recvmsg` into `iov`, whose first `HEADER_LEN` bytes are the
+    /// header's room, with a control buffer sized for `CAP` fds: every fd
+    /// that arrives is owned at once, those past `CAP` are discarded, and
+    /// end-of-file is told from an empty record.
+    fn recv_iov<const CAP: usize>(
+        &self,
+        iov: &mut [IoSliceMut<'_>],
+        fds: &mut Vec<OwnedFd, CAP>,
+        flags: RecvFlags,
+    ) -> Result<RawRecord, Error> {
+        const {
+            assert!(
+                CAP <= MAX_FDS,
+                "the fd vector holds more fds than the channel carries"
+            );
+        }
+        discard_all(fds);
+        let mut space = CmsgBuffer::<CAP>::new();
         let mut space = space.zeroed();
         let mut control = RecvAncillaryBuffer::new(space.as_bytes());
         let flags = flags | RecvFlags::TRUNC | RecvFlags::CMSG_CLOEXEC;
         let mut reset_seen = false;
         let msg = loop {
-            let mut iov = [IoSliceMut::new(&mut head), IoSliceMut::new(data)];
-            match recvmsg(&self.fd, &mut iov, &mut control, flags) {
+            match recvmsg(&self.fd, iov, &mut control, flags) {
                 Ok(msg) => break msg,
                 Err(Errno::INTR) => {}
                 // A peer that died with records of ours unread leaves a
@@ -524,32 +757,11 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
             debug!("recv: peer disconnected");
             return Err(Error::Disconnected);
         }
-        let record = Record {
-            head: &head[..msg.bytes.min(HEADER_LEN)],
+        Ok(RawRecord {
             len: msg.bytes,
-            data_capacity,
             fds_received,
-            fd_capacity: MAX_FDS,
             fds_truncated,
-        };
-        match validate(&record) {
-            Ok(header) => {
-                let got = Received {
-                    data_len: msg.bytes - HEADER_LEN,
-                    fd_count: usize::from(header.fd_count),
-                };
-                trace!("received {}", got);
-                Ok(got)
-            }
-            Err(error) => {
-                discard_all(fds);
-                warn!(
-                    "rejected record of {=usize} bytes: {}; closed {=usize} fds",
-                    msg.bytes, error, fds_received
-                );
-                Err(error)
-            }
-        }
+        })
     }
 
     /// Tells end-of-file from a 0-byte record without fds, which `recvmsg`
@@ -602,6 +814,49 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
 fn discard(fd: OwnedFd) {
     let _ = sockopt::set_socket_linger(&fd, Some(Duration::ZERO));
     drop(fd);
+}
+
+/// What one `recvmsg` delivered, before the record is validated.
+struct RawRecord {
+    len: usize,
+    fds_received: usize,
+    fds_truncated: bool,
+}
+
+/// Validates a received record whose first bytes (up to `HEADER_LEN`) are
+/// in `head`; a rejected record's fds are discarded.
+fn check<const CAP: usize>(
+    head: &[u8],
+    got: RawRecord,
+    data_capacity: usize,
+    fds: &mut Vec<OwnedFd, CAP>,
+) -> Result<Received, Error> {
+    let record = Record {
+        head: &head[..got.len.min(HEADER_LEN)],
+        len: got.len,
+        data_capacity,
+        fds_received: got.fds_received,
+        fd_capacity: CAP,
+        fds_truncated: got.fds_truncated,
+    };
+    match validate(&record) {
+        Ok(header) => {
+            let received = Received {
+                data_len: got.len - HEADER_LEN,
+                fd_count: usize::from(header.fd_count),
+            };
+            trace!("received {}", received);
+            Ok(received)
+        }
+        Err(error) => {
+            discard_all(fds);
+            warn!(
+                "rejected record of {=usize} bytes: {}; closed {=usize} fds",
+                got.len, error, got.fds_received
+            );
+            Err(error)
+        }
+    }
 }
 
 /// [`discard`]s every fd in `fds`, leaving it empty.

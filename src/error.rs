@@ -19,7 +19,7 @@ use rustix::io::Errno;
 ///
 /// let (a, _b) = Channel::<4>::pair()?;
 /// let mut data = [0u8; 16];
-/// let mut fds = heapless::Vec::new();
+/// let mut fds = heapless::Vec::<rustix::fd::OwnedFd, 4>::new();
 /// match a.try_recv(&mut data, &mut fds) {
 ///     Err(Error::WouldBlock) => {} // nothing queued yet
 ///     other => panic!("unexpected {other:?}"),
@@ -47,7 +47,8 @@ pub enum Error {
     },
     /// `send` was given more data than one record can carry: more than the
     /// header's `u32` length field, or more than the kernel accepts for one
-    /// record (`EMSGSIZE`).
+    /// record (`EMSGSIZE`); or a [`Payload`](crate::Payload) was asked to
+    /// hold more data than its record has room for.
     SendTooLarge {
         /// Number of data bytes given.
         len: usize,
@@ -97,7 +98,7 @@ pub enum Error {
     TooManyFds {
         /// `fd_count` from the header.
         count: usize,
-        /// The receive capacity (`MAX_FDS`).
+        /// The receive call's fd capacity (that of its fd vector).
         capacity: usize,
     },
     /// The kernel installed fewer fds than the header declares, although
@@ -113,6 +114,13 @@ pub enum Error {
     /// [`Channel::bind`](crate::Channel::bind) was given an fd that is not an
     /// `AF_UNIX` `SOCK_SEQPACKET` socket.
     NotSeqpacketSocket,
+    /// A frame passed to a `*_frame` call is shorter than the header it
+    /// must have room for ([`HEADER_LEN`](crate::HEADER_LEN) bytes).
+    /// Refused before any system call: nothing was sent or consumed.
+    NoHeaderRoom {
+        /// Length of the frame given.
+        len: usize,
+    },
     /// Any other error from the operating system.
     Os(#[cfg_attr(feature = "defmt", defmt(Debug2Format))] Errno),
 }
@@ -210,6 +218,9 @@ impl fmt::Display for Error {
                  (fd limit reached, or the control buffer held other messages)"
             ),
             Self::NotSeqpacketSocket => f.write_str("fd is not an AF_UNIX SOCK_SEQPACKET socket"),
+            Self::NoHeaderRoom { len } => {
+                write!(f, "frame of {len} bytes has no room for the 8-byte header")
+            }
             Self::Os(errno) => write!(f, "os error: {errno}"),
         }
     }

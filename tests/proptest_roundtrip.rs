@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::{identity, memfd, open_fds, serial};
-use ipc_unixsocket::{Channel, Error, Payload, Received};
+use ipc_unixsocket::{Channel, Error, HEADER_LEN, Payload, Received};
 use proptest::prelude::*;
 use rustix::io::{FdFlags, fcntl_getfd};
 
@@ -40,6 +40,7 @@ fn fixtures() -> &'static [OwnedFd] {
 enum SendVia {
     Send,
     TrySend,
+    Frame,
     Payload,
 }
 
@@ -48,6 +49,8 @@ enum RecvVia {
     Recv,
     TryRecv,
     RecvTimeout,
+    Frame,
+    FrameTimeout,
     Payload,
     PayloadTry,
 }
@@ -73,12 +76,15 @@ fn message(max_fds: usize) -> impl Strategy<Value = Message> {
     let send = prop_oneof![
         Just(SendVia::Send),
         Just(SendVia::TrySend),
+        Just(SendVia::Frame),
         Just(SendVia::Payload)
     ];
     let recv = prop_oneof![
         Just(RecvVia::Recv),
         Just(RecvVia::TryRecv),
         Just(RecvVia::RecvTimeout),
+        Just(RecvVia::Frame),
+        Just(RecvVia::FrameTimeout),
         Just(RecvVia::Payload),
         Just(RecvVia::PayloadTry),
     ];
@@ -113,9 +119,14 @@ fn send<const N: usize>(
     match via {
         SendVia::Send => sender.send(data, fds),
         SendVia::TrySend => sender.try_send(data, fds),
+        SendVia::Frame => {
+            let mut frame = vec![0; HEADER_LEN + data.len()];
+            frame[HEADER_LEN..].copy_from_slice(data);
+            sender.send_frame(&mut frame, fds)
+        }
         SendVia::Payload => {
-            let mut payload = Payload::<DATA, N>::new();
-            payload.data.extend_from_slice(data).expect("data fits");
+            let mut payload = Payload::<{ HEADER_LEN + DATA }, N>::new();
+            payload.extend_from_slice(data).expect("data fits");
             for fd in fds {
                 let owned = fd.try_clone_to_owned().expect("dup");
                 assert!(payload.fds.push(owned).is_ok(), "fds fit");
@@ -159,7 +170,8 @@ fn drain<const N: usize>(
     // Reused for every message: each receive must close what the last left.
     let mut data = [0u8; DATA];
     let mut fds = heapless::Vec::<OwnedFd, N>::new();
-    let mut payload = Payload::<DATA, N>::new();
+    let mut frame = [0u8; HEADER_LEN + DATA];
+    let mut payload = Payload::<{ HEADER_LEN + DATA }, N>::new();
     while let Some(want) = queue.pop_front() {
         match want.via {
             RecvVia::Recv => check(receiver.recv(&mut data, &mut fds), &data, &fds, &want)?,
@@ -169,6 +181,15 @@ fn drain<const N: usize>(
                 let got = receiver.recv_timeout(&mut data, &mut fds, Duration::from_secs(60));
                 check(got, &data, &fds, &want)?;
             }
+            RecvVia::Frame => {
+                let got = receiver.recv_frame(&mut frame, &mut fds);
+                check(got, &frame[HEADER_LEN..], &fds, &want)?;
+            }
+            RecvVia::FrameTimeout => {
+                let got =
+                    receiver.recv_frame_timeout(&mut frame, &mut fds, Duration::from_secs(60));
+                check(got, &frame[HEADER_LEN..], &fds, &want)?;
+            }
             RecvVia::Payload | RecvVia::PayloadTry => {
                 let got = if matches!(want.via, RecvVia::Payload) {
                     payload.recv(receiver)
@@ -176,9 +197,9 @@ fn drain<const N: usize>(
                     payload.try_recv(receiver)
                 };
                 if let Ok(got) = got {
-                    prop_assert_eq!(payload.data.len(), got.data_len);
+                    prop_assert_eq!(payload.data().len(), got.data_len);
                 }
-                check(got, &payload.data, &payload.fds, &want)?;
+                check(got, payload.data(), &payload.fds, &want)?;
             }
         }
     }

@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use common::{identity, memfd, read_all};
-use ipc_unixsocket::{Channel, Error, Payload, Received};
+use ipc_unixsocket::{Channel, Error, HEADER_LEN, Payload, Received};
 use rustix::fs::{MemfdFlags, memfd_create};
 use rustix::io::{FdFlags, fcntl_getfd, fcntl_setfd};
 use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair, sockopt};
@@ -124,13 +124,13 @@ fn largest_message_is_sndbuf_minus_32_minus_header() {
 #[test]
 fn payload_round_trips_data_and_fds() {
     let (a, b) = Channel::<2>::pair().unwrap();
-    let mut out = Payload::<32, 2>::new();
-    out.data.extend_from_slice(b"frame 7 stats").unwrap();
+    let mut out = Payload::<{ HEADER_LEN + 32 }, 2>::new();
+    out.extend_from_slice(b"frame 7 stats").unwrap();
     out.fds.push(memfd(b"luma")).unwrap();
     out.fds.push(memfd(b"histogram")).unwrap();
     out.send(&a).unwrap();
 
-    let mut back = Payload::<32, 2>::new();
+    let mut back = Payload::<{ HEADER_LEN + 32 }, 2>::new();
     let got = back.recv(&b).unwrap();
     assert_eq!(
         got,
@@ -139,7 +139,7 @@ fn payload_round_trips_data_and_fds() {
             fd_count: 2
         }
     );
-    assert_eq!(back.data, out.data);
+    assert_eq!(back.data(), out.data());
     assert_eq!(back.fds.len(), 2);
     for (sent, received) in out.fds.iter().zip(&back.fds) {
         assert_eq!(identity(received), identity(sent));
@@ -148,7 +148,8 @@ fn payload_round_trips_data_and_fds() {
 
     // The sender kept its fds and can send the payload again; the receiver's
     // previous contents are replaced, not appended to.
-    out.data.truncate(5);
+    out.clear();
+    out.extend_from_slice(b"frame").unwrap();
     out.send(&a).unwrap();
     assert_eq!(
         back.try_recv(&b).unwrap(),
@@ -157,12 +158,12 @@ fn payload_round_trips_data_and_fds() {
             fd_count: 2
         }
     );
-    assert_eq!(&back.data[..], b"frame");
+    assert_eq!(back.data(), b"frame");
     assert_eq!(back.fds.len(), 2);
 
     // Nothing queued: the payload is left empty.
     assert_eq!(back.try_recv(&b), Err(Error::WouldBlock));
-    assert!(back.data.is_empty() && back.fds.is_empty());
+    assert!(back.data().is_empty() && back.fds.is_empty());
 }
 
 #[test]

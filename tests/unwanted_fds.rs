@@ -264,4 +264,3 @@ fn so_passpidfd_pidfds_are_closed_and_never_leak() {
     drop((writer, reader));
     assert_eq!(open_fds(), baseline);
 }
-

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use heapless::Vec as StackVec;
-use ipc_unixsocket::{Channel, Error, Payload, Received};
+use ipc_unixsocket::{Channel, Error, HEADER_LEN, Payload, Received};
 use ipc_unixsocket_fuzz::{Fixtures, MAX_RAW_FDS, identity, is_cloexec, open_fds};
 use libfuzzer_sys::fuzz_target;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -88,6 +88,7 @@ impl Data {
 enum SendVia {
     Send,
     TrySend,
+    Frame,
     Payload,
 }
 
@@ -96,6 +97,8 @@ enum RecvVia {
     Recv,
     TryRecv,
     RecvTimeout,
+    Frame,
+    FrameTimeout,
     Payload,
     PayloadTry,
 }
@@ -174,9 +177,14 @@ fn send<const N: usize>(sender: &Channel<N>, data: &[u8], fds: &[BorrowedFd<'_>]
     match via {
         SendVia::Send => sender.send(data, fds).expect("send"),
         SendVia::TrySend => sender.try_send(data, fds).expect("try_send"),
+        SendVia::Frame => {
+            let mut frame = vec![0; HEADER_LEN + data.len()];
+            frame[HEADER_LEN..].copy_from_slice(data);
+            sender.send_frame(&mut frame, fds).expect("send_frame");
+        }
         SendVia::Payload => {
-            let mut payload = Payload::<DATA, N>::new();
-            payload.data.extend_from_slice(data).expect("data fits");
+            let mut payload = Payload::<{ HEADER_LEN + DATA }, N>::new();
+            payload.extend_from_slice(data).expect("data fits");
             for fd in fds {
                 let owned = fd.try_clone_to_owned().expect("dup");
                 assert!(payload.fds.push(owned).is_ok(), "fds fit");
@@ -190,7 +198,8 @@ fn drain<const N: usize>(receiver: &Channel<N>, queue: &mut VecDeque<Queued>) {
     // Reused for every message: each receive must close what the last left.
     let mut data = [0u8; DATA];
     let mut fds = StackVec::<OwnedFd, N>::new();
-    let mut payload = Payload::<DATA, N>::new();
+    let mut frame = [0u8; HEADER_LEN + DATA];
+    let mut payload = Payload::<{ HEADER_LEN + DATA }, N>::new();
     while let Some(want) = queue.pop_front() {
         let (got, data, fds): (Received, &[u8], &[OwnedFd]) = match want.via {
             RecvVia::Recv => (
@@ -210,14 +219,26 @@ fn drain<const N: usize>(receiver: &Channel<N>, queue: &mut VecDeque<Queued>) {
                 &data,
                 &fds,
             ),
+            RecvVia::Frame => (
+                receiver.recv_frame(&mut frame, &mut fds).expect("recv_frame"),
+                &frame[HEADER_LEN..],
+                &fds,
+            ),
+            RecvVia::FrameTimeout => (
+                receiver
+                    .recv_frame_timeout(&mut frame, &mut fds, Duration::from_secs(60))
+                    .expect("recv_frame_timeout"),
+                &frame[HEADER_LEN..],
+                &fds,
+            ),
             RecvVia::Payload | RecvVia::PayloadTry => {
                 let got = if matches!(want.via, RecvVia::Payload) {
                     payload.recv(receiver).expect("Payload::recv")
                 } else {
                     payload.try_recv(receiver).expect("Payload::try_recv")
                 };
-                assert_eq!(payload.data.len(), got.data_len);
-                check(got, &payload.data, &payload.fds, &want);
+                assert_eq!(payload.data().len(), got.data_len);
+                check(got, payload.data(), &payload.fds, &want);
                 continue;
             }
         };
