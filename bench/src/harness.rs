@@ -12,7 +12,9 @@ use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
 use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
 
 use crate::alloc_count::allocations;
-use crate::variants::{Crate, End, Libcamera, MAX_DATA, Nix, Raw, Sendfd, StdDatagram, Uds};
+use crate::variants::{
+    Crate, CrateFrame, End, HEADROOM, Libcamera, MAX_DATA, Nix, Raw, Sendfd, StdDatagram, Uds,
+};
 
 /// A message of this many data bytes tells a peer to stop. No cell uses it.
 pub const SENTINEL_LEN: usize = 1;
@@ -25,6 +27,7 @@ pub const CREDIT_EVERY: u64 = 16;
 pub enum Variant {
     Crate,
     CratePoll,
+    CrateFrame,
     Raw,
     RawPoll,
     RawBare,
@@ -36,9 +39,10 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 10] = [
+    pub const ALL: [Variant; 11] = [
         Variant::Crate,
         Variant::CratePoll,
+        Variant::CrateFrame,
         Variant::Raw,
         Variant::RawPoll,
         Variant::RawBare,
@@ -53,6 +57,7 @@ impl Variant {
         match self {
             Variant::Crate => "crate",
             Variant::CratePoll => "crate-poll",
+            Variant::CrateFrame => "crate-frame",
             Variant::Raw => "raw",
             Variant::RawPoll => "raw-poll",
             Variant::RawBare => "raw-bare",
@@ -72,6 +77,9 @@ impl Variant {
         match self {
             Variant::Crate => "ipc-unixsocket, blocking `recv` (SOCK_SEQPACKET)",
             Variant::CratePoll => "ipc-unixsocket, `poll(POLLIN)` then `try_recv`",
+            Variant::CrateFrame => {
+                "ipc-unixsocket, `send_frame`/`recv_frame`: header in the buffer's room, one iovec segment"
+            }
             Variant::Raw => {
                 "floor: raw rustix `sendmsg`/`recvmsg`, SOCK_SEQPACKET, stack cmsg buffer, no validation, blocking"
             }
@@ -111,6 +119,7 @@ macro_rules! dispatch {
         match $variant {
             Variant::Crate => $function::<Crate<false>>($($arg),*),
             Variant::CratePoll => $function::<Crate<true>>($($arg),*),
+            Variant::CrateFrame => $function::<CrateFrame>($($arg),*),
             Variant::Raw => $function::<Raw<false>>($($arg),*),
             Variant::RawPoll => $function::<Raw<true>>($($arg),*),
             Variant::RawBare => $function::<Raw<false, false>>($($arg),*),
@@ -255,12 +264,23 @@ pub trait Bench {
 
 struct Harness<E: End> {
     end: E,
+    /// Receive buffer: `HEADROOM` bytes of room, then the data.
     buf: Vec<u8>,
+    /// Send buffer, laid out the same way; filled before each timed loop.
+    out: Vec<u8>,
     peer: Option<Peer>,
     /// Messages sent in stream mode for which no credit has come back yet.
     uncredited: u64,
     /// Per-round-trip latencies of the last `pingpong` call (ns).
     latencies: Vec<u32>,
+}
+
+/// Copies `data` behind the room at the front of `out` (outside the timed
+/// loops) and returns the frame to send.
+fn fill<'a>(out: &'a mut [u8], data: &[u8]) -> &'a mut [u8] {
+    let frame = &mut out[..HEADROOM + data.len()];
+    frame[HEADROOM..].copy_from_slice(data);
+    frame
 }
 
 fn mismatch(what: &str, got: (usize, usize), want: (usize, usize)) -> io::Error {
@@ -277,10 +297,11 @@ impl<E: End> Bench for Harness<E> {
         self.latencies.resize(n as usize, 0);
         let end = &mut self.end;
         let buf = &mut self.buf[..];
+        let out = fill(&mut self.out, data);
         let start = Instant::now();
         let mut last = start;
         for slot in self.latencies.iter_mut() {
-            end.send(data, nfds)?;
+            end.send(out, nfds)?;
             let got = end.recv(buf)?;
             if got != (data.len(), nfds) {
                 return Err(mismatch("echo", got, (data.len(), nfds)));
@@ -298,11 +319,12 @@ impl<E: End> Bench for Harness<E> {
     fn stream(&mut self, data: &[u8], n: u64) -> io::Result<Duration> {
         let end = &mut self.end;
         let buf = &mut self.buf[..];
+        let out = fill(&mut self.out, data);
         let start = Instant::now();
         let mut sent = 0;
         while sent < n {
             if self.uncredited < WINDOW {
-                end.send(data, 0)?;
+                end.send(out, 0)?;
                 sent += 1;
                 self.uncredited += 1;
             } else {
@@ -335,7 +357,7 @@ impl<E: End> Bench for Harness<E> {
         let Some(peer) = self.peer.take() else {
             return Ok(PeerStats::default());
         };
-        self.end.send(&[0u8; SENTINEL_LEN], 0)?;
+        self.end.send(&mut [0u8; HEADROOM + SENTINEL_LEN], 0)?;
         match peer {
             Peer::Thread(handle) => handle
                 .join()
@@ -428,7 +450,8 @@ fn start_as<E: End>(
     };
     Ok(Box::new(Harness {
         end: E::from_fd(local)?,
-        buf: vec![0u8; MAX_DATA],
+        buf: vec![0u8; HEADROOM + MAX_DATA],
+        out: vec![0u8; HEADROOM + MAX_DATA],
         peer: Some(peer),
         uncredited: 0,
         latencies: Vec::new(),
@@ -437,7 +460,7 @@ fn start_as<E: End>(
 
 /// The peer's loop: echo or sink until the sentinel.
 fn serve<E: End>(mut end: E, mode: Mode) -> io::Result<PeerStats> {
-    let mut buf = vec![0u8; MAX_DATA];
+    let mut buf = vec![0u8; HEADROOM + MAX_DATA];
     let before = allocations();
     let mut messages = 0u64;
     loop {
@@ -447,10 +470,10 @@ fn serve<E: End>(mut end: E, mode: Mode) -> io::Result<PeerStats> {
         }
         messages += 1;
         match mode {
-            Mode::Echo => end.send(&buf[..len], nfds)?,
+            Mode::Echo => end.send(&mut buf[..HEADROOM + len], nfds)?,
             Mode::Sink => {
                 if messages.is_multiple_of(CREDIT_EVERY) {
-                    end.send(&[], 0)?;
+                    end.send(&mut [0u8; HEADROOM], 0)?;
                 }
             }
         }

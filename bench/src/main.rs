@@ -42,7 +42,7 @@ OPTIONS:
     --rep-ms MS         target duration of one repetition (default 40)
     --quick             development run: 3 reps of ~5 ms, no binary-size build
     --shapes LIST       thread,process (default both)
-    --variants LIST     subset of: crate,crate-poll,raw,raw-poll,raw-bare,libcamera,
+    --variants LIST     subset of: crate,crate-poll,crate-frame,raw,raw-poll,raw-bare,libcamera,
                         std-dgram,nix,sendfd,uds (default all)
     --sizes LIST        data sizes in bytes (default 0,64,4096,65536)
     --fds LIST          fd counts (default 0,1,4; at most 4)

@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ipc_unixsocket::{Channel, Payload};
+use ipc_unixsocket::{Channel, HEADER_LEN, Payload};
 use rustix::io::IoSliceMut;
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, recvmsg};
 
@@ -50,7 +50,7 @@ pub fn measure(binary_sizes: bool) -> Memory {
         build_time,
         channel8: size_of::<Channel<8>>(),
         channel4: size_of::<Channel<4>>(),
-        payload_4096_8: size_of::<Payload<4096, 8>>(),
+        payload_4096_8: size_of::<Payload<{ HEADER_LEN + 4096 }, 8>>(),
         heapless_fds8: size_of::<heapless::Vec<OwnedFd, 8>>(),
         stack: stack_figures().map_err(|e| e.to_string()),
         stack_size: STACK_SIZE,
@@ -174,7 +174,7 @@ struct RecvCtx {
     memfds: Vec<OwnedFd>,
     data: Vec<u8>,
     fds: heapless::Vec<OwnedFd, 8>,
-    payload: Box<Payload<4096, 8>>,
+    payload: Box<Payload<{ HEADER_LEN + 4096 }, 8>>,
     ok: bool,
 }
 

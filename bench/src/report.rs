@@ -306,6 +306,64 @@ fn timing_alternatives(results: &Results, metric: Metric, suffix: &str, out: &mu
             },
         });
     }
+
+    // The one-segment path against nix and uds (which send one segment
+    // too) and against the bare floor.
+    let mut misses = Vec::new();
+    let mut closest: Option<(f64, String)> = None;
+    let mut worst_bare: Option<(f64, String)> = None;
+    let mut bare_misses = Vec::new();
+    for cell in cells.iter().filter(|c| c.variant == Variant::CrateFrame) {
+        let at = format!("{} {} B {} fds", cell.shape.id(), cell.data, cell.nfds);
+        for alt in [Variant::Nix, Variant::Uds] {
+            let Some(other) = find(cells, cell.shape, alt, cell.data, cell.nfds) else {
+                continue;
+            };
+            if cell.data == 0 {
+                continue;
+            }
+            let speedup = paired_ratio_by(metric, other, cell);
+            if speedup < 1.0 {
+                misses.push(format!("{} {at}: {speedup:.3}x", alt.id()));
+            }
+            if closest.as_ref().is_none_or(|(w, _)| speedup < *w) {
+                closest = Some((speedup, format!("{} {at}", alt.id())));
+            }
+        }
+        if let Some(bare) = find(cells, cell.shape, Variant::RawBare, cell.data, cell.nfds) {
+            let ratio = paired_ratio_by(metric, cell, bare);
+            if ratio > 1.02 {
+                bare_misses.push(format!("{at}: {ratio:.3}x"));
+            }
+            if worst_bare.as_ref().is_none_or(|(w, _)| ratio > *w) {
+                worst_bare = Some((ratio, at));
+            }
+        }
+    }
+    if let Some((w, at)) = closest {
+        out.push(Target {
+            name: format!(
+                "crate-frame at or below nix and uds at every cell with data >= 1 B{suffix}"
+            ),
+            met: misses.is_empty(),
+            detail: if misses.is_empty() {
+                format!("closest: {at}, alternative/crate-frame = {w:.3}x")
+            } else {
+                format!("slower at {}", misses.join("; "))
+            },
+        });
+    }
+    if let Some((w, at)) = worst_bare {
+        out.push(Target {
+            name: format!("crate-frame <= 1.02x raw-bare at every cell{suffix}"),
+            met: bare_misses.is_empty(),
+            detail: if bare_misses.is_empty() {
+                format!("worst: {at}, crate-frame/raw-bare = {w:.3}x")
+            } else {
+                format!("above at {}", bare_misses.join("; "))
+            },
+        });
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -482,7 +540,7 @@ fn memory_section(out: &mut String, memory: &Memory) {
     let _ = writeln!(out, "| `size_of::<Channel<4>>()` | {} |", memory.channel4);
     let _ = writeln!(
         out,
-        "| `size_of::<Payload<4096, 8>>()` | {} |",
+        "| `size_of::<Payload<{{ HEADER_LEN + 4096 }}, 8>>()` | {} |",
         memory.payload_4096_8
     );
     let _ = writeln!(
@@ -869,6 +927,7 @@ fn colour(v: Variant) -> RGBColor {
     match v {
         Variant::Crate => RGBColor(31, 119, 180),
         Variant::CratePoll => RGBColor(23, 190, 207),
+        Variant::CrateFrame => RGBColor(227, 119, 194),
         Variant::Raw => RGBColor(0, 0, 0),
         Variant::RawPoll => RGBColor(127, 127, 127),
         Variant::RawBare => RGBColor(140, 86, 75),

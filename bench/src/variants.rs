@@ -26,6 +26,10 @@ pub const MAX_FDS: usize = 4;
 /// Largest message body any cell sends; every receive buffer has this size.
 pub const MAX_DATA: usize = 65536;
 
+/// Room in front of the data in every buffer the harness passes: the
+/// 8-byte header, for the variants that send and receive it in one segment.
+pub const HEADROOM: usize = ipc_unixsocket::HEADER_LEN;
+
 /// The memfds an end re-sends with every message.
 pub struct Memfds {
     fds: [OwnedFd; MAX_FDS],
@@ -58,10 +62,13 @@ pub trait End: Sized + Send + 'static {
     const DGRAM: bool;
     /// Adopts one end of a socket pair of the right type.
     fn from_fd(fd: OwnedFd) -> io::Result<Self>;
-    /// Sends `data` and the first `nfds` of this end's memfds as one message.
-    fn send(&mut self, data: &[u8], nfds: usize) -> io::Result<()>;
-    /// Receives one message into `buf`; returns (data bytes, fds received).
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<(usize, usize)>;
+    /// Sends `frame[HEADROOM..]` and the first `nfds` of this end's memfds
+    /// as one message. `frame[..HEADROOM]` is room a variant may use for its
+    /// header (only `crate-frame` does).
+    fn send(&mut self, frame: &mut [u8], nfds: usize) -> io::Result<()>;
+    /// Receives one message into `frame[HEADROOM..]` (a variant may use the
+    /// room in front); returns (data bytes, fds received).
+    fn recv(&mut self, frame: &mut [u8]) -> io::Result<(usize, usize)>;
 }
 
 fn channel_error(error: ChannelError) -> io::Error {
@@ -106,13 +113,15 @@ impl<const POLL: bool> End for Crate<POLL> {
     }
 
     #[inline]
-    fn send(&mut self, data: &[u8], nfds: usize) -> io::Result<()> {
+    fn send(&mut self, frame: &mut [u8], nfds: usize) -> io::Result<()> {
+        let data = &frame[HEADROOM..];
         let fds = self.memfds.borrowed();
         self.channel.send(data, &fds[..nfds]).map_err(channel_error)
     }
 
     #[inline]
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<(usize, usize)> {
+    fn recv(&mut self, frame: &mut [u8]) -> io::Result<(usize, usize)> {
+        let buf = &mut frame[HEADROOM..];
         let got = if POLL {
             loop {
                 wait_readable(self.channel.as_fd())?;
@@ -128,6 +137,44 @@ impl<const POLL: bool> End for Crate<POLL> {
         // Close the frames here, as the raw floor does right after its
         // `recvmsg`; fds left in the vector would instead be discarded by
         // the next receive, which sets `SO_LINGER` on each first.
+        self.fds.clear();
+        Ok((got.data_len, got.fd_count))
+    }
+}
+
+/// `ipc_unixsocket::Channel::send_frame`/`recv_frame`: the header in the
+/// room in front of the data, one iovec segment each way, blocking.
+pub struct CrateFrame {
+    channel: Channel<MAX_FDS>,
+    memfds: Memfds,
+    fds: heapless::Vec<OwnedFd, MAX_FDS>,
+}
+
+impl End for CrateFrame {
+    const DGRAM: bool = false;
+
+    fn from_fd(fd: OwnedFd) -> io::Result<Self> {
+        Ok(Self {
+            channel: Channel::bind(fd).map_err(channel_error)?,
+            memfds: Memfds::new()?,
+            fds: heapless::Vec::new(),
+        })
+    }
+
+    #[inline]
+    fn send(&mut self, frame: &mut [u8], nfds: usize) -> io::Result<()> {
+        let fds = self.memfds.borrowed();
+        self.channel
+            .send_frame(frame, &fds[..nfds])
+            .map_err(channel_error)
+    }
+
+    #[inline]
+    fn recv(&mut self, frame: &mut [u8]) -> io::Result<(usize, usize)> {
+        let got = self
+            .channel
+            .recv_frame(frame, &mut self.fds)
+            .map_err(channel_error)?;
         self.fds.clear();
         Ok((got.data_len, got.fd_count))
     }
@@ -160,7 +207,8 @@ impl<const POLL: bool, const HEADER: bool> End for Raw<POLL, HEADER> {
     }
 
     #[inline]
-    fn send(&mut self, data: &[u8], nfds: usize) -> io::Result<()> {
+    fn send(&mut self, frame: &mut [u8], nfds: usize) -> io::Result<()> {
+        let data = &frame[HEADROOM..];
         let len = (data.len() as u32).to_le_bytes();
         let header = [b'I', b'P', 1, nfds as u8, len[0], len[1], len[2], len[3]];
         let with_header = [IoSlice::new(&header), IoSlice::new(data)];
@@ -178,7 +226,8 @@ impl<const POLL: bool, const HEADER: bool> End for Raw<POLL, HEADER> {
     }
 
     #[inline]
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<(usize, usize)> {
+    fn recv(&mut self, frame: &mut [u8]) -> io::Result<(usize, usize)> {
+        let buf = &mut frame[HEADROOM..];
         let mut head = [0u8; 8];
         let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
@@ -246,7 +295,8 @@ impl End for Libcamera {
     }
 
     #[inline]
-    fn send(&mut self, data: &[u8], nfds: usize) -> io::Result<()> {
+    fn send(&mut self, frame: &mut [u8], nfds: usize) -> io::Result<()> {
+        let data = &frame[HEADROOM..];
         let len = (data.len() as u32).to_ne_bytes();
         let header = [len[0], len[1], len[2], len[3], nfds as u8, 0, 0, 0];
         rustix::net::send(&self.fd, &header, SendFlags::empty())?;
@@ -263,7 +313,8 @@ impl End for Libcamera {
     }
 
     #[inline]
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<(usize, usize)> {
+    fn recv(&mut self, frame: &mut [u8]) -> io::Result<(usize, usize)> {
+        let buf = &mut frame[HEADROOM..];
         let mut header = [0u8; 8];
         let (got, _) = rustix::net::recv(&self.fd, &mut header[..], RecvFlags::empty())?;
         if got != header.len() {
@@ -306,7 +357,8 @@ impl End for StdDatagram {
     }
 
     #[inline]
-    fn send(&mut self, data: &[u8], nfds: usize) -> io::Result<()> {
+    fn send(&mut self, frame: &mut [u8], nfds: usize) -> io::Result<()> {
+        let data = &frame[HEADROOM..];
         debug_assert_eq!(
             nfds, 0,
             "std::os::unix::net::UnixDatagram carries bytes only"
@@ -316,7 +368,8 @@ impl End for StdDatagram {
     }
 
     #[inline]
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<(usize, usize)> {
+    fn recv(&mut self, frame: &mut [u8]) -> io::Result<(usize, usize)> {
+        let buf = &mut frame[HEADROOM..];
         Ok((self.socket.recv(buf)?, 0))
     }
 }
@@ -345,7 +398,8 @@ impl End for Nix {
     }
 
     #[inline]
-    fn send(&mut self, data: &[u8], nfds: usize) -> io::Result<()> {
+    fn send(&mut self, frame: &mut [u8], nfds: usize) -> io::Result<()> {
+        let data = &frame[HEADROOM..];
         use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
         let raw = self.memfds.raw();
         let rights = [ControlMessage::ScmRights(&raw[..nfds])];
@@ -361,7 +415,8 @@ impl End for Nix {
     }
 
     #[inline]
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<(usize, usize)> {
+    fn recv(&mut self, frame: &mut [u8]) -> io::Result<(usize, usize)> {
+        let buf = &mut frame[HEADROOM..];
         use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
         let mut iov = [io::IoSliceMut::new(buf)];
         let msg = recvmsg::<()>(
@@ -402,7 +457,8 @@ impl End for Sendfd {
     }
 
     #[inline]
-    fn send(&mut self, data: &[u8], nfds: usize) -> io::Result<()> {
+    fn send(&mut self, frame: &mut [u8], nfds: usize) -> io::Result<()> {
+        let data = &frame[HEADROOM..];
         use sendfd::SendWithFd;
         let raw = self.memfds.raw();
         self.socket.send_with_fd(data, &raw[..nfds])?;
@@ -410,7 +466,8 @@ impl End for Sendfd {
     }
 
     #[inline]
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<(usize, usize)> {
+    fn recv(&mut self, frame: &mut [u8]) -> io::Result<(usize, usize)> {
+        let buf = &mut frame[HEADROOM..];
         use sendfd::RecvWithFd;
         let mut fds = [-1; MAX_FDS];
         let (bytes, nfds) = self.socket.recv_with_fd(buf, &mut fds)?;
@@ -440,14 +497,16 @@ impl End for Uds {
     }
 
     #[inline]
-    fn send(&mut self, data: &[u8], nfds: usize) -> io::Result<()> {
+    fn send(&mut self, frame: &mut [u8], nfds: usize) -> io::Result<()> {
+        let data = &frame[HEADROOM..];
         let raw = self.memfds.raw();
         self.conn.send_fds(data, &raw[..nfds])?;
         Ok(())
     }
 
     #[inline]
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<(usize, usize)> {
+    fn recv(&mut self, frame: &mut [u8]) -> io::Result<(usize, usize)> {
+        let buf = &mut frame[HEADROOM..];
         let mut fds = [-1; MAX_FDS];
         let (bytes, _truncated, nfds) = self.conn.recv_fds(buf, &mut fds)?;
         for &fd in &fds[..nfds] {
