@@ -101,15 +101,15 @@ static WRITING: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 /// Frames dropped: abandoned, too long, or refused by the kernel.
 static DROPPED: AtomicU32 = AtomicU32::new(0);
 
-/// [`Frame::pinned`] when the thread is not writing to a [`set_fd`] fd.
-const UNPINNED: u64 = u64::MAX;
+/// [`Frame::retired`] when there is no fd for the thread to close.
+const NOT_RETIRED: u64 = u64::MAX;
 
 /// The frame of one thread. Every field is a `Cell` or an atomic: a signal
 /// handler may start a frame of its own at any point of this thread's frame,
 /// and no `&mut` into the frame ever exists.
 struct Frame {
     /// `acquire`s minus `release`s on this thread. A frame unwound by a panic
-    /// never releases, so it may stay one higher than the frames open; only
+    /// never releases, so this may exceed the number of frames open; only
     /// equality with `live` matters.
     depth: Cell<u32>,
     /// The `depth` of the frame that owns `encoder`, `buf` and `len`; 0 when
@@ -120,13 +120,14 @@ struct Frame {
     buf: Cell<[u8; FRAME_CAPACITY]>,
     /// Bytes encoded; more than `FRAME_CAPACITY` once the frame is too long.
     len: Cell<usize>,
-    /// The [`TARGET`] this thread is writing to when that is a [`set_fd`] fd,
-    /// from before it counts itself in [`WRITING`] until after it no longer
-    /// does; [`UNPINNED`] otherwise.
-    pinned: Cell<u64>,
-    /// A [`TARGET`] that a switch made from a signal handler, while this
-    /// thread was writing to it, left to this thread to close; [`UNPINNED`]
-    /// if none.
+    /// Writes of this thread to a [`set_fd`] fd, per parity as in
+    /// [`WRITING`], each from before it counts itself there until after it
+    /// no longer does (more than one only when a signal handler's frame
+    /// interrupts this thread's write).
+    pins: [Cell<u32>; 2],
+    /// A [`TARGET`] whose fd a switch made from a signal handler, while this
+    /// thread was writing, left to this thread to close; [`NOT_RETIRED`] if
+    /// none.
     retired: Cell<u64>,
 }
 
@@ -138,8 +139,8 @@ impl Frame {
             encoder: Cell::new(Encoder::new()),
             buf: Cell::new([0; FRAME_CAPACITY]),
             len: Cell::new(0),
-            pinned: Cell::new(UNPINNED),
-            retired: Cell::new(UNPINNED),
+            pins: [Cell::new(0), Cell::new(0)],
+            retired: Cell::new(NOT_RETIRED),
         }
     }
 
@@ -270,8 +271,9 @@ fn acquire() {
     FRAME.with(|frame| {
         let depth = frame.depth.get().wrapping_add(1);
         frame.depth.set(depth);
-        // Release no frame here: the new frame owns nothing until `live` says
-        // so, and an older frame that still does is abandoned.
+        // A frame of this thread that is not finished (the new one is nested
+        // in it, or a panic unwound out of it) is abandoned: dropped, and
+        // what its code writes from now on is discarded.
         if frame.live.swap(0, Ordering::SeqCst) != 0 {
             drop_frame();
         }
@@ -327,15 +329,20 @@ fn write_out(frame: &Frame, bytes: &[u8]) -> bool {
         // the new target (all `SeqCst`).
         let pid = own_pid();
         let writing = &WRITING[parity(now)];
-        frame.pinned.set(now);
+        let pins = &frame.pins[parity(now)];
+        pins.set(pins.get() + 1);
         enter(writing, pid);
         let ok = (TARGET.load(Ordering::SeqCst) == now).then(|| write_all(raw, bytes));
         leave(writing, pid);
-        frame.pinned.set(UNPINNED);
-        let retired = frame.retired.replace(UNPINNED);
-        if retired != UNPINNED {
-            drain(&WRITING[parity(retired)], pid, 0);
-            drop(take_fd(target_fd(retired)));
+        pins.set(pins.get() - 1);
+        // Only the outermost write of this thread closes a retired fd: an
+        // interrupted one may still be counted under it.
+        if frame.pins.iter().all(|p| p.get() == 0) {
+            let retired = frame.retired.replace(NOT_RETIRED);
+            if retired != NOT_RETIRED {
+                drain(&WRITING[parity(retired)], pid, 0);
+                drop(take_fd(target_fd(retired)));
+            }
         }
         if let Some(ok) = ok {
             return ok;
@@ -397,14 +404,13 @@ fn swap_target(raw: RawFd) -> Option<OwnedFd> {
     }
     let pid = own_pid();
     let writing = &WRITING[parity(old)];
-    let pinned = FRAME.with(|frame| frame.pinned.get());
-    if pinned != UNPINNED && parity(pinned) == parity(old) {
+    if FRAME.with(|frame| frame.pins[parity(old)].get()) > 0 {
         // A signal handler interrupted this thread's own write under the
         // same counter, and cannot tell whether that write is counted yet;
         // waiting for it would never end. The interrupted write closes the
         // fd once it and those of other threads are done.
         FRAME.with(|frame| {
-            if frame.retired.get() == UNPINNED {
+            if frame.retired.get() == NOT_RETIRED {
                 frame.retired.set(old);
             }
             // else: a second such switch during the same write (from nested
@@ -418,18 +424,22 @@ fn swap_target(raw: RawFd) -> Option<OwnedFd> {
 
 /// Takes back ownership of an fd that [`set_fd`] gave the logger.
 fn take_fd(raw: RawFd) -> OwnedFd {
-    // SAFETY: `raw` came from `into_raw_fd` in `set_fd`, and the switch that
-    // removed it from `TARGET` (which only one switch can do) waited for
-    // every write to it, so nothing else owns or uses it.
+    // SAFETY: `raw` came from `into_raw_fd` in `set_fd` and only one switch
+    // can remove it from `TARGET`; that switch, or the write it left the
+    // close to, waited until no write to it was counted in `WRITING`, and no
+    // new write uses it (a write checks `TARGET` after counting itself). So
+    // nothing else owns or uses it.
     unsafe { OwnedFd::from_raw_fd(raw) }
 }
 
 /// Writes all of `bytes` to `raw`; `false` if the kernel refused.
 fn write_all(raw: RawFd, mut bytes: &[u8]) -> bool {
-    // SAFETY: `raw` is stderr, or the fd `set_fd` gave the logger, which
-    // stays open while this thread is counted in `WRITING` (a switch waits
-    // for that, or leaves the close to this thread). A closed stderr makes
-    // `write` fail with `EBADF`.
+    // SAFETY: `raw` is stderr, or the fd `set_fd` gave the logger, read from
+    // `TARGET` again after this write was counted in `WRITING`; the switch
+    // that removes it waits until no such write is counted (or, from a
+    // signal handler on this thread, leaves the close to this thread's
+    // outermost write), so it stays open. A closed stderr makes `write` fail
+    // with `EBADF`.
     let fd = unsafe { BorrowedFd::borrow_raw(raw) };
     while !bytes.is_empty() {
         match write(fd, bytes) {

@@ -14,9 +14,10 @@
 
 use std::collections::BTreeSet;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
@@ -730,4 +731,100 @@ fn child_switches_fds_under_load() {
     let frames = decode_whole(&all, "all pipes").len();
     assert_eq!(logger::dropped_frames(), 0);
     assert_eq!(frames, usize::from(LOGGERS) * usize::from(FRAMES));
+}
+
+/// `set_fd` from a signal handler that interrupted its own thread while that
+/// thread was blocked writing a frame to the fd being replaced: the handler
+/// cannot wait for its own thread, so the fd is not handed back; the
+/// interrupted write finishes whole and then the logger closes the fd.
+#[test]
+fn set_fd_from_a_handler_during_its_own_write_leaves_the_close_to_it() {
+    if std::env::var_os(CHILD).is_some() {
+        return;
+    }
+    run_child("child_switches_fd_from_a_handler_during_its_own_write");
+}
+
+/// The fd `switch_from_handler` passes to `set_fd`.
+static HANDLER_FD: AtomicI32 = AtomicI32::new(-1);
+/// What that `set_fd` returned: -1 for `None`, -2 before the handler ran.
+static HANDLER_GOT: AtomicI32 = AtomicI32::new(-2);
+
+extern "C" fn switch_from_handler(_: libc::c_int) {
+    let raw = HANDLER_FD.swap(-1, Ordering::SeqCst);
+    // SAFETY: `raw` came from `into_raw_fd` in the test, and the swap passed
+    // it to this one call.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let got = logger::set_fd(fd).map_or(-1, IntoRawFd::into_raw_fd);
+    HANDLER_GOT.store(got, Ordering::SeqCst);
+}
+
+#[test]
+fn child_switches_fd_from_a_handler_during_its_own_write() {
+    if std::env::var_os(CHILD).is_none() {
+        return;
+    }
+    // A full pipe: the next frame written to it blocks in write(2).
+    let (old_r, old_w) = rustix::pipe::pipe().unwrap();
+    let size = rustix::pipe::fcntl_setpipe_size(&old_w, 4096).unwrap();
+    assert_eq!(rustix::io::write(&old_w, &vec![0; size]), Ok(size));
+    let (new_r, new_w) = rustix::pipe::pipe().unwrap();
+    HANDLER_FD.store(new_w.into_raw_fd(), Ordering::SeqCst);
+    let handler = switch_from_handler as extern "C" fn(libc::c_int);
+    // SAFETY: the handler calls `set_fd`, which is what the test is about.
+    let previous = unsafe { libc::signal(libc::SIGUSR2, handler as libc::sighandler_t) };
+    assert_ne!(previous, libc::SIG_ERR);
+    assert!(logger::set_fd(old_w).is_none());
+
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        tid_tx.send(rustix::thread::gettid()).unwrap();
+        defmt::info!("retire: the interrupted frame");
+    });
+    let tid = tid_rx.recv().unwrap();
+    // Until the writer is blocked in write(2) on the full pipe.
+    let syscall = format!("/proc/self/task/{}/syscall", tid.as_raw_nonzero());
+    let write = format!("{} ", libc::SYS_write);
+    while !std::fs::read_to_string(&syscall)
+        .unwrap()
+        .starts_with(&write)
+    {
+        std::thread::yield_now();
+    }
+    // SAFETY: signals a thread of this process; its handler is installed.
+    let sent = unsafe {
+        libc::tgkill(
+            rustix::process::getpid().as_raw_nonzero().get(),
+            tid.as_raw_nonzero().get(),
+            libc::SIGUSR2,
+        )
+    };
+    assert_eq!(sent, 0);
+    while HANDLER_GOT.load(Ordering::SeqCst) == -2 {
+        std::thread::yield_now();
+    }
+    assert_eq!(
+        HANDLER_GOT.load(Ordering::SeqCst),
+        -1,
+        "an fd its own thread is writing to must not be handed back"
+    );
+
+    // Let the write through; end-of-file means the logger closed the fd.
+    let mut old = Vec::new();
+    std::io::Read::read_to_end(&mut std::fs::File::from(old_r), &mut old).unwrap();
+    writer.join().unwrap();
+    defmt::info!("retire: to the new pipe");
+    drop(logger::use_stderr().expect("the new pipe"));
+    let mut new = Vec::new();
+    std::io::Read::read_to_end(&mut std::fs::File::from(new_r), &mut new).unwrap();
+
+    let old = decode_whole(&old, "old pipe");
+    assert_eq!(
+        messages(&old),
+        ["retire: the interrupted frame"],
+        "{old:#?}"
+    );
+    let new = decode_whole(&new, "new pipe");
+    assert_eq!(messages(&new), ["retire: to the new pipe"], "{new:#?}");
+    assert_eq!(logger::dropped_frames(), 0);
 }
