@@ -24,9 +24,11 @@
 //!
 //! There is no lock. Each thread encodes its frames in a buffer of its own
 //! (a `thread_local!` without a destructor), and a finished frame reaches the
-//! fd in one `write(2)` of at most 512 bytes. A pipe keeps such a write whole
-//! (`PIPE_BUF` is 4096), so frames of different threads, and of different
-//! processes sharing the pipe, never interleave. Logging never waits for
+//! fd in one `write(2)` of at most 512 bytes. A pipe takes such a write whole
+//! or not at all (`PIPE_BUF` is 4096), so frames of different threads, and
+//! of different processes sharing the pipe, never interleave. (Only an fd
+//! that takes part of a write, a regular file on a full disk for instance,
+//! gets the rest of the frame in a further write.) Logging never waits for
 //! another thread; only a switch of fd does (below), and the one write that a
 //! switch from a signal handler leaves to close the replaced fd.
 //!
