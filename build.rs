@@ -17,11 +17,13 @@
 //!
 //! The `PROVIDE` lines make `ipc_unixsocket::logger` the global logger of
 //! every binary that does not define one itself, which is also what lets
-//! `cargo test --features defmt` link (defmt issue #1037).
+//! `cargo test --features defmt` link (defmt issue #1037). The logger needs
+//! the `std` feature; without it the script has no such lines and a binary
+//! brings its own `#[defmt::global_logger]`.
 //!
 //! Link arguments from a build script reach only this package's targets, so
 //! a downstream binary passes them itself; the script's directory is added to
-//! the library search path for that (see `docs/defmt.md`).
+//! the library search path for that (see "Logging with defmt" in README.md).
 
 use std::env;
 use std::fs;
@@ -29,6 +31,19 @@ use std::path::PathBuf;
 
 /// The file name downstream binaries pass as `-T<name>`.
 const SCRIPT_NAME: &str = "ipc-unixsocket-defmt.x";
+
+/// Replaces `@LOGGER@` in [`SCRIPT`] when the crate has its logger (features
+/// `defmt` and `std`); without `std` it has none and the line is removed.
+const LOGGER: &str = "/* ipc_unixsocket::logger, for a binary without #[defmt::global_logger] */
+EXTERN(__ipc_unixsocket_defmt_acquire);
+EXTERN(__ipc_unixsocket_defmt_flush);
+EXTERN(__ipc_unixsocket_defmt_release);
+EXTERN(__ipc_unixsocket_defmt_write);
+PROVIDE(_defmt_acquire = __ipc_unixsocket_defmt_acquire);
+PROVIDE(_defmt_flush = __ipc_unixsocket_defmt_flush);
+PROVIDE(_defmt_release = __ipc_unixsocket_defmt_release);
+PROVIDE(_defmt_write = __ipc_unixsocket_defmt_write);
+";
 
 const SCRIPT: &str = r#"/* ipc-unixsocket: defmt 1.2's defmt.x.in, made to augment the default
    linker script of a Linux executable (INSERT AFTER .comment), with
@@ -42,16 +57,7 @@ EXTERN(__DEFMT_MARKER_TIMESTAMP_WAS_DEFINED);
 PROVIDE(_defmt_timestamp = __defmt_default_timestamp);
 PROVIDE(_defmt_panic = __defmt_default_panic);
 
-/* ipc_unixsocket::logger, for a binary without #[defmt::global_logger] */
-EXTERN(__ipc_unixsocket_defmt_acquire);
-EXTERN(__ipc_unixsocket_defmt_flush);
-EXTERN(__ipc_unixsocket_defmt_release);
-EXTERN(__ipc_unixsocket_defmt_write);
-PROVIDE(_defmt_acquire = __ipc_unixsocket_defmt_acquire);
-PROVIDE(_defmt_flush = __ipc_unixsocket_defmt_flush);
-PROVIDE(_defmt_release = __ipc_unixsocket_defmt_release);
-PROVIDE(_defmt_write = __ipc_unixsocket_defmt_write);
-
+@LOGGER@
 SECTIONS
 {
   /* `1` specifies the start address of this virtual (`(INFO)`) section */
@@ -106,9 +112,18 @@ fn main() {
     // defmt filters log levels when the crate compiles; rebuild on a change.
     println!("cargo:rerun-if-env-changed=DEFMT_LOG");
 
+    // `ipc_unixsocket::logger` exists only with `std` (it keeps its frames in
+    // a `thread_local!`); without it the script must not name its symbols.
+    let logger = if env::var_os("CARGO_FEATURE_STD").is_some() {
+        LOGGER
+    } else {
+        ""
+    };
+
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let script = out.join(SCRIPT_NAME);
-    fs::write(&script, SCRIPT).expect("write the defmt linker script to OUT_DIR");
+    fs::write(&script, SCRIPT.replace("@LOGGER@", logger))
+        .expect("write the defmt linker script to OUT_DIR");
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rustc-link-arg=-T{}", script.display());
     println!("cargo:rustc-link-arg=-no-pie");

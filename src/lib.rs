@@ -11,7 +11,7 @@ mod channel;
 mod cmsg;
 mod error;
 mod header;
-#[cfg(feature = "defmt")]
+#[cfg(all(feature = "defmt", feature = "std"))]
 pub mod logger;
 mod payload;
 
