@@ -12,6 +12,7 @@ mod cmsg;
 mod error;
 mod header;
 #[cfg(all(feature = "defmt", feature = "std"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "defmt", feature = "std"))))]
 pub mod logger;
 mod payload;
 
