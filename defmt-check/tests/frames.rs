@@ -5,12 +5,11 @@
 //! ELF.
 //!
 //! ```text
-//! cargo test --features defmt --test defmt_frames
+//! cargo test --manifest-path defmt-check/Cargo.toml
 //! ```
 //!
-//! `DEFMT_LOG` (set to `trace` in `.cargo/config.toml`) must let trace
-//! messages through when the crate compiles.
-#![cfg(feature = "defmt")]
+//! `DEFMT_LOG` (set to `trace` in the repository's `.cargo/config.toml`) must
+//! let trace messages through when the crate compiles.
 
 use std::collections::BTreeSet;
 use std::mem::MaybeUninit;
