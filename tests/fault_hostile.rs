@@ -648,7 +648,9 @@ fn flood_of_records_keeps_memory_and_fds_bounded() {
     );
     let (tx, rx) = Channel::<2>::pair().unwrap();
     let file = memfd(b"flood");
-    let file_identity = identity(&file);
+    // Valid records carry these two, in this order: a swap would show.
+    let pair = [memfd(b"flood 0"), memfd(b"flood 1")];
+    let pair_identities = [identity(&pair[0]), identity(&pair[1])];
     let mut data = [0u8; FLOOD_DATA];
     let mut fds = Fds::<2>::new();
     let mut counts = std::collections::HashMap::<FloodKind, usize>::new();
@@ -661,11 +663,12 @@ fn flood_of_records_keeps_memory_and_fds_bounded() {
         // buffer.
         let flooder = scope.spawn(|| {
             let many = vec![file.as_fd(); 253];
+            let two = [pair[0].as_fd(), pair[1].as_fd()];
             let mut seq = 0u64;
             for i in 0..RECORDS {
-                let fds = &many[..i % 3];
                 match ROTATION[i % ROTATION.len()] {
                     FloodKind::Valid => {
+                        let fds = &two[..i % 3];
                         let record =
                             [header(fds.len() as u8, 8).as_slice(), &seq.to_le_bytes()].concat();
                         send_raw(&tx, &record, fds);
@@ -701,7 +704,9 @@ fn flood_of_records_keeps_memory_and_fds_bounded() {
                     }
                     assert_eq!(seq, next_seq, "valid records lost, duplicated or reordered");
                     next_seq += 1;
-                    assert!(fds.iter().all(|fd| identity(fd) == file_identity));
+                    for (fd, expected) in fds.iter().zip(pair_identities) {
+                        assert_eq!(identity(fd), expected, "record #{seq}: wrong fd");
+                    }
                     FloodKind::Valid
                 }
                 Err(Error::BadMagic { found }) => {
