@@ -7,7 +7,9 @@
 //!
 //! Runs with `harness = false`: a plain `main` decides between the parent
 //! (the test) and the worker, and nothing else runs in the process while the
-//! parent clears `FD_CLOEXEC` and spawns.
+//! parent clears `FD_CLOEXEC` and spawns (the watchdog thread only waits in
+//! `poll`, and its pipe is close-on-exec). Every answer has a deadline, the
+//! worker's exit too, and a watchdog bounds the whole run.
 
 mod common;
 
@@ -15,7 +17,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-use common::{identity, memfd, read_all};
+use common::{TEST_BOUND, Watchdog, identity, memfd, read_all, wait_child};
 use ipc_unixsocket::{Channel, Error};
 use rustix::fs::{MemfdFlags, fstat, memfd_create};
 use rustix::io::{FdFlags, fcntl_setfd};
@@ -57,7 +59,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     println!("\nrunning 1 test");
+    // Every answer has its own deadline; this bounds the whole run.
+    let watchdog = Watchdog::new(TEST_NAME, 2 * TEST_BOUND);
     parent();
+    drop(watchdog);
     println!("test {TEST_NAME} ... ok\n");
     ExitCode::SUCCESS
 }
@@ -215,7 +220,7 @@ fn parent() {
 
     // Close: the worker exits with status 0 and its end goes away.
     channel.send(&[CLOSE], &[]).unwrap();
-    let status = child.wait().expect("wait for the worker");
+    let status = wait_child(&mut child, "the worker", TEST_BOUND);
     assert_eq!(status.code(), Some(0), "worker exit status: {status}");
     let mut data = [0u8; 8];
     let mut fds = heapless::Vec::new();

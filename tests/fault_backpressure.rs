@@ -4,14 +4,15 @@
 //!
 //! Synchronisation is by the sockets and by `/proc/self/task/TID/syscall`
 //! (which names the system call a thread is blocked in), never by sleeping.
-//! Every test counts fds, so every test holds `common::serial()`.
+//! Every test counts fds, so every test holds `common::serial()`, and a
+//! watchdog, so that a lost record fails the test instead of hanging it.
 
 mod common;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::mpsc;
 
-use common::{identity, memfd, open_fds, serial};
+use common::{ShutdownOnPanic, Watchdog, identity, memfd, open_fds, serial};
 use ipc_unixsocket::{Channel, Error, Received};
 
 type Fds<const N: usize> = heapless::Vec<OwnedFd, N>;
@@ -93,6 +94,7 @@ fn expect_message(rx: &Channel<1>, seq: u32, file: &OwnedFd) {
 #[test]
 fn try_send_would_block_once_the_peer_stops_reading_and_nothing_is_lost() {
     let _guard = serial();
+    let _watchdog = Watchdog::for_test();
     let (tx, rx) = Channel::<1>::pair().unwrap();
     let file = memfd(b"frame");
     let baseline = open_fds();
@@ -127,6 +129,7 @@ fn try_send_would_block_once_the_peer_stops_reading_and_nothing_is_lost() {
 #[test]
 fn blocking_send_resumes_when_space_frees_up() {
     let _guard = serial();
+    let _watchdog = Watchdog::for_test();
     let (tx, rx) = Channel::<1>::pair().unwrap();
     let file = memfd(b"frame");
     let baseline = open_fds();
@@ -143,6 +146,8 @@ fn blocking_send_resumes_when_space_frees_up() {
             let fds = [file.as_fd()];
             tx.send(&buf[..len], &fds[..fds_for(sent)])
         });
+        // A failed check must not leave the sender blocked in sendmsg.
+        let _unblock = ShutdownOnPanic(rx.as_fd());
         let tid = tid_rx.recv().unwrap();
         // The send really blocks: the thread sits in sendmsg.
         let blocked = wait_until_blocked_in(tid, libc::SYS_sendmsg, || sender.is_finished());
@@ -167,6 +172,7 @@ fn blocking_send_resumes_when_space_frees_up() {
 #[test]
 fn blocked_send_returns_disconnected_when_the_reader_goes_away() {
     let _guard = serial();
+    let _watchdog = Watchdog::for_test();
     let (tx, rx) = Channel::<1>::pair().unwrap();
     let file = memfd(b"frame");
     fill(&tx, &file);

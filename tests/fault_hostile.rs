@@ -10,7 +10,9 @@ mod common;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use common::{header, identity, memfd, open_fds, send_raw, serial};
+use common::{
+    PROGRESS_BOUND, ShutdownOnPanic, Watchdog, header, identity, memfd, open_fds, send_raw, serial,
+};
 use ipc_unixsocket::{Channel, Error, Received};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::io::IoSliceMut;
@@ -193,6 +195,7 @@ fn max_fds_against_capacity<const N: usize>(declared: u8, expected: fn(usize) ->
 #[test]
 fn max_fds_on_one_record_against_a_small_capacity() {
     let _guard = serial();
+    let _watchdog = Watchdog::for_test();
     // The header tells the truth: 253 fds.
     max_fds_against_capacity::<1>(253, |_| Error::TooManyFds {
         count: 253,
@@ -223,6 +226,7 @@ fn max_fds_on_one_record_against_a_small_capacity() {
 #[test]
 fn max_fds_on_one_record_are_all_delivered_to_a_full_capacity() {
     let _guard = serial();
+    let _watchdog = Watchdog::for_test();
     let (tx, rx) = Channel::<253>::pair().unwrap();
     let file = memfd(b"payload");
     let many = vec![file.as_fd(); 253];
@@ -247,6 +251,7 @@ fn max_fds_on_one_record_are_all_delivered_to_a_full_capacity() {
 #[test]
 fn rejected_socket_fd_releases_the_fds_in_flight_inside_it() {
     let _guard = serial();
+    let _watchdog = Watchdog::for_test();
     let (tx, rx) = Channel::<2>::pair().unwrap();
     let baseline = open_fds();
     let (read_end, write_end) = rustix::pipe::pipe().unwrap();
@@ -283,6 +288,7 @@ fn rejected_socket_fd_releases_the_fds_in_flight_inside_it() {
 #[test]
 fn socket_fd_with_fds_in_flight_is_delivered_intact() {
     let _guard = serial();
+    let _watchdog = Watchdog::for_test();
     let (tx, rx) = Channel::<2>::pair().unwrap();
     let baseline = open_fds();
     let (read_end, write_end) = rustix::pipe::pipe().unwrap();
@@ -334,6 +340,7 @@ fn socket_fd_with_fds_in_flight_is_delivered_intact() {
 #[test]
 fn rejected_socket_fd_in_a_reference_cycle_is_collected() {
     let _guard = serial();
+    let _watchdog = Watchdog::for_test();
     let (tx, rx) = Channel::<2>::pair().unwrap();
     let baseline = open_fds();
     let (read_end, write_end) = rustix::pipe::pipe().unwrap();
@@ -436,6 +443,7 @@ fn passcred_outcomes<const N: usize>(sender_adds_credentials: bool) -> Vec<(usiz
 #[test]
 fn scm_credentials_from_the_peer_are_dropped_without_so_passcred() {
     let _guard = serial();
+    let _watchdog = Watchdog::for_test();
     let (tx, rx) = Channel::<2>::pair().unwrap();
     // The hostile end may enable SO_PASSCRED on its own socket: only the
     // receiver's setting decides whether credentials are delivered.
@@ -468,6 +476,7 @@ fn scm_credentials_from_the_peer_are_dropped_without_so_passcred() {
 #[test]
 fn scm_credentials_with_so_passcred_is_delivered_or_rejected_without_leaks() {
     let _guard = serial();
+    let _watchdog = Watchdog::for_test();
     for sender_adds_credentials in [false, true] {
         let table = [
             (1, passcred_outcomes::<1>(sender_adds_credentials)),
@@ -514,6 +523,7 @@ fn so_passcred_costs_32_bytes_of_the_control_buffer() {
         }
     }
     let _guard = serial();
+    let _watchdog = Watchdog::for_test();
     let table = [
         (1, passcred_outcomes::<1>(false)),
         (2, passcred_outcomes::<2>(false)),
@@ -536,6 +546,7 @@ fn so_passcred_costs_32_bytes_of_the_control_buffer() {
 #[test]
 fn zero_byte_record_from_a_live_peer_is_short_not_disconnected() {
     let _guard = serial();
+    let _watchdog = Watchdog::for_test();
     let (tx, rx) = Channel::<2>::pair().unwrap();
     let file = memfd(b"zero");
     let baseline = open_fds();
@@ -630,9 +641,16 @@ fn flood_of_records_keeps_memory_and_fds_bounded() {
     const RECORDS: usize = 100_000;
     const WARM_UP: usize = 10_000;
     let _guard = serial();
+    // Kicked at every record: a flood stuck for this long has lost one.
+    let watchdog = Watchdog::new(
+        "flood_of_records_keeps_memory_and_fds_bounded",
+        PROGRESS_BOUND,
+    );
     let (tx, rx) = Channel::<2>::pair().unwrap();
     let file = memfd(b"flood");
-    let file_identity = identity(&file);
+    // Valid records carry these two, in this order: a swap would show.
+    let pair = [memfd(b"flood 0"), memfd(b"flood 1")];
+    let pair_identities = [identity(&pair[0]), identity(&pair[1])];
     let mut data = [0u8; FLOOD_DATA];
     let mut fds = Fds::<2>::new();
     let mut counts = std::collections::HashMap::<FloodKind, usize>::new();
@@ -645,11 +663,12 @@ fn flood_of_records_keeps_memory_and_fds_bounded() {
         // buffer.
         let flooder = scope.spawn(|| {
             let many = vec![file.as_fd(); 253];
+            let two = [pair[0].as_fd(), pair[1].as_fd()];
             let mut seq = 0u64;
             for i in 0..RECORDS {
-                let fds = &many[..i % 3];
                 match ROTATION[i % ROTATION.len()] {
                     FloodKind::Valid => {
+                        let fds = &two[..i % 3];
                         let record =
                             [header(fds.len() as u8, 8).as_slice(), &seq.to_le_bytes()].concat();
                         send_raw(&tx, &record, fds);
@@ -671,6 +690,10 @@ fn flood_of_records_keeps_memory_and_fds_bounded() {
             seq
         });
 
+        // A failed check below must not leave the flooder blocked in
+        // sendmsg on a full socket, with the scope joining it for ever:
+        // shutting the socket down wakes it with EPIPE.
+        let _unblock = ShutdownOnPanic(rx.as_fd());
         loop {
             let kind = match rx.recv(&mut data, &mut fds) {
                 Ok(got) => {
@@ -681,7 +704,9 @@ fn flood_of_records_keeps_memory_and_fds_bounded() {
                     }
                     assert_eq!(seq, next_seq, "valid records lost, duplicated or reordered");
                     next_seq += 1;
-                    assert!(fds.iter().all(|fd| identity(fd) == file_identity));
+                    for (fd, expected) in fds.iter().zip(pair_identities) {
+                        assert_eq!(identity(fd), expected, "record #{seq}: wrong fd");
+                    }
                     FloodKind::Valid
                 }
                 Err(Error::BadMagic { found }) => {
@@ -703,6 +728,7 @@ fn flood_of_records_keeps_memory_and_fds_bounded() {
             assert!(kind == FloodKind::Valid || fds.is_empty());
             *counts.entry(kind).or_default() += 1;
             records += 1;
+            watchdog.kick();
             if records == WARM_UP {
                 fds.clear();
                 warm = Some((open_fds(), rss_kib()));

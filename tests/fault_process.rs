@@ -17,7 +17,9 @@
 //! a child exits with status 101, which fails the test that started it.
 //!
 //! Synchronisation is by pipes, sockets, `waitpid` and
-//! `/proc/self/task/TID/syscall`, never by sleeping.
+//! `/proc/self/task/TID/syscall`, never by sleeping. Nothing waits for
+//! ever: a child that does not exit within `common::TEST_BOUND` is killed
+//! and fails its test, and each test runs under a watchdog.
 
 mod common;
 
@@ -27,7 +29,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{identity, memfd, open_fds, read_all};
+use common::{TEST_BOUND, Watchdog, identity, memfd, open_fds, read_all, wait_child};
 use ipc_unixsocket::{Channel, Error, Received};
 use rustix::io::{Errno, FdFlags, IoSlice, fcntl_setfd};
 use rustix::net::{
@@ -181,6 +183,8 @@ fn run_tests(args: &[String]) -> i32 {
         }
         print!("test {} ... ", test.name);
         std::io::stdout().flush().unwrap();
+        // Outlasts the children's own bound, which fails the test first.
+        let _watchdog = Watchdog::new(test.name, TEST_BOUND + Duration::from_secs(60));
         match std::panic::catch_unwind(test.run) {
             Ok(()) => {
                 println!("ok");
@@ -217,11 +221,14 @@ fn child_command(role: &[&str]) -> Command {
     command
 }
 
+/// Runs a child role to its end; one still running after `TEST_BOUND` is
+/// killed and fails the test.
 fn run_child(role: &[&str]) -> ExitStatus {
-    child_command(role)
+    let mut child = child_command(role)
         .stdin(Stdio::null())
-        .status()
-        .unwrap_or_else(|e| panic!("spawn {role:?}: {e}"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {role:?}: {e}"));
+    wait_child(&mut child, &format!("child {role:?}"), TEST_BOUND)
 }
 
 /// The child must exit 0: not killed by `SIGPIPE` (nor any signal), and
@@ -278,13 +285,15 @@ fn socketpair_peer_credentials_name_the_creator_not_the_worker() {
     drop(remote);
     let mut data = [0u8; 8];
     let mut fds = Fds::<CAP>::new();
-    let got = channel.recv(&mut data, &mut fds).unwrap();
+    let got = channel
+        .recv_timeout(&mut data, &mut fds, TEST_BOUND)
+        .unwrap();
     assert_eq!(got.data_len, 8);
     let worker_pid = i32::from_le_bytes(data[..4].try_into().unwrap());
     let worker_uid = u32::from_le_bytes(data[4..8].try_into().unwrap());
     assert_eq!(worker_pid, worker.id() as i32);
     let peer = channel.peer_credentials().unwrap();
-    assert!(worker.wait().unwrap().success());
+    assert!(wait_child(&mut worker, "creds-worker", TEST_BOUND).success());
     let me = rustix::process::getpid();
     assert_eq!(
         peer.pid, me,

@@ -5,17 +5,19 @@
 //! `pthread_kill`, and only once `/proc/self/task/TID/syscall` shows that
 //! thread blocked in the expected system call; the handler counts
 //! deliveries so each interruption is confirmed before the next step. No
-//! sleeping is used to synchronise. The handler and its counter are
-//! process-wide, so every test holds `common::serial()`.
+//! sleeping is used to synchronise (one test paces its signals with a short
+//! sleep: that is load, not synchronisation). The handler and its counters
+//! are process-wide, so every test holds `common::serial()`, and a
+//! watchdog so that a wait that never ends fails instead of hanging.
 
 mod common;
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{identity, memfd, serial};
+use common::{ShutdownOnPanic, Watchdog, identity, memfd, serial};
 use ipc_unixsocket::{Channel, Error, Received};
 use rustix::event::{PollFd, PollFlags};
 use rustix::io::{Errno, IoSliceMut};
@@ -24,8 +26,16 @@ use rustix::net::{RecvAncillaryBuffer, RecvFlags, recvmsg};
 type Fds<const N: usize> = heapless::Vec<OwnedFd, N>;
 
 static DELIVERED: AtomicUsize = AtomicUsize::new(0);
+/// The thread whose deliveries `ON_TARGET` counts (a kernel tid).
+static TARGET: AtomicI32 = AtomicI32::new(0);
+/// Deliveries handled on the `TARGET` thread.
+static ON_TARGET: AtomicUsize = AtomicUsize::new(0);
 
 extern "C" fn count_delivery(_signal: libc::c_int) {
+    // gettid is a plain system call: async-signal-safe.
+    if rustix::thread::gettid().as_raw_nonzero().get() == TARGET.load(Ordering::SeqCst) {
+        ON_TARGET.fetch_add(1, Ordering::SeqCst);
+    }
     DELIVERED.fetch_add(1, Ordering::SeqCst);
 }
 
@@ -128,6 +138,7 @@ const ROUNDS: usize = 20;
 #[test]
 fn control_raw_recvmsg_fails_with_eintr() {
     let _guard = serial();
+    let _watchdog = Watchdog::for_test();
     install_handler_without_sa_restart();
     let (tx, rx) = Channel::<1>::pair().unwrap();
     let (ids_tx, ids_rx) = mpsc::channel();
@@ -145,6 +156,7 @@ fn control_raw_recvmsg_fails_with_eintr() {
             )
             .map(|msg| msg.bytes)
         });
+        let _unblock = ShutdownOnPanic(rx.as_fd());
         let thread = ids_rx.recv().unwrap();
         let done = || receiver.is_finished();
         assert!(wait_until_blocked_in(thread.tid, libc::SYS_recvmsg, &done));
@@ -157,6 +169,7 @@ fn control_raw_recvmsg_fails_with_eintr() {
 #[test]
 fn blocking_recv_resumes_after_signals_without_sa_restart() {
     let _guard = serial();
+    let _watchdog = Watchdog::for_test();
     install_handler_without_sa_restart();
     let (tx, rx) = Channel::<1>::pair().unwrap();
     let file = memfd(b"frame");
@@ -169,15 +182,23 @@ fn blocking_recv_resumes_after_signals_without_sa_restart() {
             let got = rx.recv(&mut data, &mut fds);
             (got, data, fds)
         });
+        let _unblock = ShutdownOnPanic(rx.as_fd());
         let thread = ids_rx.recv().unwrap();
-        let delivered_before = DELIVERED.load(Ordering::SeqCst);
+        TARGET.store(thread.tid, Ordering::SeqCst);
+        let on_target_before = ON_TARGET.load(Ordering::SeqCst);
         let done = || receiver.is_finished();
         let resumed = interrupt_while_blocked(thread, libc::SYS_recvmsg, ROUNDS, &done);
         if !resumed {
             let (got, ..) = receiver.join().unwrap();
             panic!("recv returned instead of resuming after a signal: {got:?}");
         }
-        assert!(DELIVERED.load(Ordering::SeqCst) - delivered_before >= ROUNDS);
+        // `interrupt` counts deliveries anywhere in the process; each one
+        // must have been handled by the receiver, interrupting its recvmsg.
+        assert_eq!(
+            ON_TARGET.load(Ordering::SeqCst) - on_target_before,
+            ROUNDS,
+            "signals handled by the thread blocked in recv"
+        );
         // Only now does the message exist; recv must return it.
         tx.send(b"after the signals", &[file.as_fd()]).unwrap();
         let (got, data, fds) = receiver.join().unwrap();
@@ -196,6 +217,7 @@ fn blocking_recv_resumes_after_signals_without_sa_restart() {
 #[test]
 fn recv_timeout_returns_a_message_sent_after_signals() {
     let _guard = serial();
+    let _watchdog = Watchdog::for_test();
     install_handler_without_sa_restart();
     let (tx, rx) = Channel::<1>::pair().unwrap();
     let (ids_tx, ids_rx) = mpsc::channel();
@@ -207,6 +229,7 @@ fn recv_timeout_returns_a_message_sent_after_signals() {
             let got = rx.recv_timeout(&mut data, &mut fds, Duration::from_secs(600));
             (got, data)
         });
+        let _unblock = ShutdownOnPanic(rx.as_fd());
         let thread = ids_rx.recv().unwrap();
         let done = || receiver.is_finished();
         if !interrupt_while_blocked(thread, libc::SYS_ppoll, ROUNDS, &done) {
@@ -227,7 +250,7 @@ fn recv_timeout_returns_a_message_sent_after_signals() {
 }
 
 /// What happened to a wait that was interrupted every time it was seen
-/// blocked in `ppoll`, as fast as the signals could be handled.
+/// blocked in `ppoll`, at most once per `pace`.
 struct Interrupted<T> {
     result: T,
     elapsed: Duration,
@@ -237,8 +260,14 @@ struct Interrupted<T> {
 }
 
 /// Runs `wait` on a thread and interrupts it each time it is blocked in
-/// `ppoll`, until it returns or `give_up` has passed; then joins it.
-fn interrupt_wait<T: Send>(wait: impl FnOnce() -> T + Send, give_up: Duration) -> Interrupted<T> {
+/// `ppoll`, then sleeps `pace` (zero: as fast as the signals are handled),
+/// until it returns or `give_up` has passed; then joins it. The sleep only
+/// spaces the signals out; each one still waits for the thread to block.
+fn interrupt_wait<T: Send>(
+    wait: impl FnOnce() -> T + Send,
+    pace: Duration,
+    give_up: Duration,
+) -> Interrupted<T> {
     let (ids_tx, ids_rx) = mpsc::channel();
     std::thread::scope(|scope| {
         let waiter = scope.spawn(move || {
@@ -255,6 +284,9 @@ fn interrupt_wait<T: Send>(wait: impl FnOnce() -> T + Send, give_up: Duration) -
             if wait_until_blocked_in(thread.tid, libc::SYS_ppoll, &done) && interrupt(thread, &done)
             {
                 interruptions += 1;
+                if !pace.is_zero() {
+                    std::thread::sleep(pace);
+                }
             }
         }
         let gave_up = !done();
@@ -277,6 +309,7 @@ fn recv_timeout_keeps_its_deadline_across_interruptions() {
     // still be waiting then (see the control below).
     const GIVE_UP: Duration = Duration::from_secs(60);
     let _guard = serial();
+    let _watchdog = Watchdog::for_test();
     install_handler_without_sa_restart();
     let (_tx, rx) = Channel::<1>::pair().unwrap();
     let run = interrupt_wait(
@@ -285,6 +318,7 @@ fn recv_timeout_keeps_its_deadline_across_interruptions() {
             let mut fds = Fds::<1>::new();
             rx.recv_timeout(&mut data, &mut fds, TIMEOUT)
         },
+        Duration::ZERO,
         GIVE_UP,
     );
     println!(
@@ -328,21 +362,155 @@ fn control_naive_deadlines_are_caught() {
         }
     }
     let _guard = serial();
+    let _watchdog = Watchdog::for_test();
     install_handler_without_sa_restart();
     let (_tx, rx) = Channel::<1>::pair().unwrap();
 
-    let restarting = interrupt_wait(|| naive_wait(&rx, false), 10 * TIMEOUT);
+    let restarting = interrupt_wait(|| naive_wait(&rx, false), Duration::ZERO, 10 * TIMEOUT);
     assert!(restarting.gave_up, "a restarting wait was not caught");
 
-    let early = interrupt_wait(|| naive_wait(&rx, true), 10 * TIMEOUT);
+    let early = interrupt_wait(|| naive_wait(&rx, true), Duration::ZERO, 10 * TIMEOUT);
     assert!(!early.gave_up);
     assert_eq!(early.result, Err(Error::TimedOut));
     assert!(early.elapsed < TIMEOUT, "an early return was not caught");
 }
 
+/// A generous upper bound on a timed wait: the deadline plus one second.
+/// A correct `recv_timeout` returns within milliseconds of its deadline;
+/// only a wait that overshoots by whole timeouts comes near this.
+const LATEST: Duration = Duration::from_millis(1300);
+
+/// Signals arrive every `PACE` or so while the receiver waits: about ten
+/// during `TIMEOUT`.
+const PACE: Duration = Duration::from_millis(30);
+
+/// The paced run counts only if the receiver really was interrupted this
+/// many times while it waited.
+const SEVERAL: usize = 4;
+
+fn assert_times_out_in_time(what: &str, result: Result<Received, Error>, elapsed: Duration) {
+    assert_eq!(result, Err(Error::TimedOut), "{what}");
+    assert!(
+        elapsed >= TIMEOUT,
+        "{what}: returned after {elapsed:?}, before its {TIMEOUT:?} deadline"
+    );
+    assert!(
+        elapsed < LATEST,
+        "{what}: returned after {elapsed:?}, more than a second after its {TIMEOUT:?} deadline"
+    );
+}
+
+/// Runs `wait` (a `recv_timeout(TIMEOUT)`) with signals every `PACE`, until
+/// a run in which it was interrupted at least `SEVERAL` times (a machine
+/// too loaded to deliver them in time gets another try).
+fn paced_run(
+    wait: &(dyn Fn() -> Result<Received, Error> + Sync),
+) -> Interrupted<Result<Received, Error>> {
+    const TRIES: usize = 5;
+    for _ in 0..TRIES {
+        // Interrupting stops after 10 s: long enough for any wait that
+        // restarts its timeout on the first 50 interruptions to show it.
+        let run = interrupt_wait(wait, PACE, Duration::from_secs(10));
+        if run.interruptions >= SEVERAL {
+            return run;
+        }
+        println!(
+            "paced run interrupted only {} times; again",
+            run.interruptions
+        );
+    }
+    panic!("the waiting receiver was never interrupted {SEVERAL} times in {TRIES} tries");
+}
+
+#[test]
+fn recv_timeout_without_a_record_returns_within_a_second_of_its_deadline() {
+    let _guard = serial();
+    let _watchdog = Watchdog::for_test();
+    let (_tx, rx) = Channel::<1>::pair().unwrap();
+    let mut data = [0u8; 16];
+    let mut fds = Fds::<1>::new();
+    let start = Instant::now();
+    let result = rx.recv_timeout(&mut data, &mut fds, TIMEOUT);
+    assert_times_out_in_time("no record, no signal", result, start.elapsed());
+}
+
+#[test]
+fn recv_timeout_interrupted_every_30_ms_returns_within_a_second_of_its_deadline() {
+    let _guard = serial();
+    let _watchdog = Watchdog::for_test();
+    install_handler_without_sa_restart();
+    let (_tx, rx) = Channel::<1>::pair().unwrap();
+    let run = paced_run(&|| {
+        let mut data = [0u8; 16];
+        let mut fds = Fds::<1>::new();
+        rx.recv_timeout(&mut data, &mut fds, TIMEOUT)
+    });
+    println!(
+        "recv_timeout({TIMEOUT:?}) interrupted {} times, about every {PACE:?}: {:?} after {:?}",
+        run.interruptions, run.result, run.elapsed
+    );
+    assert_times_out_in_time("signals every 30 ms", run.result, run.elapsed);
+}
+
+/// Control: the two bounds above catch a wait that sleeps ten times the
+/// time left, and one that restarts its full timeout on each of its first
+/// 50 interruptions (which the as-fast-as-possible test cannot see: 50
+/// signals take only milliseconds there).
+#[test]
+fn control_overlong_waits_are_caught() {
+    fn slow_wait(channel: &Channel<1>, restarts: usize, stretch: u32) -> Result<Received, Error> {
+        let mut deadline = Instant::now() + TIMEOUT;
+        let mut restarts_left = restarts;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::TimedOut);
+            }
+            let left = left * stretch;
+            let timeout = rustix::event::Timespec {
+                tv_sec: left.as_secs() as _,
+                tv_nsec: left.subsec_nanos() as _,
+            };
+            let mut watch = [PollFd::new(channel, PollFlags::IN)];
+            match rustix::event::poll(&mut watch, Some(&timeout)) {
+                Ok(0) => return Err(Error::TimedOut),
+                Ok(_) => unreachable!("nothing is sent"),
+                Err(Errno::INTR) if restarts_left > 0 => {
+                    restarts_left -= 1;
+                    deadline = Instant::now() + TIMEOUT;
+                }
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let _guard = serial();
+    let _watchdog = Watchdog::for_test();
+    install_handler_without_sa_restart();
+    let (_tx, rx) = Channel::<1>::pair().unwrap();
+
+    let start = Instant::now();
+    let result = slow_wait(&rx, 0, 10);
+    let late =
+        std::panic::catch_unwind(|| assert_times_out_in_time("10x", result, start.elapsed()));
+    assert!(
+        late.is_err(),
+        "a wait of ten times the time left was not caught"
+    );
+
+    let run = paced_run(&|| slow_wait(&rx, 50, 1));
+    let late =
+        std::panic::catch_unwind(|| assert_times_out_in_time("restarts", run.result, run.elapsed));
+    assert!(
+        late.is_err(),
+        "a wait restarting on 50 interruptions was not caught"
+    );
+}
+
 #[test]
 fn blocking_send_resumes_after_signals_without_sa_restart() {
     let _guard = serial();
+    let _watchdog = Watchdog::for_test();
     install_handler_without_sa_restart();
     let (tx, rx) = Channel::<0>::pair().unwrap();
     // Fill the socket; records are numbered.
@@ -360,6 +528,7 @@ fn blocking_send_resumes_after_signals_without_sa_restart() {
             ids_tx.send(this_thread()).unwrap();
             tx.send(&sent.to_le_bytes(), &[])
         });
+        let _unblock = ShutdownOnPanic(rx.as_fd());
         let thread = ids_rx.recv().unwrap();
         let done = || sender.is_finished();
         if !interrupt_while_blocked(thread, libc::SYS_sendmsg, ROUNDS, &done) {

@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{identity, memfd, open_fds, serial};
+use common::{Watchdog, identity, memfd, open_fds, serial};
 use ipc_unixsocket::{Channel, Error, HEADER_LEN, Payload, Received};
 use proptest::prelude::*;
 use rustix::io::{FdFlags, fcntl_getfd};
@@ -209,6 +209,8 @@ fn drain<const N: usize>(
 fn roundtrip<const N: usize>(messages: &[Message]) -> Result<(), TestCaseError> {
     let files = fixtures();
     let _serial = serial();
+    // A lost record would leave a blocking receive below waiting for ever.
+    let _watchdog = Watchdog::for_test();
     let baseline = open_fds();
     {
         let (a, b) = Channel::<N>::pair().expect("socketpair");

@@ -1,8 +1,11 @@
 //! Every way a received record is rejected. Each record is sent raw (with
 //! `common::send_raw`, bypassing the crate's sender), carries real fds where
 //! that makes sense, and is followed by a good message that must arrive
-//! intact. No fd may leak: the fds that came with a rejected record are
-//! closed by the receive that rejected it.
+//! intact. The good message is queued BEFORE the rejected record is
+//! received and is then taken with `try_recv`, so a rejection that also
+//! consumed the record after it fails here (and cannot hang). No fd may
+//! leak: the fds that came with a rejected record are closed by the receive
+//! that rejected it.
 //!
 //! `/proc/self/fd` counts the whole process, so every test takes
 //! `common::serial()` first.
@@ -11,8 +14,9 @@ mod common;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use common::{header, identity, memfd, open_fds, read_all, send_raw, serial};
+use common::{Watchdog, header, identity, memfd, open_fds, read_all, send_raw, serial};
 use ipc_unixsocket::{Channel, Error, Received};
+use rustix::net::sockopt;
 
 const GOOD: &[u8] = b"a good message after the rejected record";
 
@@ -34,37 +38,56 @@ fn record(head: [u8; 8], data_len: usize) -> Vec<u8> {
     bytes
 }
 
-/// Sends a good message (with one fd when the channel carries any) and
-/// checks that it arrives intact and alone.
-fn assert_good_message_arrives<const N: usize>(from: &Channel<N>, to: &Channel<N>) {
+/// Queues a good message (with one fd when the channel carries any) behind
+/// whatever `from` has queued already. Returns the sender's copy of its fd.
+fn queue_good_message<const N: usize>(from: &Channel<N>) -> OwnedFd {
     let file = memfd(b"the good message's fd");
     let sent: &[BorrowedFd<'_>] = if N > 0 { &[file.as_fd()] } else { &[] };
     from.send(GOOD, sent).expect("send the good message");
+    file
+}
 
+/// Checks that the good message queued by [`queue_good_message`] is the
+/// next record, intact and alone. It is already queued, so `try_recv`: a
+/// receive that swallowed it makes this fail with `WouldBlock` at once.
+fn assert_good_message_arrives<const N: usize>(to: &Channel<N>, file: &OwnedFd) {
     let mut data = [0u8; 64];
     let mut fds = heapless::Vec::new();
-    let got = to.recv(&mut data, &mut fds).expect("the good message");
+    let got = to
+        .try_recv(&mut data, &mut fds)
+        .expect("the good message queued after the rejected record");
     assert_eq!(
         got,
         Received {
             data_len: GOOD.len(),
-            fd_count: sent.len()
+            fd_count: usize::from(N > 0)
         }
     );
     assert_eq!(&data[..got.data_len], GOOD);
     if N > 0 {
-        assert_eq!(identity(&fds[0]), identity(&file));
+        assert_eq!(identity(&fds[0]), identity(file));
         assert_eq!(read_all(fds[0].as_fd()), b"the good message's fd");
     }
     assert_eq!(to.try_recv(&mut data, &mut fds), Err(Error::WouldBlock));
 }
 
 /// Sends `bytes` as one raw record with `fds_sent` fresh memfds to a
-/// `Channel<N>`, receives it into a `data_capacity`-byte buffer, and checks
-/// that it is rejected with `expected`, that the fds it carried are closed,
-/// and that the channel then delivers a good message. The caller holds the
-/// `serial()` guard.
+/// `Channel<N>`, queues a good message behind it, receives the record into
+/// a `data_capacity`-byte buffer, and checks that it is rejected with
+/// `expected`, that the fds it carried are closed, and that the good
+/// message comes next. The caller holds the `serial()` guard.
 fn assert_rejected<const N: usize>(
+    bytes: &[u8],
+    fds_sent: usize,
+    data_capacity: usize,
+    expected: Error,
+) {
+    assert_rejected_by::<N>(|_| {}, bytes, fds_sent, data_capacity, expected);
+}
+
+/// [`assert_rejected`], with `prepare` applied to the receiving end first.
+fn assert_rejected_by<const N: usize>(
+    prepare: impl Fn(&Channel<N>),
     bytes: &[u8],
     fds_sent: usize,
     data_capacity: usize,
@@ -73,8 +96,10 @@ fn assert_rejected<const N: usize>(
     assert!(expected.is_rejected_record());
     let baseline = open_fds();
     let (raw, receiver) = Channel::<N>::pair().unwrap();
+    prepare(&receiver);
     let files = memfds(fds_sent);
     send_raw(&raw, bytes, &borrow(&files));
+    let good = queue_good_message(&raw);
     // From here the record's fds exist only in flight: receiving installs
     // them in this process, and rejecting must close them again.
     drop(files);
@@ -94,8 +119,8 @@ fn assert_rejected<const N: usize>(
         "every fd of the rejected record ({fds_sent} sent) is closed"
     );
 
-    assert_good_message_arrives(&raw, &receiver);
-    drop((raw, receiver));
+    assert_good_message_arrives(&receiver, &good);
+    drop((raw, receiver, good));
     assert_eq!(open_fds(), baseline, "nothing leaked");
 }
 
@@ -104,6 +129,7 @@ fn accepts_a_valid_raw_record() {
     // The yardstick for every rejection below: the same raw path with a
     // correct header delivers data and fds.
     let _serial = serial();
+    let _watchdog = Watchdog::for_test();
     let baseline = open_fds();
     let (raw, receiver) = Channel::<4>::pair().unwrap();
     let files = memfds(3);
@@ -128,6 +154,7 @@ fn accepts_a_valid_raw_record() {
 #[test]
 fn rejects_empty_record_from_live_peer_as_short_record() {
     let _serial = serial();
+    let _watchdog = Watchdog::for_test();
     // A 0-byte record reads like end-of-file on SOCK_SEQPACKET, but the peer
     // is still there: this is a short record, not a disconnection.
     assert_rejected::<1>(&[], 0, 16, Error::ShortRecord { len: 0 });
@@ -135,17 +162,19 @@ fn rejects_empty_record_from_live_peer_as_short_record() {
     // Through try_recv too.
     let (raw, receiver) = Channel::<1>::pair().unwrap();
     send_raw(&raw, &[], &[]);
+    let good = queue_good_message(&raw);
     let mut fds = heapless::Vec::new();
     assert_eq!(
         receiver.try_recv(&mut [0; 16], &mut fds),
         Err(Error::ShortRecord { len: 0 })
     );
-    assert_good_message_arrives(&raw, &receiver);
+    assert_good_message_arrives(&receiver, &good);
 }
 
 #[test]
 fn rejects_short_records_and_closes_their_fds() {
     let _serial = serial();
+    let _watchdog = Watchdog::for_test();
     let valid = header(0, 0);
     for len in 0..8 {
         assert_rejected::<4>(&valid[..len], 2, 16, Error::ShortRecord { len });
@@ -158,6 +187,7 @@ fn rejects_short_records_and_closes_their_fds() {
 #[test]
 fn rejects_bad_magic_and_closes_its_fds() {
     let _serial = serial();
+    let _watchdog = Watchdog::for_test();
     for magic in [*b"XP", *b"IQ", *b"PI", [0, 0]] {
         let mut bytes = record(header(1, 3), 3);
         bytes[..2].copy_from_slice(&magic);
@@ -168,6 +198,7 @@ fn rejects_bad_magic_and_closes_its_fds() {
 #[test]
 fn rejects_unsupported_version_and_closes_its_fds() {
     let _serial = serial();
+    let _watchdog = Watchdog::for_test();
     for version in [0, 2, 255] {
         let mut bytes = record(header(2, 4), 4);
         bytes[2] = version;
@@ -178,6 +209,7 @@ fn rejects_unsupported_version_and_closes_its_fds() {
 #[test]
 fn rejects_data_len_larger_than_record_and_closes_its_fds() {
     let _serial = serial();
+    let _watchdog = Watchdog::for_test();
     assert_rejected::<2>(
         &record(header(1, 10), 5),
         1,
@@ -201,6 +233,7 @@ fn rejects_data_len_larger_than_record_and_closes_its_fds() {
 #[test]
 fn rejects_data_len_smaller_than_record_and_closes_its_fds() {
     let _serial = serial();
+    let _watchdog = Watchdog::for_test();
     assert_rejected::<2>(
         &record(header(1, 3), 5),
         1,
@@ -224,6 +257,7 @@ fn rejects_data_len_smaller_than_record_and_closes_its_fds() {
 #[test]
 fn rejects_fd_count_mismatch_and_closes_its_fds() {
     let _serial = serial();
+    let _watchdog = Watchdog::for_test();
     // Fewer fds than declared.
     assert_rejected::<4>(
         &record(header(2, 1), 1),
@@ -284,6 +318,7 @@ fn rejects_fd_count_mismatch_and_closes_its_fds() {
 #[test]
 fn rejects_truncated_record_with_its_real_length_and_closes_its_fds() {
     let _serial = serial();
+    let _watchdog = Watchdog::for_test();
     assert_rejected::<2>(
         &record(header(2, 100), 100),
         2,
@@ -326,6 +361,7 @@ fn rejects_truncated_record_with_its_real_length_and_closes_its_fds() {
 #[test]
 fn rejects_too_many_fds_via_msg_ctrunc_and_closes_them() {
     let _serial = serial();
+    let _watchdog = Watchdog::for_test();
     assert_rejected::<4>(
         &record(header(10, 5), 5),
         10,
@@ -362,6 +398,8 @@ fn kernel_delivers_two_fds_into_the_alignment_slack_of_one() {
     use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, recvmsg};
 
     let _serial = serial();
+
+    let _watchdog = Watchdog::for_test();
     assert_eq!(
         std::mem::size_of::<OneFdSpace>(),
         rustix::cmsg_space!(ScmRights(1)) - std::mem::size_of::<usize>(),
@@ -395,6 +433,7 @@ fn kernel_delivers_two_fds_into_the_alignment_slack_of_one() {
 #[test]
 fn rejects_too_many_fds_in_alignment_slack_and_closes_them() {
     let _serial = serial();
+    let _watchdog = Watchdog::for_test();
     // On 64-bit Linux a Channel<1>'s control buffer (CMSG_SPACE(4) = 24
     // bytes) holds two fds, so the kernel delivers both without MSG_CTRUNC;
     // the receiver must count the extra one, close it and reject.
@@ -422,6 +461,7 @@ fn rejects_too_many_fds_in_alignment_slack_and_closes_them() {
 #[test]
 fn rejects_fd_count_mismatch_before_too_many_fds_in_alignment_slack() {
     let _serial = serial();
+    let _watchdog = Watchdog::for_test();
     // Two fds arrive in a Channel<1>'s slack without MSG_CTRUNC, so exactly
     // two were sent; the header declares three. FdCountMismatch comes before
     // TooManyFds in the documented order.
@@ -449,9 +489,80 @@ fn rejects_fd_count_mismatch_before_too_many_fds_in_alignment_slack() {
     );
 }
 
+/// How many fds the kernel can install in a `Channel<N>`'s control buffer
+/// (`CMSG_SPACE(N * sizeof(int))` bytes) once `SO_PASSCRED` has put an
+/// `SCM_CREDENTIALS` message (`CMSG_SPACE(sizeof(struct ucred))` bytes)
+/// first: what is left, less one `cmsghdr`, in ints. Computed from the
+/// target's own sizes, so it holds on 32-bit as on 64-bit.
+fn fds_that_fit_beside_credentials(capacity: usize) -> usize {
+    let int = std::mem::size_of::<libc::c_int>();
+    // SAFETY: CMSG_SPACE and CMSG_LEN are pure arithmetic on their argument.
+    let (space, credentials, header) = unsafe {
+        (
+            libc::CMSG_SPACE((capacity * int) as u32) as usize,
+            libc::CMSG_SPACE(std::mem::size_of::<libc::ucred>() as u32) as usize,
+            libc::CMSG_LEN(0) as usize,
+        )
+    };
+    assert_eq!(
+        space,
+        rustix::cmsg_space!(ScmRights(capacity)) - std::mem::size_of::<usize>(),
+        "CMSG_SPACE without rustix's extra alignment unit"
+    );
+    space.saturating_sub(credentials).saturating_sub(header) / int
+}
+
+#[test]
+fn rejects_fds_truncated_within_capacity_and_closes_the_installed_ones() {
+    let _serial = serial();
+    let _watchdog = Watchdog::for_test();
+    // With SO_PASSCRED on the receiving end, the kernel's credentials take
+    // the front of the control buffer, so fewer fds than the capacity fit:
+    // a record declaring (and carrying) more is cut short with MSG_CTRUNC,
+    // which is FdsTruncated, not TooManyFds, as long as it is within the
+    // capacity. The good message behind it carries one fd, which fits.
+    const N: usize = 16;
+    let fit = fds_that_fit_beside_credentials(N);
+    assert!(
+        (1..N).contains(&fit),
+        "{fit} fds fit beside the credentials in a Channel<{N}>"
+    );
+    let passcred = |receiver: &Channel<N>| sockopt::set_socket_passcred(receiver, true).unwrap();
+    for sent in [fit + 1, N] {
+        assert_rejected_by::<N>(
+            passcred,
+            &record(header(sent as u8, 3), 3),
+            sent,
+            16,
+            Error::FdsTruncated {
+                declared: sent as u8,
+                received: fit,
+            },
+        );
+    }
+    // Control: exactly as many as fit go through, credentials and all.
+    let baseline = open_fds();
+    let (raw, receiver) = Channel::<N>::pair().unwrap();
+    passcred(&receiver);
+    let files = memfds(fit);
+    send_raw(&raw, &record(header(fit as u8, 3), 3), &borrow(&files));
+    let mut data = [0u8; 16];
+    let mut fds = heapless::Vec::new();
+    assert_eq!(
+        receiver.recv(&mut data, &mut fds),
+        Ok(Received {
+            data_len: 3,
+            fd_count: fit
+        })
+    );
+    drop((files, fds, raw, receiver));
+    assert_eq!(open_fds(), baseline);
+}
+
 #[test]
 fn accepts_the_maximum_of_253_fds() {
     let _serial = serial();
+    let _watchdog = Watchdog::for_test();
     let baseline = open_fds();
     let (raw, receiver) = Channel::<253>::pair().unwrap();
     let files = memfds(253);
@@ -476,14 +587,16 @@ fn accepts_the_maximum_of_253_fds() {
     }
     assert_eq!(read_all(fds[252].as_fd()), b"file 252");
     drop((files, fds));
-    assert_good_message_arrives(&raw, &receiver);
-    drop((raw, receiver));
+    let good = queue_good_message(&raw);
+    assert_good_message_arrives(&receiver, &good);
+    drop((raw, receiver, good));
     assert_eq!(open_fds(), baseline);
 }
 
 #[test]
 fn rejects_253_fds_over_capacity_and_closes_them() {
     let _serial = serial();
+    let _watchdog = Watchdog::for_test();
     assert_rejected::<4>(
         &record(header(253, 1), 1),
         253,
@@ -507,6 +620,7 @@ fn rejects_253_fds_over_capacity_and_closes_them() {
 #[test]
 fn checks_rules_in_documented_order() {
     let _serial = serial();
+    let _watchdog = Watchdog::for_test();
     // One record breaking every rule after the first; fixing one fault at a
     // time must reveal the next rule in order. Channel<4>, 16-byte buffer,
     // 100 data bytes, 10 fds sent (4 delivered, MSG_CTRUNC).

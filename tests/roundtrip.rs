@@ -1,13 +1,16 @@
 //! Messages that go through: data and fds in both directions, the empty and
 //! the largest message, `Payload`, close-on-exec, non-blocking and timed
 //! receives, disconnection, `bind`'s socket check and the sender's fd limit.
+//!
+//! Every test that makes a blocking call holds a watchdog: a lost record
+//! fails it instead of hanging the binary.
 
 mod common;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
-use common::{identity, memfd, read_all};
+use common::{Watchdog, identity, memfd, read_all};
 use ipc_unixsocket::{Channel, Error, HEADER_LEN, Payload, Received};
 use rustix::fs::{MemfdFlags, memfd_create};
 use rustix::io::{FdFlags, fcntl_getfd, fcntl_setfd};
@@ -44,6 +47,7 @@ fn assert_round_trip<const N: usize>(
 
 #[test]
 fn round_trips_data_and_fds_in_both_directions() {
+    let _watchdog = Watchdog::for_test();
     let (a, b) = Channel::<4>::pair().unwrap();
     let files = [memfd(b"first"), memfd(b"second file"), memfd(b"")];
     // Distinct files, so an fd delivered in the wrong slot would be noticed.
@@ -58,6 +62,7 @@ fn round_trips_data_and_fds_in_both_directions() {
 
 #[test]
 fn round_trips_empty_message() {
+    let _watchdog = Watchdog::for_test();
     let (a, b) = Channel::<2>::pair().unwrap();
     a.send(&[], &[]).unwrap();
     // A zero-length buffer is enough for an empty message.
@@ -77,6 +82,7 @@ fn round_trips_empty_message() {
 
 #[test]
 fn largest_message_is_sndbuf_minus_32_minus_header() {
+    let _watchdog = Watchdog::for_test();
     let (a, b) = Channel::<1>::pair().unwrap();
     // Measured on Linux 6.18 with net.core.wmem_default = 212992: a record
     // (header + data) may be at most SO_SNDBUF - 32 bytes
@@ -123,6 +129,7 @@ fn largest_message_is_sndbuf_minus_32_minus_header() {
 
 #[test]
 fn payload_round_trips_data_and_fds() {
+    let _watchdog = Watchdog::for_test();
     let (a, b) = Channel::<2>::pair().unwrap();
     let mut out = Payload::<{ HEADER_LEN + 32 }, 2>::new();
     out.extend_from_slice(b"frame 7 stats").unwrap();
@@ -168,6 +175,7 @@ fn payload_round_trips_data_and_fds() {
 
 #[test]
 fn received_fds_are_close_on_exec() {
+    let _watchdog = Watchdog::for_test();
     let (a, b) = Channel::<2>::pair().unwrap();
     // Sent fds without FD_CLOEXEC: the flag on the received fds must come
     // from the receiver (MSG_CMSG_CLOEXEC), not from the sender's fds.
@@ -198,6 +206,7 @@ fn received_fds_are_close_on_exec() {
 
 #[test]
 fn try_recv_on_empty_channel_would_block() {
+    let _watchdog = Watchdog::for_test();
     let (a, b) = Channel::<1>::pair().unwrap();
     let mut data = [0u8; 8];
     let mut fds = heapless::Vec::new();
@@ -247,6 +256,7 @@ fn try_send_on_full_channel_would_block_and_every_message_arrives_in_order() {
 
 #[test]
 fn recv_drains_queued_messages_then_reports_disconnected() {
+    let _watchdog = Watchdog::for_test();
     let (a, b) = Channel::<1>::pair().unwrap();
     let file = memfd(b"queued fd");
     a.send(b"one", &[]).unwrap();
@@ -281,6 +291,7 @@ fn recv_drains_queued_messages_then_reports_disconnected() {
 
 #[test]
 fn recv_drains_queued_messages_when_peer_closed_with_unread_messages() {
+    let _watchdog = Watchdog::for_test();
     let (a, b) = Channel::<1>::pair().unwrap();
     a.send(b"one", &[]).unwrap();
     a.send(b"two", &[]).unwrap();
@@ -309,6 +320,7 @@ fn recv_drains_queued_messages_when_peer_closed_with_unread_messages() {
 
 #[test]
 fn send_to_closed_peer_is_disconnected() {
+    let _watchdog = Watchdog::for_test();
     let (a, b) = Channel::<1>::pair().unwrap();
     drop(b);
     let file = memfd(b"nobody");
@@ -329,6 +341,7 @@ fn send_to_closed_peer_is_disconnected() {
 
 #[test]
 fn recv_timeout_expires_with_timed_out() {
+    let _watchdog = Watchdog::for_test();
     let (a, b) = Channel::<1>::pair().unwrap();
     let mut data = [0u8; 8];
     let mut fds = heapless::Vec::new();
@@ -348,6 +361,7 @@ fn recv_timeout_expires_with_timed_out() {
 
 #[test]
 fn recv_timeout_returns_a_queued_message() {
+    let _watchdog = Watchdog::for_test();
     let (a, b) = Channel::<1>::pair().unwrap();
     let file = memfd(b"queued");
     a.send(b"ready", &[file.as_fd()]).unwrap();
@@ -419,6 +433,7 @@ fn bind_refuses_a_datagram_socket() {
 
 #[test]
 fn bind_accepts_a_seqpacket_socket_and_sets_close_on_exec() {
+    let _watchdog = Watchdog::for_test();
     // From create(), as a child process would inherit it (flag cleared).
     let (local, remote) = Channel::<2>::create().unwrap();
     fcntl_setfd(&remote, FdFlags::empty()).unwrap();
@@ -438,6 +453,7 @@ fn bind_accepts_a_seqpacket_socket_and_sets_close_on_exec() {
 
 #[test]
 fn send_refuses_more_than_max_fds_before_any_syscall() {
+    let _watchdog = Watchdog::for_test();
     let (a, b) = Channel::<2>::pair().unwrap();
     let files = [memfd(b"1"), memfd(b"2"), memfd(b"3")];
     let fds: Vec<BorrowedFd<'_>> = files.iter().map(AsFd::as_fd).collect();

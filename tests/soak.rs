@@ -14,6 +14,11 @@
 //! fd (fork is avoided: the parent may have threads). Each process runs a
 //! sender thread and a receiver thread on the same channel; the main thread
 //! measures while both are parked at a barrier.
+//!
+//! A test fails, it never hangs: a panic in any thread ends its process at
+//! once (its peer then sees the channel close and fails too), and a
+//! watchdog fails a process in which no message moved for
+//! `common::PROGRESS_BOUND` (a lost last record, a stuck peer).
 
 mod common;
 
@@ -23,7 +28,7 @@ use std::process::{Command, Stdio};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use common::{identity, memfd, open_fds};
+use common::{PROGRESS_BOUND, Watchdog, exit_on_any_panic, identity, memfd, open_fds, wait_child};
 use ipc_unixsocket::{Channel, Error, Received};
 use rustix::io::{FdFlags, fcntl_setfd};
 
@@ -140,8 +145,15 @@ struct Report {
 }
 
 /// One side of the soak: sends `messages` messages drawn from `seed_out`
-/// and receives `messages` drawn from `seed_in`, at the same time.
-fn run_side(channel: &Channel<CAP>, messages: u64, seed_out: u64, seed_in: u64) -> Report {
+/// and receives `messages` drawn from `seed_in`, at the same time, kicking
+/// `watchdog` at every message.
+fn run_side(
+    channel: &Channel<CAP>,
+    watchdog: &Watchdog,
+    messages: u64,
+    seed_out: u64,
+    seed_in: u64,
+) -> Report {
     let warm_up = (messages / 10).min(10_000);
     let pool: Vec<OwnedFd> = (0..CAP).map(|i| memfd(&[i as u8])).collect();
     // Warm-up point, measurement done; end point, measurement done.
@@ -175,6 +187,7 @@ fn run_side(channel: &Channel<CAP>, messages: u64, seed_out: u64, seed_in: u64) 
                     .unwrap_or_else(|e| panic!("send #{seq}: {e:?}"));
                 totals.bytes += plan.len as u64;
                 totals.fds += plan.fd_count as u64;
+                watchdog.kick();
             }
             barriers[2].wait();
             barriers[3].wait();
@@ -218,6 +231,7 @@ fn run_side(channel: &Channel<CAP>, messages: u64, seed_out: u64, seed_in: u64) 
                 }
                 totals.bytes += plan.len as u64;
                 totals.fds += plan.fd_count as u64;
+                watchdog.kick();
             }
             fds.clear();
             barriers[2].wait();
@@ -295,10 +309,11 @@ fn soak() {
     let seed = env_u64("IPC_SOAK_SEED", DEFAULT_SEED);
     let (seed_down, seed_up) = (seed, seed.rotate_left(32) ^ 0xa5a5_a5a5_a5a5_a5a5);
     println!("soak: {messages} messages each way, seed {seed:#x}");
+    let watchdog = Watchdog::new(TEST_NAME, PROGRESS_BOUND);
 
     let (channel, remote) = Channel::<CAP>::create().unwrap();
     fcntl_setfd(&remote, FdFlags::empty()).unwrap();
-    let peer = Command::new(std::env::current_exe().unwrap())
+    let mut peer = Command::new(std::env::current_exe().unwrap())
         .args([
             "--child",
             &remote.as_raw_fd().to_string(),
@@ -312,19 +327,17 @@ fn soak() {
         .expect("spawn soak peer");
     drop(remote);
 
-    let report = run_side(&channel, messages, seed_down, seed_up);
+    let report = run_side(&channel, &watchdog, messages, seed_down, seed_up);
     // Tell the peer we are done sending, without closing: it checks that
-    // nothing follows the last message, then exits.
+    // nothing follows the last message, then exits. Its few lines of
+    // output fit in the pipe, so it never waits for us to read them.
     rustix::net::shutdown(&channel, rustix::net::Shutdown::Write).unwrap();
-    let output = peer.wait_with_output().unwrap();
-    let peer_lines = String::from_utf8_lossy(&output.stdout);
+    let status = wait_child(&mut peer, "soak peer", PROGRESS_BOUND);
+    let mut peer_lines = String::new();
+    std::io::Read::read_to_string(&mut peer.stdout.take().unwrap(), &mut peer_lines).unwrap();
     println!("{}", describe("pipeline", messages, &report));
     print!("{peer_lines}");
-    assert!(
-        output.status.success(),
-        "soak peer failed: {}",
-        output.status
-    );
+    assert!(status.success(), "soak peer failed: {status}");
     // The peer's end is closed now; nothing followed its last message.
     let mut data = [0u8; 16];
     let mut fds = Fds::new();
@@ -343,7 +356,14 @@ fn peer(args: &[String]) {
     let fd = unsafe { OwnedFd::from_raw_fd(fd.parse().unwrap()) };
     let channel = Channel::<CAP>::bind(fd).unwrap();
     let messages = parse(messages);
-    let report = run_side(&channel, messages, parse(seed_out), parse(seed_in));
+    let watchdog = Watchdog::new("soak peer", PROGRESS_BOUND);
+    let report = run_side(
+        &channel,
+        &watchdog,
+        messages,
+        parse(seed_out),
+        parse(seed_in),
+    );
     // Nothing after the last message: the parent shut its side down.
     let mut data = [0u8; 16];
     let mut fds = Fds::new();
@@ -356,6 +376,7 @@ fn peer(args: &[String]) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--child") {
+        exit_on_any_panic("soak peer");
         peer(&args[1..]);
         return;
     }
@@ -391,6 +412,7 @@ fn main() {
     let start = Instant::now();
     println!("\nrunning {} test", usize::from(selected));
     let passed = if selected {
+        exit_on_any_panic(TEST_NAME);
         let ok = std::panic::catch_unwind(soak).is_ok();
         println!("test {TEST_NAME} ... {}", if ok { "ok" } else { "FAILED" });
         Some(ok)

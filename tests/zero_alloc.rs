@@ -1,20 +1,27 @@
-//! After set-up, sending and receiving messages with fds allocates nothing.
+//! After set-up, the channel allocates nothing: not on the `send`/`recv`
+//! happy path, not in `try_send` or `try_recv` (`WouldBlock` included), not
+//! in `recv_timeout` (`TimedOut` included), not through `Payload`, and not
+//! on any rejection path or `Disconnected`.
 //!
 //! A counting global allocator wraps `System`. Runs with `harness = false`,
-//! so no test-harness thread can allocate while the loop is measured: every
-//! allocation counted during the loop is one the channel made.
+//! so no test-harness thread can allocate while a loop is measured: every
+//! allocation counted during a measured region is one the channel made.
+//! Raw records for the rejection paths are built and queued outside the
+//! measured regions. Each test runs under a watchdog (armed before
+//! measuring; it allocates nothing once armed), so a lost record fails it
+//! instead of hanging it.
 
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use common::{identity, memfd, open_fds};
-use ipc_unixsocket::{Channel, Received};
+use common::{Watchdog, header, identity, memfd, open_fds, send_raw};
+use ipc_unixsocket::{Channel, Error, HEADER_LEN, Payload, Received};
 
-const TEST_NAME: &str = "ten_thousand_round_trips_with_fds_allocate_nothing";
 const ROUND_TRIPS: u32 = 10_000;
 
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
@@ -67,15 +74,95 @@ fn counters() -> (usize, usize) {
     )
 }
 
+const TESTS: &[(&str, fn())] = &[
+    (
+        "ten_thousand_round_trips_with_fds_allocate_nothing",
+        ten_thousand_round_trips_with_fds_allocate_nothing,
+    ),
+    (
+        "try_send_and_try_recv_allocate_nothing_including_would_block",
+        try_send_and_try_recv_allocate_nothing_including_would_block,
+    ),
+    (
+        "recv_timeout_allocates_nothing_including_timed_out",
+        recv_timeout_allocates_nothing_including_timed_out,
+    ),
+    (
+        "payload_send_recv_and_try_recv_allocate_nothing",
+        payload_send_recv_and_try_recv_allocate_nothing,
+    ),
+    (
+        "every_rejection_and_disconnected_allocate_nothing",
+        every_rejection_and_disconnected_allocate_nothing,
+    ),
+];
+
+/// A minimal libtest-style runner: `--list`, name filters (substring, or
+/// whole names with `--exact`); tests run one at a time on the main thread.
 fn main() -> ExitCode {
-    if std::env::args().any(|arg| arg == "--list") {
-        println!("{TEST_NAME}: test");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let exact = args.iter().any(|a| a == "--exact");
+    let filters: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let selected: Vec<_> = TESTS
+        .iter()
+        .filter(|(name, _)| {
+            filters.is_empty()
+                || filters
+                    .iter()
+                    .any(|f| if exact { name == f } else { name.contains(f) })
+        })
+        .collect();
+    if args.iter().any(|arg| arg == "--list") {
+        for (name, _) in &selected {
+            println!("{name}: test");
+        }
         return ExitCode::SUCCESS;
     }
-    println!("\nrunning 1 test");
-    ten_thousand_round_trips_with_fds_allocate_nothing();
-    println!("test {TEST_NAME} ... ok\n");
-    ExitCode::SUCCESS
+    println!("\nrunning {} tests", selected.len());
+    let mut failed = Vec::new();
+    for (name, test) in &selected {
+        let watchdog = Watchdog::new(name, common::TEST_BOUND);
+        let ok = std::panic::catch_unwind(test).is_ok();
+        drop(watchdog);
+        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
+        if !ok {
+            failed.push(*name);
+        }
+    }
+    println!(
+        "\ntest result: {}. {} passed; {} failed; 0 ignored; 0 measured; {} filtered out\n",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        selected.len() - failed.len(),
+        failed.len(),
+        TESTS.len() - selected.len()
+    );
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Runs `region` and returns what it allocated: `(allocations, bytes)`.
+fn measure(region: impl FnOnce()) -> (usize, usize) {
+    let start = counters();
+    region();
+    let end = counters();
+    (end.0 - start.0, end.1 - start.1)
+}
+
+fn assert_allocated_nothing(what: &str, allocated: (usize, usize)) {
+    assert_eq!(
+        allocated,
+        (0, 0),
+        "{what} allocated {} times, {} bytes",
+        allocated.0,
+        allocated.1
+    );
 }
 
 fn ten_thousand_round_trips_with_fds_allocate_nothing() {
@@ -155,4 +242,331 @@ fn ten_thousand_round_trips_with_fds_allocate_nothing() {
     assert_eq!(open_fds(), fds_before + 4);
     drop((worker_fds, pipeline_fds));
     assert_eq!(open_fds(), fds_before);
+}
+
+/// Two memfds and their identities, made before any measuring.
+fn frames() -> ([OwnedFd; 2], [(u64, u64); 2]) {
+    let frames = [memfd(b"frame buffer 0"), memfd(b"frame buffer 1")];
+    let ids = [identity(&frames[0]), identity(&frames[1])];
+    (frames, ids)
+}
+
+/// The fds match `ids`, in order (fstat does not allocate).
+fn same_files(fds: &[OwnedFd], ids: &[(u64, u64)]) -> bool {
+    fds.len() == ids.len()
+        && fds.iter().zip(ids).all(|(fd, id)| {
+            matches!(rustix::fs::fstat(fd), Ok(stat) if (stat.st_dev, stat.st_ino) == *id)
+        })
+}
+
+fn try_send_and_try_recv_allocate_nothing_including_would_block() {
+    const ROUNDS: u32 = 20;
+    let (tx, rx) = Channel::<2>::pair().unwrap();
+    let (frames, ids) = frames();
+    let sent_fds = [frames[0].as_fd(), frames[1].as_fd()];
+    let mut data = [0u8; 64];
+    let mut fds = heapless::Vec::new();
+    let mut failures = 0u32;
+    let mut would_block = 0u32;
+    let allocated = measure(|| {
+        for _ in 0..ROUNDS {
+            // Fill the socket until try_send says WouldBlock...
+            let mut sent = 0u32;
+            loop {
+                match tx.try_send(&sent.to_le_bytes(), &sent_fds) {
+                    Ok(()) => sent += 1,
+                    Err(Error::WouldBlock) => break,
+                    Err(_) => {
+                        failures += 1;
+                        break;
+                    }
+                }
+            }
+            would_block += 1;
+            // ...then drain it until try_recv says WouldBlock.
+            for seq in 0..sent {
+                let got = rx.try_recv(&mut data, &mut fds);
+                if got
+                    != Ok(Received {
+                        data_len: 4,
+                        fd_count: 2,
+                    })
+                    || data[..4] != seq.to_le_bytes()
+                    || !same_files(&fds, &ids)
+                {
+                    failures += 1;
+                }
+            }
+            if rx.try_recv(&mut data, &mut fds) == Err(Error::WouldBlock) {
+                would_block += 1;
+            } else {
+                failures += 1;
+            }
+        }
+    });
+    assert_eq!(failures, 0, "messages that went wrong");
+    assert_eq!(would_block, 2 * ROUNDS, "both WouldBlock paths were taken");
+    assert_allocated_nothing("try_send and try_recv, WouldBlock included", allocated);
+}
+
+fn recv_timeout_allocates_nothing_including_timed_out() {
+    const ROUNDS: u32 = 200;
+    let (tx, rx) = Channel::<2>::pair().unwrap();
+    let (frames, ids) = frames();
+    let sent_fds = [frames[0].as_fd(), frames[1].as_fd()];
+    let mut data = [0u8; 64];
+    let mut fds = heapless::Vec::new();
+    let mut failures = 0u32;
+    let allocated = measure(|| {
+        for i in 0..ROUNDS {
+            if tx.send(&i.to_le_bytes(), &sent_fds).is_err() {
+                failures += 1;
+            }
+            let got = rx.recv_timeout(&mut data, &mut fds, Duration::from_secs(60));
+            if got
+                != Ok(Received {
+                    data_len: 4,
+                    fd_count: 2,
+                })
+                || data[..4] != i.to_le_bytes()
+                || !same_files(&fds, &ids)
+            {
+                failures += 1;
+            }
+            // TimedOut at once, and after a real wait in poll.
+            for timeout in [Duration::ZERO, Duration::from_millis(1)] {
+                if rx.recv_timeout(&mut data, &mut fds, timeout) != Err(Error::TimedOut) {
+                    failures += 1;
+                }
+            }
+        }
+    });
+    assert_eq!(failures, 0, "receives that went wrong");
+    assert_allocated_nothing("recv_timeout, TimedOut included", allocated);
+}
+
+fn payload_send_recv_and_try_recv_allocate_nothing() {
+    const ROUNDS: u32 = 1_000;
+    let (a, b) = Channel::<2>::pair().unwrap();
+    let (frames, ids) = frames();
+    let mut out = Payload::<{ HEADER_LEN + 64 }, 2>::new();
+    out.extend_from_slice(b"frame stats").unwrap();
+    for frame in &frames {
+        out.fds.push(frame.try_clone().unwrap()).unwrap();
+    }
+    let mut back = Payload::<{ HEADER_LEN + 64 }, 2>::new();
+    let mut failures = 0u32;
+    let expected = Ok(Received {
+        data_len: 11,
+        fd_count: 2,
+    });
+    let allocated = measure(|| {
+        for _ in 0..ROUNDS {
+            if out.send(&a).is_err() || back.recv(&b) != expected {
+                failures += 1;
+            }
+            if back.data() != b"frame stats" || !same_files(&back.fds, &ids) {
+                failures += 1;
+            }
+            if out.send(&a).is_err() || back.try_recv(&b) != expected {
+                failures += 1;
+            }
+            if back.try_recv(&b) != Err(Error::WouldBlock) {
+                failures += 1;
+            }
+        }
+    });
+    assert_eq!(failures, 0, "payloads that went wrong");
+    assert_allocated_nothing("Payload send, recv and try_recv", allocated);
+}
+
+/// One way a record is rejected: the raw record, the fds sent with it, the
+/// receiver's data capacity, and the error expected.
+struct Rejection {
+    record: Vec<u8>,
+    fds: usize,
+    data_capacity: usize,
+    expected: fn(&Error) -> bool,
+}
+
+/// Records queued per measured batch, and batches per rejection.
+const BATCH: usize = 30;
+const BATCHES: usize = 4;
+
+/// Queues `BATCH` copies of `rejection` (outside the measured region), then
+/// receives them, rotating through recv, try_recv and recv_timeout, inside
+/// it; a good message queued after each batch must come next. Returns what
+/// the receives allocated.
+fn rejection_allocs<const N: usize>(
+    rejection: &Rejection,
+    prepare: impl Fn(&Channel<N>),
+) -> (usize, usize) {
+    let (raw, rx) = Channel::<N>::pair().unwrap();
+    prepare(&rx);
+    let file = memfd(b"attached");
+    let attached: Vec<BorrowedFd<'_>> = vec![file.as_fd(); rejection.fds];
+    let mut data = [0u8; 256];
+    let mut fds = heapless::Vec::<OwnedFd, N>::new();
+    let mut total = (0, 0);
+    let mut failures = 0u32;
+    for _ in 0..BATCHES {
+        for _ in 0..BATCH {
+            send_raw(&raw, &rejection.record, &attached);
+        }
+        raw.send(b"good", &[]).unwrap();
+        let data = &mut data[..rejection.data_capacity];
+        let allocated = measure(|| {
+            for i in 0..BATCH {
+                let got = match i % 3 {
+                    0 => rx.recv(data, &mut fds),
+                    1 => rx.try_recv(data, &mut fds),
+                    _ => rx.recv_timeout(data, &mut fds, Duration::from_secs(60)),
+                };
+                if !matches!(&got, Err(error) if (rejection.expected)(error)) || !fds.is_empty() {
+                    failures += 1;
+                }
+            }
+            if rx.try_recv(data, &mut fds)
+                != Ok(Received {
+                    data_len: 4,
+                    fd_count: 0,
+                })
+            {
+                failures += 1;
+            }
+        });
+        total = (total.0 + allocated.0, total.1 + allocated.1);
+    }
+    assert_eq!(failures, 0, "records not rejected as expected");
+    total
+}
+
+fn every_rejection_and_disconnected_allocate_nothing() {
+    let body = |data_len: u32, len: usize| {
+        let mut record = header(1, data_len).to_vec();
+        record.resize(8 + len, 7);
+        record
+    };
+    let mut bad_magic = body(3, 3);
+    bad_magic[..2].copy_from_slice(b"XX");
+    let mut bad_version = body(3, 3);
+    bad_version[2] = 2;
+    let cases: [(&str, Rejection); 8] = [
+        (
+            "ShortRecord (3 bytes)",
+            Rejection {
+                record: b"IP\x01".to_vec(),
+                fds: 1,
+                data_capacity: 64,
+                expected: |e| matches!(e, Error::ShortRecord { len: 3 }),
+            },
+        ),
+        (
+            "ShortRecord (empty)",
+            Rejection {
+                record: Vec::new(),
+                fds: 0,
+                data_capacity: 64,
+                expected: |e| matches!(e, Error::ShortRecord { len: 0 }),
+            },
+        ),
+        (
+            "BadMagic",
+            Rejection {
+                record: bad_magic,
+                fds: 1,
+                data_capacity: 64,
+                expected: |e| matches!(e, Error::BadMagic { .. }),
+            },
+        ),
+        (
+            "UnsupportedVersion",
+            Rejection {
+                record: bad_version,
+                fds: 1,
+                data_capacity: 64,
+                expected: |e| matches!(e, Error::UnsupportedVersion { version: 2 }),
+            },
+        ),
+        (
+            "LengthMismatch",
+            Rejection {
+                record: body(10, 5),
+                fds: 1,
+                data_capacity: 64,
+                expected: |e| matches!(e, Error::LengthMismatch { .. }),
+            },
+        ),
+        (
+            "FdCountMismatch",
+            Rejection {
+                record: body(3, 3),
+                fds: 2,
+                data_capacity: 64,
+                expected: |e| matches!(e, Error::FdCountMismatch { .. }),
+            },
+        ),
+        (
+            "Truncated",
+            Rejection {
+                record: body(100, 100),
+                fds: 1,
+                data_capacity: 16,
+                expected: |e| matches!(e, Error::Truncated { len: 100, .. }),
+            },
+        ),
+        (
+            "TooManyFds",
+            Rejection {
+                record: {
+                    let mut record = header(5, 3).to_vec();
+                    record.extend_from_slice(b"abc");
+                    record
+                },
+                fds: 5,
+                data_capacity: 64,
+                expected: |e| matches!(e, Error::TooManyFds { count: 5, .. }),
+            },
+        ),
+    ];
+    for (what, rejection) in &cases {
+        assert_allocated_nothing(what, rejection_allocs::<2>(rejection, |_| {}));
+    }
+    // FdsTruncated: SO_PASSCRED on the receiver puts the kernel's
+    // credentials first in the control buffer, so 16 fds do not fit in a
+    // Channel<16>'s (see rejections.rs for the sizes).
+    let truncated = Rejection {
+        record: {
+            let mut record = header(16, 3).to_vec();
+            record.extend_from_slice(b"abc");
+            record
+        },
+        fds: 16,
+        data_capacity: 64,
+        expected: |e| matches!(e, Error::FdsTruncated { declared: 16, .. }),
+    };
+    let passcred = |rx: &Channel<16>| rustix::net::sockopt::set_socket_passcred(rx, true).unwrap();
+    assert_allocated_nothing("FdsTruncated", rejection_allocs::<16>(&truncated, passcred));
+
+    // Disconnected, through every receive, again and again.
+    let (tx, rx) = Channel::<2>::pair().unwrap();
+    drop(tx);
+    let mut data = [0u8; 64];
+    let mut fds = heapless::Vec::new();
+    let mut failures = 0u32;
+    let allocated = measure(|| {
+        for _ in 0..100 {
+            for got in [
+                rx.recv(&mut data, &mut fds),
+                rx.try_recv(&mut data, &mut fds),
+                rx.recv_timeout(&mut data, &mut fds, Duration::from_secs(60)),
+            ] {
+                if got != Err(Error::Disconnected) {
+                    failures += 1;
+                }
+            }
+        }
+    });
+    assert_eq!(failures, 0, "receives that did not say Disconnected");
+    assert_allocated_nothing("Disconnected", allocated);
 }

@@ -175,6 +175,10 @@ fn expect_prefix(logged: &[Logged], prefix: &str) -> String {
     found[0].to_owned()
 }
 
+/// How long the child waits for a record it has queued itself: a lost one
+/// fails the child (and so the parent) instead of hanging both.
+const DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// The child's half: each event the parent checks for, in order.
 #[test]
 fn child_provokes_events() {
@@ -189,12 +193,17 @@ fn child_provokes_events() {
     let memfd = rustix::fs::memfd_create("defmt-frames", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
     send_raw(&a, b"XX\x01\x01\x00\x00\x00\x00", memfd.as_fd());
     assert_eq!(
-        b.recv(&mut data, &mut fds),
+        b.recv_timeout(&mut data, &mut fds, DEADLINE),
         Err(Error::BadMagic { found: *b"XX" })
     );
 
     a.send(b"hello", &[]).unwrap();
-    assert_eq!(b.recv(&mut data, &mut fds).unwrap().data_len, 5);
+    assert_eq!(
+        b.recv_timeout(&mut data, &mut fds, DEADLINE)
+            .unwrap()
+            .data_len,
+        5
+    );
 
     let (reader, _writer) = rustix::pipe::pipe().unwrap();
     defmt::info!("child: pipe fd {=i32}", reader.as_raw_fd());
@@ -204,7 +213,7 @@ fn child_provokes_events() {
     );
 
     drop(a);
-    let gone = b.recv(&mut data, &mut fds).unwrap_err();
+    let gone = b.recv_timeout(&mut data, &mut fds, DEADLINE).unwrap_err();
     assert_eq!(b.send(b"anyone?", &[]), Err(Error::Disconnected));
     defmt::info!("child: error {}", gone);
     defmt::info!(
