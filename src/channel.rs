@@ -28,7 +28,7 @@ use crate::header::{HEADER_LEN, Header, MAX_FDS_PER_MESSAGE, Record, validate};
 /// let (a, b) = Channel::<2>::pair()?;
 /// a.send(b"hello", &[])?;
 /// let mut data = [0u8; 16];
-/// let mut fds = heapless::Vec::new();
+/// let mut fds = heapless::Vec::<rustix::fd::OwnedFd, 2>::new();
 /// let got = b.recv(&mut data, &mut fds)?;
 /// assert_eq!(got, Received { data_len: 5, fd_count: 0 });
 /// assert_eq!(&data[..got.data_len], b"hello");
@@ -64,7 +64,7 @@ pub struct Received {
 /// pipeline.send(b"frame 1", &[frame.as_fd()])?;
 ///
 /// let mut data = [0u8; 64];
-/// let mut fds = heapless::Vec::new();
+/// let mut fds = heapless::Vec::<rustix::fd::OwnedFd, 4>::new();
 /// let got = worker.recv(&mut data, &mut fds)?;
 /// assert_eq!(&data[..got.data_len], b"frame 1");
 /// assert_eq!(fds.len(), 1);
@@ -442,11 +442,21 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
     /// assert_eq!(b.recv(&mut data, &mut fds), Err(Error::Disconnected));
     /// # Ok::<(), Error>(())
     /// ```
+    ///
+    /// A vector with more room than the channel's `MAX_FDS` does not
+    /// compile:
+    ///
+    /// ```compile_fail
+    /// let (_a, b) = ipc_unixsocket::Channel::<1>::pair()?;
+    /// let mut fds = heapless::Vec::<rustix::fd::OwnedFd, 2>::new();
+    /// b.recv(&mut [0u8; 8], &mut fds)?;
+    /// # Ok::<(), ipc_unixsocket::Error>(())
+    /// ```
     #[doc(alias = "recvmsg")]
-    pub fn recv(
+    pub fn recv<const CAP: usize>(
         &self,
         data: &mut [u8],
-        fds: &mut Vec<OwnedFd, MAX_FDS>,
+        fds: &mut Vec<OwnedFd, CAP>,
     ) -> Result<Received, Error> {
         self.recv_split(data, fds, RecvFlags::empty())
     }
@@ -473,10 +483,10 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
     /// assert_eq!(b.try_recv(&mut data, &mut fds)?.data_len, 3);
     /// # Ok::<(), Error>(())
     /// ```
-    pub fn try_recv(
+    pub fn try_recv<const CAP: usize>(
         &self,
         data: &mut [u8],
-        fds: &mut Vec<OwnedFd, MAX_FDS>,
+        fds: &mut Vec<OwnedFd, CAP>,
     ) -> Result<Received, Error> {
         self.recv_split(data, fds, RecvFlags::DONTWAIT)
     }
@@ -507,10 +517,10 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
     /// # Ok::<(), Error>(())
     /// ```
     #[doc(alias = "poll")]
-    pub fn recv_timeout(
+    pub fn recv_timeout<const CAP: usize>(
         &self,
         data: &mut [u8],
-        fds: &mut Vec<OwnedFd, MAX_FDS>,
+        fds: &mut Vec<OwnedFd, CAP>,
         timeout: Duration,
     ) -> Result<Received, Error> {
         self.wait_for(timeout, || self.try_recv(data, fds))
@@ -543,10 +553,10 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
     /// assert_eq!(&frame[HEADER_LEN..][..got.data_len], b"stats");
     /// # Ok::<(), ipc_unixsocket::Error>(())
     /// ```
-    pub fn recv_frame(
+    pub fn recv_frame<const CAP: usize>(
         &self,
         frame: &mut [u8],
-        fds: &mut Vec<OwnedFd, MAX_FDS>,
+        fds: &mut Vec<OwnedFd, CAP>,
     ) -> Result<Received, Error> {
         self.recv_one_segment(frame, fds, RecvFlags::empty())
     }
@@ -570,10 +580,10 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
     /// assert_eq!(b.try_recv_frame(&mut frame, &mut fds), Err(Error::WouldBlock));
     /// # Ok::<(), Error>(())
     /// ```
-    pub fn try_recv_frame(
+    pub fn try_recv_frame<const CAP: usize>(
         &self,
         frame: &mut [u8],
-        fds: &mut Vec<OwnedFd, MAX_FDS>,
+        fds: &mut Vec<OwnedFd, CAP>,
     ) -> Result<Received, Error> {
         self.recv_one_segment(frame, fds, RecvFlags::DONTWAIT)
     }
@@ -599,10 +609,10 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
     /// assert_eq!(waited, Err(Error::TimedOut));
     /// # Ok::<(), Error>(())
     /// ```
-    pub fn recv_frame_timeout(
+    pub fn recv_frame_timeout<const CAP: usize>(
         &self,
         frame: &mut [u8],
-        fds: &mut Vec<OwnedFd, MAX_FDS>,
+        fds: &mut Vec<OwnedFd, CAP>,
         timeout: Duration,
     ) -> Result<Received, Error> {
         self.wait_for(timeout, || self.try_recv_frame(frame, fds))

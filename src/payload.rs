@@ -183,7 +183,8 @@ impl<const RECORD: usize, const FDS: usize> Payload<RECORD, FDS> {
     }
 
     /// Replaces the payload with the next message, blocking until one
-    /// arrives ([`Channel::recv_frame`], with an fd capacity of `FDS`). On
+    /// arrives ([`Channel::recv_frame`], with an fd capacity of `FDS`, which
+    /// must not exceed the channel's `MAX_FDS`: checked at compile time). On
     /// error the payload is left empty.
     ///
     /// # Errors
@@ -202,7 +203,10 @@ impl<const RECORD: usize, const FDS: usize> Payload<RECORD, FDS> {
     /// assert_eq!(p.data(), b"hi");
     /// # Ok::<(), ipc_unixsocket::Error>(())
     /// ```
-    pub fn recv(&mut self, channel: &Channel<FDS>) -> Result<Received, Error> {
+    pub fn recv<const MAX_FDS: usize>(
+        &mut self,
+        channel: &Channel<MAX_FDS>,
+    ) -> Result<Received, Error> {
         let got = channel.recv_frame(&mut self.frame, &mut self.fds);
         self.data_len = got.map_or(0, |got| got.data_len);
         got
@@ -225,7 +229,10 @@ impl<const RECORD: usize, const FDS: usize> Payload<RECORD, FDS> {
     /// assert_eq!(p.try_recv(&b), Err(Error::WouldBlock));
     /// # Ok::<(), Error>(())
     /// ```
-    pub fn try_recv(&mut self, channel: &Channel<FDS>) -> Result<Received, Error> {
+    pub fn try_recv<const MAX_FDS: usize>(
+        &mut self,
+        channel: &Channel<MAX_FDS>,
+    ) -> Result<Received, Error> {
         let got = channel.try_recv_frame(&mut self.frame, &mut self.fds);
         self.data_len = got.map_or(0, |got| got.data_len);
         got

@@ -143,7 +143,7 @@ fn ask(
     message.extend_from_slice(args);
     channel.send(&message, fds).expect("send a command");
     let mut data = vec![0u8; MAX_DATA];
-    let mut got_fds = heapless::Vec::new();
+    let mut got_fds = heapless::Vec::<OwnedFd, MAX_FDS>::new();
     let got = channel
         .recv_timeout(&mut data, &mut got_fds, Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("answer to command {:?}: {e}", command as char));
@@ -223,7 +223,7 @@ fn parent() {
     let status = wait_child(&mut child, "the worker", TEST_BOUND);
     assert_eq!(status.code(), Some(0), "worker exit status: {status}");
     let mut data = [0u8; 8];
-    let mut fds = heapless::Vec::new();
+    let mut fds = heapless::Vec::<OwnedFd, MAX_FDS>::new();
     // Disconnected (not TimedOut) also proves the parent dropped its copy of
     // the remote end.
     assert_eq!(

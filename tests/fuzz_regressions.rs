@@ -38,7 +38,7 @@ fn receive_raw<const N: usize>(record: &[u8], fds_sent: usize) -> Result<Receive
         drop(received);
 
         writer.send(b"still in step", &[]).expect("send");
-        let next = reader.try_recv(&mut data, &mut heapless::Vec::new());
+        let next = reader.try_recv(&mut data, &mut heapless::Vec::<OwnedFd, N>::new());
         assert_eq!(
             next,
             Ok(Received {

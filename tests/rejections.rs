@@ -52,7 +52,7 @@ fn queue_good_message<const N: usize>(from: &Channel<N>) -> OwnedFd {
 /// receive that swallowed it makes this fail with `WouldBlock` at once.
 fn assert_good_message_arrives<const N: usize>(to: &Channel<N>, file: &OwnedFd) {
     let mut data = [0u8; 64];
-    let mut fds = heapless::Vec::new();
+    let mut fds = heapless::Vec::<OwnedFd, N>::new();
     let got = to
         .try_recv(&mut data, &mut fds)
         .expect("the good message queued after the rejected record");
@@ -106,7 +106,7 @@ fn assert_rejected_by<const N: usize>(
     let queued = open_fds();
 
     let mut data = vec![0u8; data_capacity];
-    let mut fds = heapless::Vec::new();
+    let mut fds = heapless::Vec::<OwnedFd, N>::new();
     assert_eq!(
         receiver.recv(&mut data, &mut fds),
         Err(expected),
@@ -135,7 +135,7 @@ fn accepts_a_valid_raw_record() {
     let files = memfds(3);
     send_raw(&raw, &record(header(3, 5), 5), &borrow(&files));
     let mut data = [0u8; 16];
-    let mut fds = heapless::Vec::new();
+    let mut fds = heapless::Vec::<OwnedFd, 4>::new();
     assert_eq!(
         receiver.recv(&mut data, &mut fds),
         Ok(Received {
@@ -163,7 +163,7 @@ fn rejects_empty_record_from_live_peer_as_short_record() {
     let (raw, receiver) = Channel::<1>::pair().unwrap();
     send_raw(&raw, &[], &[]);
     let good = queue_good_message(&raw);
-    let mut fds = heapless::Vec::new();
+    let mut fds = heapless::Vec::<OwnedFd, 1>::new();
     assert_eq!(
         receiver.try_recv(&mut [0; 16], &mut fds),
         Err(Error::ShortRecord { len: 0 })
@@ -349,7 +349,7 @@ fn rejects_truncated_record_with_its_real_length_and_closes_its_fds() {
     // The boundary: data of exactly the buffer's size is not truncated.
     let (raw, receiver) = Channel::<2>::pair().unwrap();
     send_raw(&raw, &record(header(0, 16), 16), &[]);
-    let mut fds = heapless::Vec::new();
+    let mut fds = heapless::Vec::<OwnedFd, 2>::new();
     assert_eq!(
         receiver
             .recv(&mut [0; 16], &mut fds)
@@ -547,7 +547,7 @@ fn rejects_fds_truncated_within_capacity_and_closes_the_installed_ones() {
     let files = memfds(fit);
     send_raw(&raw, &record(header(fit as u8, 3), 3), &borrow(&files));
     let mut data = [0u8; 16];
-    let mut fds = heapless::Vec::new();
+    let mut fds = heapless::Vec::<OwnedFd, N>::new();
     assert_eq!(
         receiver.recv(&mut data, &mut fds),
         Ok(Received {
@@ -567,7 +567,7 @@ fn accepts_the_maximum_of_253_fds() {
     let (raw, receiver) = Channel::<253>::pair().unwrap();
     let files = memfds(253);
     let mut data = [0u8; 16];
-    let mut fds = heapless::Vec::new();
+    let mut fds = heapless::Vec::<OwnedFd, 253>::new();
 
     // Raw, and through the crate's sender.
     send_raw(&raw, &record(header(253, 4), 4), &borrow(&files));
@@ -676,7 +676,7 @@ fn checks_rules_in_documented_order() {
     bytes[3] = 4;
     send_raw(&raw, &bytes, &borrow(&files));
     let mut data = [0u8; 100];
-    let mut fds = heapless::Vec::new();
+    let mut fds = heapless::Vec::<OwnedFd, 4>::new();
     assert_eq!(
         receiver.recv(&mut data, &mut fds),
         Ok(Received {

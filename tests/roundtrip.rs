@@ -28,7 +28,7 @@ fn assert_round_trip<const N: usize>(
     from.send(data, &borrowed).expect("send");
 
     let mut buf = vec![0u8; data.len() + 16];
-    let mut got_fds = heapless::Vec::new();
+    let mut got_fds = heapless::Vec::<OwnedFd, N>::new();
     let got = to.recv(&mut buf, &mut got_fds).expect("recv");
     assert_eq!(
         got,
@@ -66,7 +66,7 @@ fn round_trips_empty_message() {
     let (a, b) = Channel::<2>::pair().unwrap();
     a.send(&[], &[]).unwrap();
     // A zero-length buffer is enough for an empty message.
-    let mut fds = heapless::Vec::new();
+    let mut fds = heapless::Vec::<OwnedFd, 2>::new();
     let got = b.recv(&mut [], &mut fds).unwrap();
     assert_eq!(
         got,
@@ -101,7 +101,7 @@ fn largest_message_is_sndbuf_minus_32_minus_header() {
         a.send(&data[..largest], &[file.as_fd()])
             .expect("largest message");
         let mut buf = vec![0u8; largest + 1];
-        let mut fds = heapless::Vec::new();
+        let mut fds = heapless::Vec::<OwnedFd, 1>::new();
         let got = b.recv(&mut buf, &mut fds).unwrap();
         assert_eq!(
             got,
@@ -188,7 +188,7 @@ fn received_fds_are_close_on_exec() {
 
     a.send(b"fds", &[inheritable.as_fd(), pipe_read.as_fd()])
         .unwrap();
-    let mut fds = heapless::Vec::new();
+    let mut fds = heapless::Vec::<OwnedFd, 2>::new();
     b.recv(&mut [0; 8], &mut fds).unwrap();
     assert_eq!(fds.len(), 2);
     for fd in &fds {
@@ -209,7 +209,7 @@ fn try_recv_on_empty_channel_would_block() {
     let _watchdog = Watchdog::for_test();
     let (a, b) = Channel::<1>::pair().unwrap();
     let mut data = [0u8; 8];
-    let mut fds = heapless::Vec::new();
+    let mut fds = heapless::Vec::<OwnedFd, 1>::new();
     assert_eq!(b.try_recv(&mut data, &mut fds), Err(Error::WouldBlock));
     assert_eq!(a.try_recv(&mut data, &mut fds), Err(Error::WouldBlock));
     // Still connected and usable, and the socket was not left non-blocking:
@@ -237,7 +237,7 @@ fn try_send_on_full_channel_would_block_and_every_message_arrives_in_order() {
     assert!(sent > 0);
 
     let mut data = [0u8; 128];
-    let mut fds = heapless::Vec::new();
+    let mut fds = heapless::Vec::<OwnedFd, 1>::new();
     for expected in 0..sent {
         let got = b.try_recv(&mut data, &mut fds).unwrap();
         assert_eq!(got.data_len, message.len());
@@ -265,7 +265,7 @@ fn recv_drains_queued_messages_then_reports_disconnected() {
     drop(a);
 
     let mut data = [0u8; 8];
-    let mut fds = heapless::Vec::new();
+    let mut fds = heapless::Vec::<OwnedFd, 1>::new();
     assert_eq!(b.recv(&mut data, &mut fds).unwrap().data_len, 3);
     assert_eq!(&data[..3], b"one");
     let got = b.recv(&mut data, &mut fds).unwrap();
@@ -301,7 +301,7 @@ fn recv_drains_queued_messages_when_peer_closed_with_unread_messages() {
     drop(a);
 
     let mut data = [0u8; 16];
-    let mut fds = heapless::Vec::new();
+    let mut fds = heapless::Vec::<OwnedFd, 1>::new();
     assert_eq!(b.recv(&mut data, &mut fds).map(|g| g.data_len), Ok(3));
     assert_eq!(&data[..3], b"one");
     assert_eq!(b.recv(&mut data, &mut fds).map(|g| g.data_len), Ok(3));
@@ -344,7 +344,7 @@ fn recv_timeout_expires_with_timed_out() {
     let _watchdog = Watchdog::for_test();
     let (a, b) = Channel::<1>::pair().unwrap();
     let mut data = [0u8; 8];
-    let mut fds = heapless::Vec::new();
+    let mut fds = heapless::Vec::<OwnedFd, 1>::new();
     assert_eq!(
         b.recv_timeout(&mut data, &mut fds, Duration::from_millis(20)),
         Err(Error::TimedOut)
@@ -368,7 +368,7 @@ fn recv_timeout_returns_a_queued_message() {
     a.send(b"also ready", &[]).unwrap();
 
     let mut data = [0u8; 16];
-    let mut fds = heapless::Vec::new();
+    let mut fds = heapless::Vec::<OwnedFd, 1>::new();
     // Already queued: even a zero timeout returns it.
     let got = b.recv_timeout(&mut data, &mut fds, Duration::ZERO).unwrap();
     assert_eq!(
@@ -473,7 +473,7 @@ fn send_refuses_more_than_max_fds_before_any_syscall() {
 
     // Nothing reached the peer.
     let mut data = [0u8; 8];
-    let mut received = heapless::Vec::new();
+    let mut received = heapless::Vec::<OwnedFd, 0>::new();
     assert_eq!(b.try_recv(&mut data, &mut received), Err(Error::WouldBlock));
     // Exactly MAX_FDS is fine.
     assert_round_trip(&a, &b, b"two", &files[..2]);

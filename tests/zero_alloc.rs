@@ -180,9 +180,9 @@ fn ten_thousand_round_trips_with_fds_allocate_nothing() {
     let frame_ids = [identity(&frames[0]), identity(&frames[1])];
     let sent_fds = [frames[0].as_fd(), frames[1].as_fd()];
     let mut worker_data = [0u8; 64];
-    let mut worker_fds = heapless::Vec::new();
+    let mut worker_fds = heapless::Vec::<OwnedFd, 2>::new();
     let mut pipeline_data = [0u8; 64];
-    let mut pipeline_fds = heapless::Vec::new();
+    let mut pipeline_fds = heapless::Vec::<OwnedFd, 2>::new();
     let fds_before = open_fds();
     let two_fds_and_4_bytes = Ok(Received {
         data_len: 4,
@@ -265,7 +265,7 @@ fn try_send_and_try_recv_allocate_nothing_including_would_block() {
     let (frames, ids) = frames();
     let sent_fds = [frames[0].as_fd(), frames[1].as_fd()];
     let mut data = [0u8; 64];
-    let mut fds = heapless::Vec::new();
+    let mut fds = heapless::Vec::<OwnedFd, 2>::new();
     let mut failures = 0u32;
     let mut would_block = 0u32;
     let allocated = measure(|| {
@@ -315,7 +315,7 @@ fn recv_timeout_allocates_nothing_including_timed_out() {
     let (frames, ids) = frames();
     let sent_fds = [frames[0].as_fd(), frames[1].as_fd()];
     let mut data = [0u8; 64];
-    let mut fds = heapless::Vec::new();
+    let mut fds = heapless::Vec::<OwnedFd, 2>::new();
     let mut failures = 0u32;
     let allocated = measure(|| {
         for i in 0..ROUNDS {
@@ -552,7 +552,7 @@ fn every_rejection_and_disconnected_allocate_nothing() {
     let (tx, rx) = Channel::<2>::pair().unwrap();
     drop(tx);
     let mut data = [0u8; 64];
-    let mut fds = heapless::Vec::new();
+    let mut fds = heapless::Vec::<OwnedFd, 2>::new();
     let mut failures = 0u32;
     let allocated = measure(|| {
         for _ in 0..100 {

@@ -174,18 +174,33 @@ struct RecvCtx {
     memfds: Vec<OwnedFd>,
     data: Vec<u8>,
     fds: heapless::Vec<OwnedFd, 8>,
+    fds1: heapless::Vec<OwnedFd, 1>,
+    fds0: heapless::Vec<OwnedFd, 0>,
     payload: Box<Payload<{ HEADER_LEN + 4096 }, 8>>,
     ok: bool,
 }
 
-fn queue_message(ctx: &mut RecvCtx) -> io::Result<()> {
-    let borrowed: Vec<_> = ctx.memfds.iter().map(|fd| fd.as_fd()).collect();
+fn queue(ctx: &mut RecvCtx, nfds: usize) -> io::Result<()> {
+    let borrowed: Vec<_> = ctx.memfds[..nfds].iter().map(|fd| fd.as_fd()).collect();
     ctx.tx
         .send(&ctx.data[..4096], &borrowed)
         .map_err(io::Error::other)?;
     ctx.ok = false;
     ctx.fds.clear();
+    ctx.fds1.clear();
     Ok(())
+}
+
+fn queue_message(ctx: &mut RecvCtx) -> io::Result<()> {
+    queue(ctx, 8)
+}
+
+fn queue_one_fd(ctx: &mut RecvCtx) -> io::Result<()> {
+    queue(ctx, 1)
+}
+
+fn queue_no_fd(ctx: &mut RecvCtx) -> io::Result<()> {
+    queue(ctx, 0)
 }
 
 #[inline(never)]
@@ -199,6 +214,22 @@ fn run_channel_recv(ctx: *mut c_void) {
     let ctx = unsafe { &mut *ctx.cast::<RecvCtx>() };
     let got = ctx.rx.recv(&mut ctx.data, &mut ctx.fds);
     ctx.ok = matches!(got, Ok(r) if r.data_len == 4096 && r.fd_count == 8);
+}
+
+#[inline(never)]
+fn run_channel_recv_capacity_1(ctx: *mut c_void) {
+    // SAFETY: `ctx` is the `RecvCtx` passed to `measure_call`.
+    let ctx = unsafe { &mut *ctx.cast::<RecvCtx>() };
+    let got = ctx.rx.recv(&mut ctx.data, &mut ctx.fds1);
+    ctx.ok = matches!(got, Ok(r) if r.data_len == 4096 && r.fd_count == 1);
+}
+
+#[inline(never)]
+fn run_channel_recv_capacity_0(ctx: *mut c_void) {
+    // SAFETY: `ctx` is the `RecvCtx` passed to `measure_call`.
+    let ctx = unsafe { &mut *ctx.cast::<RecvCtx>() };
+    let got = ctx.rx.recv(&mut ctx.data, &mut ctx.fds0);
+    ctx.ok = matches!(got, Ok(r) if r.data_len == 4096 && r.fd_count == 0);
 }
 
 #[inline(never)]
@@ -241,6 +272,8 @@ fn stack_figures() -> io::Result<Vec<StackFigure>> {
         memfds,
         data: vec![7u8; 4096],
         fds: heapless::Vec::new(),
+        fds1: heapless::Vec::new(),
+        fds0: heapless::Vec::new(),
         payload: Box::new(Payload::new()),
         ok: false,
     };
@@ -250,23 +283,40 @@ fn stack_figures() -> io::Result<Vec<StackFigure>> {
         what: "baseline: the same harness calling an empty non-inlined function",
         bytes: baseline,
     }];
-    type Case = (&'static str, fn(*mut c_void));
-    let cases: [Case; 3] = [
+    type Case = (
+        &'static str,
+        fn(&mut RecvCtx) -> io::Result<()>,
+        fn(*mut c_void),
+    );
+    let cases: [Case; 5] = [
         (
-            "`Channel::<8>::recv`, 4096 data bytes + 8 fds",
+            "`Channel::<8>::recv`, 4096 data bytes + 8 fds, capacity 8",
+            queue_message,
             run_channel_recv,
         ),
         (
-            "`Payload::<4096, 8>::recv` (payload itself not on this stack)",
+            "`Channel::<8>::recv`, 4096 data bytes + 1 fd, capacity 1",
+            queue_one_fd,
+            run_channel_recv_capacity_1,
+        ),
+        (
+            "`Channel::<8>::recv`, 4096 data bytes, capacity 0",
+            queue_no_fd,
+            run_channel_recv_capacity_0,
+        ),
+        (
+            "`Payload::<{ HEADER_LEN + 4096 }, 8>::recv` (payload itself not on this stack)",
+            queue_message,
             run_payload_recv,
         ),
         (
             "raw floor: rustix `recvmsg`, `cmsg_space!(ScmRights(8))` stack buffer, 8 fds",
+            queue_message,
             run_raw_recv,
         ),
     ];
-    for (what, run) in cases {
-        let bytes = measure_call(&mut ctx, queue_message, run)?;
+    for (what, prepare, run) in cases {
+        let bytes = measure_call(&mut ctx, prepare, run)?;
         if !ctx.ok {
             return Err(io::Error::other(format!("{what}: receive failed")));
         }
