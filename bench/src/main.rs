@@ -250,7 +250,9 @@ pub struct Cell {
     pub messages: u64,
 }
 
-/// Allocations reported by a peer process at exit.
+/// Allocations reported by a peer process at exit (serialized as is into
+/// the JSON report).
+#[derive(serde::Serialize)]
 pub struct PeerAllocs {
     pub shape: Shape,
     pub mode: &'static str,

@@ -13,12 +13,14 @@ use ipc_unixsocket::{Channel, HEADER_LEN, Payload};
 use rustix::io::IoSliceMut;
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, recvmsg};
 
+#[derive(serde::Serialize)]
 pub struct StackFigure {
     pub what: &'static str,
     /// Bytes from the caller's stack pointer to the deepest byte written.
     pub bytes: usize,
 }
 
+#[derive(serde::Serialize)]
 pub struct BinarySize {
     pub what: String,
     pub path: String,

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use plotters::prelude::*;
+use serde::{Serialize, Serializer};
 
 use crate::harness::{Shape, Variant};
-use crate::memory::Memory;
-use crate::{Cell, Config, Results};
+use crate::memory::{BinarySize, Memory, StackFigure};
+use crate::{Cell, Config, PeerAllocs, Results};
 
 pub struct Meta {
     pub started: String,
@@ -120,7 +121,9 @@ fn allocs_per_msg(cell: &Cell) -> f64 {
 // ---------------------------------------------------------------------------
 // Targets.
 
+#[derive(Serialize)]
 pub struct Target {
+    #[serde(rename = "target")]
     pub name: String,
     pub met: bool,
     pub detail: String,
@@ -704,220 +707,324 @@ fn markdown(
 }
 
 // ---------------------------------------------------------------------------
-// JSON (hand-written: no serde in this tree).
+// JSON, through serde. The structs below are the schema of `<placement>.json`.
 
-fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+/// A figure in the JSON: rounded to 3 decimals, written as an integer when
+/// it is whole, `null` when it is not finite (NaN: no floor to compare with).
+#[derive(Clone, Copy)]
+struct Num(f64);
+
+impl Serialize for Num {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let x = self.0;
+        if !x.is_finite() {
+            return s.serialize_none();
+        }
+        let rounded = (x * 1000.0).round() / 1000.0;
+        if rounded.fract() == 0.0 && rounded.abs() < 9.0e15 {
+            s.serialize_i64(rounded as i64)
+        } else {
+            s.serialize_f64(rounded)
         }
     }
-    out.push('"');
-    out
 }
 
-fn json_num(x: f64) -> String {
-    if x.is_finite() {
-        let s = format!("{x:.3}");
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        "null".into()
+fn nums(values: &[f64]) -> Vec<Num> {
+    values.iter().copied().map(Num).collect()
+}
+
+impl Serialize for Shape {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.id())
     }
 }
 
-fn json_cell(cell: &Cell, cells: &[Cell], kind: &str) -> String {
-    let m = median(&cell.ns);
-    let ratio = if kind == "pingpong" {
-        ratio_to_floor(cells, cell)
-    } else {
-        cells
-            .iter()
-            .find(|c| c.shape == cell.shape && c.variant == cell.variant.floor())
-            .map(|f| paired_ratio(cell, f))
-    };
-    let per_s = if kind == "pingpong" {
-        2.0e9 / m
-    } else {
-        1.0e9 / m
-    };
-    format!(
-        "{{\"shape\":{},\"variant\":{},\"data\":{},\"fds\":{},\"ops_per_rep\":{},\"ns\":[{}],\"median_ns\":{},\"typical_ns\":[{}],\"median_typical_ns\":{},\"ratio_typical\":{},\"min_ns\":{},\"max_ns\":{},\"msgs_per_s\":{},\"floor\":{},\"ratio_to_floor\":{},\"allocs\":{},\"messages\":{},\"allocs_per_msg\":{}}}",
-        json_str(cell.shape.id()),
-        json_str(cell.variant.id()),
-        cell.data,
-        cell.nfds,
-        cell.n,
-        cell.ns
-            .iter()
-            .map(|x| json_num(*x))
-            .collect::<Vec<_>>()
-            .join(","),
-        json_num(m),
-        cell.typical
-            .iter()
-            .map(|x| json_num(*x))
-            .collect::<Vec<_>>()
-            .join(","),
-        if cell.typical.is_empty() {
-            "null".to_string()
-        } else {
-            json_num(median(&cell.typical))
-        },
-        if kind == "pingpong" {
-            ratio_to_floor_by(Metric::Typical, cells, cell).map_or("null".into(), json_num)
-        } else {
-            "null".into()
-        },
-        json_num(min(&cell.ns)),
-        json_num(max(&cell.ns)),
-        json_num(per_s),
-        json_str(cell.variant.floor().id()),
-        ratio.map_or("null".into(), json_num),
-        cell.allocs,
-        cell.messages,
-        json_num(allocs_per_msg(cell)),
-    )
+impl Serialize for Variant {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.id())
+    }
 }
 
-fn json(config: &Config, meta: &Meta, memory: &Memory, results: &Results) -> String {
-    let mut out = String::from("{\n");
-    let _ = writeln!(
-        out,
-        "\"meta\":{{\"placement\":{},\"placement_detail\":{},\"command\":{},\"started_utc\":{},\"machine\":{},\"load_start\":{},\"load_end\":{},\"reps\":{},\"rep_ms\":{},\"wall_s\":{},\"window\":{},\"credit_every\":{},\"ns_unit\":\"ns per round trip (pingpong) or per message (throughput)\"}},",
-        json_str(meta.placement_id),
-        json_str(&meta.placement),
-        json_str(&meta.command),
-        json_str(&meta.started),
-        json_str(&machine()),
-        json_str(&meta.load_start),
-        json_str(&meta.load_end),
-        meta.reps,
-        json_num(meta.rep_ms),
-        json_num(meta.wall.as_secs_f64()),
-        crate::harness::WINDOW,
-        crate::CREDIT_EVERY,
-    );
-    out.push_str("\"variants\":[");
-    out.push_str(
-        &config
+/// A measurement or, when it could not be made, the reason as a string.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum OrReason<'a, T> {
+    Value(T),
+    Reason(&'a str),
+}
+
+impl<'a, T> OrReason<'a, T> {
+    fn from(result: &'a Result<T, String>) -> OrReason<'a, &'a T> {
+        match result {
+            Ok(value) => OrReason::Value(value),
+            Err(reason) => OrReason::Reason(reason),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    meta: JsonMeta<'a>,
+    variants: Vec<JsonVariant>,
+    memory: JsonMemory<'a>,
+    targets: Vec<Target>,
+    pingpong: Vec<JsonCell>,
+    throughput: Vec<JsonCell>,
+    peer_processes: &'a [PeerAllocs],
+}
+
+#[derive(Serialize)]
+struct JsonMeta<'a> {
+    placement: &'a str,
+    placement_detail: &'a str,
+    command: &'a str,
+    started_utc: &'a str,
+    machine: String,
+    load_start: &'a str,
+    load_end: &'a str,
+    reps: usize,
+    rep_ms: Num,
+    wall_s: Num,
+    window: u64,
+    credit_every: u64,
+    ns_unit: &'static str,
+}
+
+#[derive(Serialize)]
+struct JsonVariant {
+    id: Variant,
+    description: &'static str,
+}
+
+#[derive(Serialize)]
+struct JsonMemory<'a> {
+    size_of_channel_8: usize,
+    size_of_channel_4: usize,
+    size_of_payload_4096_8: usize,
+    size_of_heapless_vec_ownedfd_8: usize,
+    stack_bytes: OrReason<'a, &'a Vec<StackFigure>>,
+    binaries: OrReason<'a, &'a Vec<BinarySize>>,
+}
+
+#[derive(Serialize)]
+struct JsonCell {
+    shape: Shape,
+    variant: Variant,
+    data: usize,
+    fds: usize,
+    ops_per_rep: u64,
+    ns: Vec<Num>,
+    median_ns: Num,
+    typical_ns: Vec<Num>,
+    median_typical_ns: Option<Num>,
+    ratio_typical: Option<Num>,
+    min_ns: Num,
+    max_ns: Num,
+    msgs_per_s: Num,
+    floor: Variant,
+    ratio_to_floor: Option<Num>,
+    allocs: u64,
+    messages: u64,
+    allocs_per_msg: Num,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    PingPong,
+    Throughput,
+}
+
+fn json_cell(cell: &Cell, cells: &[Cell], kind: Kind) -> JsonCell {
+    let m = median(&cell.ns);
+    let (ratio, ratio_typical, per_s) = match kind {
+        Kind::PingPong => (
+            ratio_to_floor(cells, cell),
+            ratio_to_floor_by(Metric::Typical, cells, cell),
+            2.0e9 / m,
+        ),
+        Kind::Throughput => (
+            cells
+                .iter()
+                .find(|c| c.shape == cell.shape && c.variant == cell.variant.floor())
+                .map(|f| paired_ratio(cell, f)),
+            None,
+            1.0e9 / m,
+        ),
+    };
+    JsonCell {
+        shape: cell.shape,
+        variant: cell.variant,
+        data: cell.data,
+        fds: cell.nfds,
+        ops_per_rep: cell.n,
+        ns: nums(&cell.ns),
+        median_ns: Num(m),
+        typical_ns: nums(&cell.typical),
+        median_typical_ns: (!cell.typical.is_empty()).then(|| Num(median(&cell.typical))),
+        ratio_typical: ratio_typical.map(Num),
+        min_ns: Num(min(&cell.ns)),
+        max_ns: Num(max(&cell.ns)),
+        msgs_per_s: Num(per_s),
+        floor: cell.variant.floor(),
+        ratio_to_floor: ratio.map(Num),
+        allocs: cell.allocs,
+        messages: cell.messages,
+        allocs_per_msg: Num(allocs_per_msg(cell)),
+    }
+}
+
+/// serde_json's compact output, with a line break before each member of
+/// the top-level object and each element of the arrays directly inside it
+/// (one cell per line), so the file stays readable and diffs line by line.
+struct LineFormatter {
+    depth: usize,
+    has_value: bool,
+}
+
+impl LineFormatter {
+    fn open<W: ?Sized + io::Write>(&mut self, w: &mut W, bracket: &[u8]) -> io::Result<()> {
+        self.depth += 1;
+        self.has_value = false;
+        w.write_all(bracket)
+    }
+
+    /// `breaks`: whether this container's members went on their own lines.
+    fn close<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        bracket: &[u8],
+        breaks: bool,
+    ) -> io::Result<()> {
+        if breaks && self.has_value {
+            w.write_all(b"\n")?;
+        }
+        self.depth -= 1;
+        w.write_all(bracket)
+    }
+
+    fn member<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+        breaks: bool,
+    ) -> io::Result<()> {
+        if !first {
+            w.write_all(b",")?;
+        }
+        if breaks {
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
+    /// The top-level object's members and the elements of the arrays
+    /// directly inside it go on their own lines.
+    fn object_breaks(&self) -> bool {
+        self.depth == 1
+    }
+
+    fn array_breaks(&self) -> bool {
+        self.depth == 2
+    }
+}
+
+impl serde_json::ser::Formatter for LineFormatter {
+    fn begin_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.open(w, b"[")
+    }
+    fn end_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        let breaks = self.array_breaks();
+        self.close(w, b"]", breaks)
+    }
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        let breaks = self.array_breaks();
+        self.member(w, first, breaks)
+    }
+    fn end_array_value<W: ?Sized + io::Write>(&mut self, _: &mut W) -> io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+    fn begin_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.open(w, b"{")
+    }
+    fn end_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        let breaks = self.object_breaks();
+        self.close(w, b"}", breaks)
+    }
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        let breaks = self.object_breaks();
+        self.member(w, first, breaks)
+    }
+    fn end_object_value<W: ?Sized + io::Write>(&mut self, _: &mut W) -> io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+}
+
+fn json(config: &Config, meta: &Meta, memory: &Memory, results: &Results) -> io::Result<Vec<u8>> {
+    let report = JsonReport {
+        meta: JsonMeta {
+            placement: meta.placement_id,
+            placement_detail: &meta.placement,
+            command: &meta.command,
+            started_utc: &meta.started,
+            machine: machine(),
+            load_start: &meta.load_start,
+            load_end: &meta.load_end,
+            reps: meta.reps,
+            rep_ms: Num(meta.rep_ms),
+            wall_s: Num(meta.wall.as_secs_f64()),
+            window: crate::harness::WINDOW,
+            credit_every: crate::CREDIT_EVERY,
+            ns_unit: "ns per round trip (pingpong) or per message (throughput)",
+        },
+        variants: config
             .variants
             .iter()
-            .map(|v| {
-                format!(
-                    "{{\"id\":{},\"description\":{}}}",
-                    json_str(v.id()),
-                    json_str(v.description())
-                )
+            .map(|&v| JsonVariant {
+                id: v,
+                description: v.description(),
             })
-            .collect::<Vec<_>>()
-            .join(","),
-    );
-    out.push_str("],\n\"memory\":{");
-    let _ = write!(
-        out,
-        "\"size_of_channel_8\":{},\"size_of_channel_4\":{},\"size_of_payload_4096_8\":{},\"size_of_heapless_vec_ownedfd_8\":{},",
-        memory.channel8, memory.channel4, memory.payload_4096_8, memory.heapless_fds8
-    );
-    match &memory.stack {
-        Ok(figures) => {
-            out.push_str("\"stack_bytes\":[");
-            out.push_str(
-                &figures
-                    .iter()
-                    .map(|f| format!("{{\"what\":{},\"bytes\":{}}}", json_str(f.what), f.bytes))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
-            out.push_str("],");
-        }
-        Err(e) => {
-            let _ = write!(out, "\"stack_bytes\":{},", json_str(e));
-        }
-    }
-    match &memory.binaries {
-        Ok(bins) => {
-            out.push_str("\"binaries\":[");
-            out.push_str(
-                &bins
-                    .iter()
-                    .map(|b| {
-                        format!(
-                            "{{\"what\":{},\"path\":{},\"unstripped\":{},\"stripped\":{}}}",
-                            json_str(&b.what),
-                            json_str(&b.path),
-                            b.unstripped,
-                            b.stripped
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
-            out.push(']');
-        }
-        Err(e) => {
-            let _ = write!(out, "\"binaries\":{}", json_str(e));
-        }
-    }
-    out.push_str("},\n\"targets\":[");
-    out.push_str(
-        &targets(results)
-            .iter()
-            .map(|t| {
-                format!(
-                    "{{\"target\":{},\"met\":{},\"detail\":{}}}",
-                    json_str(&t.name),
-                    t.met,
-                    json_str(&t.detail)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(","),
-    );
-    out.push_str("],\n\"pingpong\":[\n");
-    out.push_str(
-        &results
+            .collect(),
+        memory: JsonMemory {
+            size_of_channel_8: memory.channel8,
+            size_of_channel_4: memory.channel4,
+            size_of_payload_4096_8: memory.payload_4096_8,
+            size_of_heapless_vec_ownedfd_8: memory.heapless_fds8,
+            stack_bytes: OrReason::from(&memory.stack),
+            binaries: OrReason::from(&memory.binaries),
+        },
+        targets: targets(results),
+        pingpong: results
             .pingpong
             .iter()
-            .map(|c| json_cell(c, &results.pingpong, "pingpong"))
-            .collect::<Vec<_>>()
-            .join(",\n"),
-    );
-    out.push_str("\n],\n\"throughput\":[\n");
-    out.push_str(
-        &results
+            .map(|c| json_cell(c, &results.pingpong, Kind::PingPong))
+            .collect(),
+        throughput: results
             .throughput
             .iter()
-            .map(|c| json_cell(c, &results.throughput, "throughput"))
-            .collect::<Vec<_>>()
-            .join(",\n"),
-    );
-    out.push_str("\n],\n\"peer_processes\":[");
-    out.push_str(
-        &results
-            .peer_allocs
-            .iter()
-            .map(|p| {
-                format!(
-                    "{{\"shape\":{},\"mode\":{},\"variant\":{},\"messages\":{},\"allocs\":{}}}",
-                    json_str(p.shape.id()),
-                    json_str(p.mode),
-                    json_str(p.variant.id()),
-                    p.messages,
-                    p.allocs
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(","),
-    );
-    out.push_str("]\n}\n");
-    out
+            .map(|c| json_cell(c, &results.throughput, Kind::Throughput))
+            .collect(),
+        peer_processes: &results.peer_allocs,
+    };
+    let mut out = Vec::new();
+    let formatter = LineFormatter {
+        depth: 0,
+        has_value: false,
+    };
+    report.serialize(&mut serde_json::Serializer::with_formatter(
+        &mut out, formatter,
+    ))?;
+    out.push(b'\n');
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------
@@ -1071,7 +1178,7 @@ pub fn write_all(
     let svg_typical_path = config.out.join(format!("{id}-median-rt.svg"));
     let svg_name = format!("{id}.svg");
     std::fs::write(&md_path, markdown(config, meta, memory, results, &svg_name))?;
-    std::fs::write(&json_path, json(config, meta, memory, results))?;
+    std::fs::write(&json_path, json(config, meta, memory, results)?)?;
     plot(config, meta, results, &svg_path, Metric::Mean).map_err(io::Error::other)?;
     plot(config, meta, results, &svg_typical_path, Metric::Typical).map_err(io::Error::other)?;
     for t in targets(results) {
