@@ -821,7 +821,7 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
 /// unsent data and a linger time set by the peer aborts it (RST) instead of
 /// blocking for the linger time. Anything else is closed as it is (the
 /// `setsockopt` fails with `ENOTSOCK`).
-fn discard(fd: OwnedFd) {
+pub(crate) fn discard(fd: OwnedFd) {
     let _ = sockopt::set_socket_linger(&fd, Some(Duration::ZERO));
     drop(fd);
 }
@@ -870,7 +870,7 @@ fn check<const CAP: usize>(
 }
 
 /// [`discard`]s every fd in `fds`, leaving it empty.
-fn discard_all<const N: usize>(fds: &mut Vec<OwnedFd, N>) {
+pub(crate) fn discard_all<const N: usize>(fds: &mut Vec<OwnedFd, N>) {
     while let Some(fd) = fds.pop() {
         discard(fd);
     }
@@ -888,7 +888,7 @@ impl<const MAX_FDS: usize> AsRawFd for Channel<MAX_FDS> {
     }
 }
 
-fn monotonic_now() -> Duration {
+pub(crate) fn monotonic_now() -> Duration {
     let now = clock_gettime(ClockId::Monotonic);
     // CLOCK_MONOTONIC is never negative.
     let secs = u64::try_from(now.tv_sec).unwrap_or(0);
@@ -896,7 +896,7 @@ fn monotonic_now() -> Duration {
     Duration::new(secs, nanos)
 }
 
-fn timespec(duration: Duration) -> Timespec {
+pub(crate) fn timespec(duration: Duration) -> Timespec {
     Timespec {
         tv_sec: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
         tv_nsec: duration.subsec_nanos().into(),

@@ -123,6 +123,59 @@ pub enum Error {
     },
     /// Any other error from the operating system.
     Os(#[cfg_attr(feature = "defmt", defmt(Debug2Format))] Errno),
+    /// Typed calls: a record without a valid call header (shorter than 8
+    /// bytes, an unknown kind, or a reserved byte that is not zero). The
+    /// record is consumed and its fds closed.
+    #[cfg(feature = "calls")]
+    BadCallHeader,
+    /// Typed calls: the peer's hello named another protocol, or another
+    /// version of it. Every call fails with this, on both sides.
+    #[cfg(feature = "calls")]
+    ProtocolMismatch {
+        /// Whether the protocol names matched (only the version differs).
+        same_name: bool,
+        /// The version the peer speaks (0 if its hello did not decode).
+        peer_version: u32,
+    },
+    /// Typed calls: a body did not decode as the protocol's type (or had
+    /// bytes left over).
+    #[cfg(feature = "calls")]
+    BadBody,
+    /// Typed calls: a body names an enum variant the protocol's type does
+    /// not have.
+    #[cfg(feature = "calls")]
+    UnknownVariant,
+    /// Typed calls: a message names an fd slot past the fds its record
+    /// carried.
+    #[cfg(feature = "calls")]
+    BadFdSlot {
+        /// The slot named.
+        slot: u8,
+        /// Number of fds the record carried.
+        fds: usize,
+    },
+    /// Typed calls: an fd slot was claimed twice.
+    #[cfg(feature = "calls")]
+    FdSlotClaimed {
+        /// The slot named.
+        slot: u8,
+    },
+    /// Typed calls: the responder refused the request with an error reply.
+    #[cfg(feature = "calls")]
+    Rejected(crate::calls::Rejection),
+    /// Typed calls: a message does not fit the outgoing buffer.
+    #[cfg(feature = "calls")]
+    EncodeFailed,
+    /// Typed calls: a blocking `call` while calls started with `start` are
+    /// still in flight.
+    #[cfg(feature = "calls")]
+    CallsInFlight,
+    /// Typed calls: `start` with the table of calls in flight full.
+    #[cfg(feature = "calls")]
+    TooManyCalls {
+        /// The table's capacity (`CALLS`).
+        max: usize,
+    },
 }
 
 impl Error {
@@ -150,7 +203,16 @@ impl Error {
                 | Self::Truncated { .. }
                 | Self::TooManyFds { .. }
                 | Self::FdsTruncated { .. }
-        )
+        ) || self.is_bad_call_header()
+    }
+
+    /// A record without a valid call header is a rejected record too.
+    const fn is_bad_call_header(&self) -> bool {
+        #[cfg(feature = "calls")]
+        if let Self::BadCallHeader = self {
+            return true;
+        }
+        false
     }
 }
 
@@ -222,6 +284,40 @@ impl fmt::Display for Error {
                 write!(f, "frame of {len} bytes has no room for the 8-byte header")
             }
             Self::Os(errno) => write!(f, "os error: {errno}"),
+            #[cfg(feature = "calls")]
+            Self::BadCallHeader => f.write_str("record without a valid call header"),
+            #[cfg(feature = "calls")]
+            Self::ProtocolMismatch {
+                same_name,
+                peer_version,
+            } => {
+                if *same_name {
+                    write!(f, "the peer speaks version {peer_version} of the protocol")
+                } else {
+                    f.write_str("the peer speaks another protocol")
+                }
+            }
+            #[cfg(feature = "calls")]
+            Self::BadBody => f.write_str("message body does not decode"),
+            #[cfg(feature = "calls")]
+            Self::UnknownVariant => f.write_str("message names an unknown variant"),
+            #[cfg(feature = "calls")]
+            Self::BadFdSlot { slot, fds } => write!(
+                f,
+                "fd slot {slot} is out of range: the record carried {fds} fds"
+            ),
+            #[cfg(feature = "calls")]
+            Self::FdSlotClaimed { slot } => write!(f, "fd slot {slot} was already claimed"),
+            #[cfg(feature = "calls")]
+            Self::Rejected(rejection) => write!(f, "the responder refused the call: {rejection:?}"),
+            #[cfg(feature = "calls")]
+            Self::EncodeFailed => f.write_str("message does not fit the outgoing buffer"),
+            #[cfg(feature = "calls")]
+            Self::CallsInFlight => {
+                f.write_str("a blocking call while started calls are still in flight")
+            }
+            #[cfg(feature = "calls")]
+            Self::TooManyCalls { max } => write!(f, "{max} calls are in flight already"),
         }
     }
 }

@@ -7,6 +7,9 @@
 #[macro_use]
 mod fmt;
 
+#[cfg(feature = "calls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "calls")))]
+pub mod calls;
 mod channel;
 mod cmsg;
 mod error;

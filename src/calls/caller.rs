@@ -1,0 +1,612 @@
+//! The calling side: the pipeline's end of a typed protocol.
+
+use core::fmt;
+use core::marker::PhantomData;
+use core::time::Duration;
+
+use heapless::Vec;
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+
+use super::{Arrived, Claims, Endpoint, Kind, Peer, Protocol, Rejection, Wait, decode};
+use crate::channel::{discard_all, monotonic_now};
+use crate::{Channel, Error};
+
+/// A call in flight: its cookie and its deadline (`CLOCK_MONOTONIC`).
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    cookie: u32,
+    deadline: Option<Duration>,
+}
+
+/// The calling end of protocol `P` over a channel: blocking [`call`]s, and
+/// for a `poll` main loop, calls [`start`]ed without waiting whose replies,
+/// timeouts and failures come back from [`poll`], together with the
+/// responder's events. At most `CALLS` calls are in flight at once.
+///
+/// The caller sends with `MSG_DONTWAIT` (or waits for room until the
+/// call's deadline), so a worker that stops reading cannot block it; and
+/// everything it receives is checked: replies are matched to calls by
+/// cookie, a reply that comes after its call timed out is dropped and
+/// counted ([`late_replies`]), and when the worker dies every call in flight
+/// ends with [`Error::Disconnected`] at once.
+///
+/// The two buffers hold one outgoing and one incoming record each (the
+/// 16 header bytes and the body); replies and events borrow from the
+/// incoming one.
+///
+/// [`call`]: Self::call
+/// [`start`]: Self::start
+/// [`poll`]: Self::poll
+/// [`late_replies`]: Self::late_replies
+///
+/// # Example
+///
+/// See [`Caller::call`].
+pub struct Caller<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> {
+    end: Endpoint<'b, MAX_FDS>,
+    pending: Vec<Pending, CALLS>,
+    next_cookie: u32,
+    late: u32,
+    discarded: u32,
+    disconnected: bool,
+    protocol: PhantomData<fn() -> P>,
+}
+
+/// What [`Caller::poll`] hands back.
+pub enum Incoming<'a, P: Protocol, const MAX_FDS: usize> {
+    /// The reply to the call with this cookie, and the fds it came with.
+    Reply {
+        /// The call's cookie, as [`Caller::start`] returned it.
+        cookie: u32,
+        /// The reply, borrowing from the caller's incoming buffer.
+        reply: P::Reply<'a>,
+        /// The reply's fds, to be claimed by slot.
+        fds: Claims<MAX_FDS>,
+    },
+    /// An event from the responder, and the fds it came with.
+    Event {
+        /// The event, borrowing from the caller's incoming buffer.
+        event: P::Event<'a>,
+        /// The event's fds, to be claimed by slot.
+        fds: Claims<MAX_FDS>,
+    },
+    /// The call with this cookie ended without a reply: its deadline
+    /// passed ([`Error::TimedOut`]), the responder refused it
+    /// ([`Error::Rejected`]), its reply did not decode ([`Error::BadBody`],
+    /// [`Error::UnknownVariant`]), the peer speaks another protocol
+    /// ([`Error::ProtocolMismatch`]), or the peer is gone
+    /// ([`Error::Disconnected`]).
+    Failed {
+        /// The call's cookie.
+        cookie: u32,
+        /// Why it ended.
+        error: Error,
+    },
+    /// An event arrived that did not decode as `P::Event`; its fds are
+    /// closed.
+    BadEvent(Error),
+}
+
+impl<P: Protocol, const MAX_FDS: usize> fmt::Debug for Incoming<'_, P, MAX_FDS> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Reply { cookie, reply, fds } => f
+                .debug_struct("Reply")
+                .field("cookie", cookie)
+                .field("reply", reply)
+                .field("fds", &fds.len())
+                .finish(),
+            Self::Event { event, fds } => f
+                .debug_struct("Event")
+                .field("event", event)
+                .field("fds", &fds.len())
+                .finish(),
+            Self::Failed { cookie, error } => f
+                .debug_struct("Failed")
+                .field("cookie", cookie)
+                .field("error", error)
+                .finish(),
+            Self::BadEvent(error) => f.debug_tuple("BadEvent").field(error).finish(),
+        }
+    }
+}
+
+/// What one step of the receive loop found, before any body is decoded.
+enum Step {
+    Reply { cookie: u32, arrived: Arrived },
+    Event(Arrived),
+    Failed { cookie: u32, error: Error },
+    Nothing,
+}
+
+impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MAX_FDS, CALLS> {
+    /// Takes the channel and two buffers (outgoing and incoming records,
+    /// each at least 16 bytes) and sends the hello.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoHeaderRoom`] for a buffer under 16 bytes,
+    /// [`Error::EncodeFailed`] if the hello does not fit, or what sending
+    /// it returns.
+    ///
+    /// # Example
+    ///
+    /// See [`Caller::call`].
+    pub fn new(
+        channel: Channel<MAX_FDS>,
+        out: &'b mut [u8],
+        inbox: &'b mut [u8],
+    ) -> Result<Self, Error> {
+        Ok(Self {
+            end: Endpoint::new::<P>(channel, out, inbox)?,
+            pending: Vec::new(),
+            next_cookie: 1,
+            late: 0,
+            discarded: 0,
+            disconnected: false,
+            protocol: PhantomData,
+        })
+    }
+
+    /// Sends `request` with `fds` and waits for its reply, at most
+    /// `timeout` (the deadline is fixed on entry and covers the send too).
+    /// Events that arrive meanwhile go to `on_event`, in order, with their
+    /// fds. The reply borrows from the incoming buffer.
+    ///
+    /// For one call at a time: with calls [`start`](Self::start)ed and not
+    /// yet finished, it returns [`Error::CallsInFlight`] (their replies
+    /// would have nowhere to go).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`] at the deadline, [`Error::Disconnected`] as soon
+    /// as the peer is gone, [`Error::Rejected`] if the responder refused
+    /// the request, [`Error::ProtocolMismatch`] if its hello named another
+    /// protocol, [`Error::BadBody`]/[`Error::UnknownVariant`] for a reply
+    /// that does not decode, [`Error::EncodeFailed`] for a request that does
+    /// not fit the outgoing buffer, and the channel's errors.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ipc_unixsocket::Channel;
+    /// use ipc_unixsocket::calls::{Caller, Protocol, Responder};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// struct Echo;
+    /// impl Protocol for Echo {
+    ///     const NAME: &'static str = "echo";
+    ///     const VERSION: u32 = 1;
+    ///     type Request<'a> = &'a str;
+    ///     type Reply<'a> = &'a str;
+    ///     type Event<'a> = ();
+    /// }
+    ///
+    /// let (pipeline, worker) = Channel::<0>::pair()?;
+    /// let worker = std::thread::spawn(move || -> Result<(), ipc_unixsocket::Error> {
+    ///     let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
+    ///     let mut responder = Responder::<Echo, 0>::new(worker, &mut out, &mut inbox)?;
+    ///     responder.serve(|call| Ok(call.request))?; // the hello
+    ///     responder.serve(|call| Ok(call.request))?; // the call
+    ///     Ok(())
+    /// });
+    ///
+    /// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
+    /// let mut caller = Caller::<Echo, 0, 4>::new(pipeline, &mut out, &mut inbox)?;
+    /// let (reply, _fds) = caller.call(&"ping", &[], Duration::from_secs(5), |_, _| {})?;
+    /// assert_eq!(reply, "ping");
+    /// worker.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn call<'s>(
+        &'s mut self,
+        request: &P::Request<'_>,
+        fds: &[BorrowedFd<'_>],
+        timeout: Duration,
+        mut on_event: impl FnMut(P::Event<'_>, Claims<MAX_FDS>),
+    ) -> Result<(P::Reply<'s>, Claims<MAX_FDS>), Error> {
+        if !self.pending.is_empty() {
+            return Err(Error::CallsInFlight);
+        }
+        let deadline = monotonic_now().checked_add(timeout);
+        let wait = deadline.map_or(Wait::Forever, Wait::Until);
+        let mine = self.send_request(request, fds, deadline, wait)?;
+        let arrived = loop {
+            match self.step(wait)? {
+                Step::Reply { cookie, arrived } if cookie == mine => break arrived,
+                Step::Failed { cookie, error } if cookie == mine => return Err(error),
+                Step::Event(arrived) => {
+                    let fds = self.end.claims();
+                    match decode(self.end.body(arrived)) {
+                        Ok(event) => on_event(event, fds),
+                        Err(_) => self.discarded += 1,
+                    }
+                }
+                Step::Reply { .. } | Step::Failed { .. } | Step::Nothing => {}
+            }
+        };
+        let fds = self.end.claims();
+        Ok((decode(self.end.body(arrived))?, fds))
+    }
+
+    /// Sends `request` with `fds` as a call whose reply (or failure) will
+    /// come back from [`poll`](Self::poll) with the returned cookie. Never
+    /// blocks: a full socket is [`Error::WouldBlock`] and no call is
+    /// started. `timeout` (`None` for none) is counted from now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooManyCalls`] with `CALLS` calls in flight,
+    /// [`Error::Disconnected`] once the peer is gone, [`Error::WouldBlock`],
+    /// [`Error::EncodeFailed`], and the channel's send errors.
+    ///
+    /// # Example
+    ///
+    /// See [`Caller::poll`].
+    pub fn start(
+        &mut self,
+        request: &P::Request<'_>,
+        fds: &[BorrowedFd<'_>],
+        timeout: Option<Duration>,
+    ) -> Result<u32, Error> {
+        if self.pending.is_full() {
+            return Err(Error::TooManyCalls { max: CALLS });
+        }
+        let deadline = timeout.and_then(|t| monotonic_now().checked_add(t));
+        self.send_request(request, fds, deadline, Wait::Now)
+    }
+
+    /// Sends `request` with `fds` as a one-way message (cookie 0): the
+    /// responder handles it and sends no reply. Never blocks.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Disconnected`] once the peer is gone, [`Error::WouldBlock`],
+    /// [`Error::EncodeFailed`], and the channel's send errors.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::Channel;
+    /// use ipc_unixsocket::calls::{Caller, Protocol};
+    ///
+    /// struct Log;
+    /// impl Protocol for Log {
+    ///     const NAME: &'static str = "log";
+    ///     const VERSION: u32 = 1;
+    ///     type Request<'a> = &'a str;
+    ///     type Reply<'a> = ();
+    ///     type Event<'a> = ();
+    /// }
+    ///
+    /// let (pipeline, _worker) = Channel::<0>::pair()?;
+    /// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
+    /// let mut caller = Caller::<Log, 0, 1>::new(pipeline, &mut out, &mut inbox)?;
+    /// caller.notify(&"frame 7 dropped", &[])?;
+    /// # Ok::<(), ipc_unixsocket::Error>(())
+    /// ```
+    pub fn notify(
+        &mut self,
+        request: &P::Request<'_>,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(), Error> {
+        self.check_peer()?;
+        let len = self.end.encode(Kind::Request, 0, request)?;
+        self.end.send(len, fds, Wait::Now)
+    }
+
+    /// The next thing that happened, or `None` when nothing is left to
+    /// report right now: a reply, an event, or a call that ended without a
+    /// reply. Never blocks; call it until `None` each time the channel is
+    /// readable or [`poll_timeout`](Self::poll_timeout) has passed.
+    ///
+    /// Replies to calls that are no longer in flight are dropped and
+    /// counted; records that are not replies or events are dropped and
+    /// counted ([`discarded`](Self::discarded)). When the peer is gone,
+    /// every call in flight comes back as [`Incoming::Failed`] with
+    /// [`Error::Disconnected`], then `poll` returns that error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Disconnected`] once the peer is gone and every call in
+    /// flight has been reported; [`Error::ProtocolMismatch`] from the
+    /// peer's hello; and the channel's errors other than rejected records.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ipc_unixsocket::{Channel, Error};
+    /// use ipc_unixsocket::calls::{Caller, Incoming, Protocol, Responder};
+    ///
+    /// struct Double;
+    /// impl Protocol for Double {
+    ///     const NAME: &'static str = "double";
+    ///     const VERSION: u32 = 1;
+    ///     type Request<'a> = u32;
+    ///     type Reply<'a> = u32;
+    ///     type Event<'a> = ();
+    /// }
+    ///
+    /// let (pipeline, worker) = Channel::<0>::pair()?;
+    /// let (mut wout, mut win) = ([0u8; 32], [0u8; 32]);
+    /// let mut responder = Responder::<Double, 0>::new(worker, &mut wout, &mut win)?;
+    /// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+    /// let mut caller = Caller::<Double, 0, 2>::new(pipeline, &mut out, &mut inbox)?;
+    ///
+    /// let a = caller.start(&20, &[], Some(Duration::from_secs(5)))?;
+    /// let b = caller.start(&21, &[], Some(Duration::from_secs(5)))?;
+    /// for _ in 0..3 { // the hello, then both requests
+    ///     responder.serve(|call| Ok(call.request * 2))?;
+    /// }
+    /// let mut replies = Vec::new();
+    /// while let Some(incoming) = caller.poll()? {
+    ///     if let Incoming::Reply { cookie, reply, .. } = incoming {
+    ///         replies.push((cookie, reply));
+    ///     }
+    /// }
+    /// assert_eq!(replies, [(a, 40), (b, 42)]);
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn poll(&mut self) -> Result<Option<Incoming<'_, P, MAX_FDS>>, Error> {
+        let found = match self.step(Wait::Now)? {
+            Step::Nothing => return Ok(None),
+            found => found,
+        };
+        let fds = self.end.claims();
+        Ok(Some(match found {
+            Step::Reply { cookie, arrived } => match decode(self.end.body(arrived)) {
+                Ok(reply) => Incoming::Reply { cookie, reply, fds },
+                Err(error) => Incoming::Failed { cookie, error },
+            },
+            Step::Event(arrived) => match decode(self.end.body(arrived)) {
+                Ok(event) => Incoming::Event { event, fds },
+                Err(error) => Incoming::BadEvent(error),
+            },
+            Step::Failed { cookie, error } => Incoming::Failed { cookie, error },
+            Step::Nothing => return Ok(None),
+        }))
+    }
+
+    /// The deadline of the call that ends first (`CLOCK_MONOTONIC`, as
+    /// `clock_gettime` reads it), if any call in flight has one.
+    ///
+    /// # Example
+    ///
+    /// See [`poll_timeout`](Self::poll_timeout).
+    #[must_use]
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.pending.iter().filter_map(|p| p.deadline).min()
+    }
+
+    /// How long a `poll` of the main loop may wait before
+    /// [`poll`](Self::poll) has a timeout to report: `None` when no call in
+    /// flight has a deadline.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ipc_unixsocket::Channel;
+    /// use ipc_unixsocket::calls::{Caller, Protocol};
+    ///
+    /// struct Ping;
+    /// impl Protocol for Ping {
+    ///     const NAME: &'static str = "ping";
+    ///     const VERSION: u32 = 1;
+    ///     type Request<'a> = ();
+    ///     type Reply<'a> = ();
+    ///     type Event<'a> = ();
+    /// }
+    ///
+    /// let (pipeline, _worker) = Channel::<0>::pair()?;
+    /// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+    /// let mut caller = Caller::<Ping, 0, 1>::new(pipeline, &mut out, &mut inbox)?;
+    /// assert_eq!(caller.poll_timeout(), None);
+    /// caller.start(&(), &[], Some(Duration::from_millis(50)))?;
+    /// assert!(caller.poll_timeout().unwrap() <= Duration::from_millis(50));
+    /// # Ok::<(), ipc_unixsocket::Error>(())
+    /// ```
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        self.next_deadline()
+            .map(|deadline| deadline.saturating_sub(monotonic_now()))
+    }
+
+    /// Number of calls in flight.
+    ///
+    /// # Example
+    ///
+    /// See [`poll_timeout`](Self::poll_timeout).
+    #[must_use]
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Replies that arrived for no call in flight (after their call timed
+    /// out, or with a cookie never used), dropped with their fds.
+    ///
+    /// # Example
+    ///
+    /// See [`poll_timeout`](Self::poll_timeout).
+    #[must_use]
+    pub fn late_replies(&self) -> u32 {
+        self.late
+    }
+
+    /// Records dropped that were neither replies nor events the caller
+    /// could use: malformed records, requests, and events that did not
+    /// decode during a blocking [`call`](Self::call).
+    ///
+    /// # Example
+    ///
+    /// See [`poll_timeout`](Self::poll_timeout).
+    #[must_use]
+    pub fn discarded(&self) -> u32 {
+        self.discarded
+    }
+
+    /// Fails at once if the peer is gone or speaks another protocol.
+    fn check_peer(&self) -> Result<(), Error> {
+        if self.disconnected {
+            return Err(Error::Disconnected);
+        }
+        match self.end.peer {
+            Peer::Mismatched(error) => Err(error),
+            Peer::Unknown | Peer::Matched => Ok(()),
+        }
+    }
+
+    /// Encodes and sends a request with a fresh cookie and records it as in
+    /// flight.
+    fn send_request(
+        &mut self,
+        request: &P::Request<'_>,
+        fds: &[BorrowedFd<'_>],
+        deadline: Option<Duration>,
+        wait: Wait,
+    ) -> Result<u32, Error> {
+        self.check_peer()?;
+        let cookie = self.fresh_cookie();
+        let len = self.end.encode(Kind::Request, cookie, request)?;
+        self.end.send(len, fds, wait)?;
+        // Cannot fail: callers check that the table has room.
+        let _ = self.pending.push(Pending { cookie, deadline });
+        Ok(cookie)
+    }
+
+    /// A cookie that is neither 0 nor in flight.
+    fn fresh_cookie(&mut self) -> u32 {
+        loop {
+            let cookie = self.next_cookie;
+            self.next_cookie = self.next_cookie.wrapping_add(1);
+            if cookie != 0 && !self.pending.iter().any(|p| p.cookie == cookie) {
+                return cookie;
+            }
+        }
+    }
+
+    /// Removes the call with `cookie` from the table; false if none.
+    fn finish(&mut self, cookie: u32) -> bool {
+        match self.pending.iter().position(|p| p.cookie == cookie) {
+            Some(at) => {
+                self.pending.remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// One step: a call that ended (deadline, dead peer), or the next
+    /// record sorted by kind, or nothing, waiting as `wait` allows. Bodies
+    /// are not decoded here.
+    fn step(&mut self, wait: Wait) -> Result<Step, Error> {
+        loop {
+            // A dead peer, or one that speaks another protocol, ends every
+            // call in flight, one per step, and then every step.
+            let ended = match self.end.peer {
+                Peer::Mismatched(error) => Some(error),
+                _ if self.disconnected => Some(Error::Disconnected),
+                _ => None,
+            };
+            if let Some(error) = ended {
+                return match self.pending.pop() {
+                    Some(call) => Ok(Step::Failed {
+                        cookie: call.cookie,
+                        error,
+                    }),
+                    None => Err(error),
+                };
+            }
+            let now = monotonic_now();
+            let expired = self
+                .pending
+                .iter()
+                .position(|p| p.deadline.is_some_and(|d| d <= now));
+            if let Some(at) = expired {
+                let call = self.pending.remove(at);
+                return Ok(Step::Failed {
+                    cookie: call.cookie,
+                    error: Error::TimedOut,
+                });
+            }
+            // Wait no longer than the first deadline.
+            let wait = match (wait, self.next_deadline()) {
+                (Wait::Now, _) => Wait::Now,
+                (Wait::Forever, Some(first)) => Wait::Until(first),
+                (Wait::Until(until), Some(first)) => Wait::Until(until.min(first)),
+                (wait, None) => wait,
+            };
+            let arrived = match self.end.receive(wait) {
+                Ok(arrived) => arrived,
+                Err(Error::WouldBlock) => return Ok(Step::Nothing),
+                // The deadline check above reports the call.
+                Err(Error::TimedOut) => continue,
+                Err(Error::Disconnected) => {
+                    self.disconnected = true;
+                    continue;
+                }
+                Err(error) if error.is_rejected_record() => {
+                    self.discarded += 1;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            let cookie = arrived.header.cookie;
+            match arrived.header.kind {
+                // A mismatch is reported at the top of the loop.
+                Kind::Hello => {
+                    let _ = self.end.hello::<P>(arrived);
+                }
+                Kind::Reply | Kind::ErrorReply if !self.finish(cookie) => {
+                    discard_all(&mut self.end.fds);
+                    self.late += 1;
+                }
+                Kind::Reply => return Ok(Step::Reply { cookie, arrived }),
+                Kind::ErrorReply => {
+                    discard_all(&mut self.end.fds);
+                    let code = self.end.body(arrived).first().copied().unwrap_or(0);
+                    return Ok(Step::Failed {
+                        cookie,
+                        error: Error::Rejected(Rejection::from_byte(code)),
+                    });
+                }
+                Kind::Event => return Ok(Step::Event(arrived)),
+                Kind::Request => {
+                    discard_all(&mut self.end.fds);
+                    self.discarded += 1;
+                }
+            }
+        }
+    }
+}
+
+impl<P: Protocol, const MAX_FDS: usize, const CALLS: usize> fmt::Debug
+    for Caller<'_, P, MAX_FDS, CALLS>
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Caller")
+            .field("protocol", &P::NAME)
+            .field("version", &P::VERSION)
+            .field("channel", &self.end.channel)
+            .field("in_flight", &self.pending.len())
+            .field("late_replies", &self.late)
+            .field("discarded", &self.discarded)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Protocol, const MAX_FDS: usize, const CALLS: usize> AsFd for Caller<'_, P, MAX_FDS, CALLS> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.end.channel.as_fd()
+    }
+}
+
+impl<P: Protocol, const MAX_FDS: usize, const CALLS: usize> AsRawFd
+    for Caller<'_, P, MAX_FDS, CALLS>
+{
+    fn as_raw_fd(&self) -> RawFd {
+        self.end.channel.as_raw_fd()
+    }
+}

@@ -1,0 +1,311 @@
+//! Typed calls over a [`Channel`](crate::Channel) (feature `calls`): requests
+//! and replies matched by cookie, events, deadlines, and fds referenced from
+//! inside the message, with Rust types serialized by [postcard] and no heap.
+//!
+//! This is what libcamera's IPA proxies do over `IPCPipeUnixSocket`. A
+//! [`Protocol`] ties three serde types together (request, reply, event)
+//! with a name and a version. The pipeline holds a [`Caller`], the worker a
+//! [`Responder`]; each sends a hello when it is made, and a peer whose name
+//! or version differs is an [`Error::ProtocolMismatch`](crate::Error) on
+//! both sides before any request is handled. Every message is one record of
+//! wire format v1 whose data is an 8-byte [`CallHeader`] and the postcard
+//! body ("calls v1", see the README), sent and received as one iovec
+//! segment from buffers the caller supplies.
+//!
+//! An fd travels as an [`FdSlot`], its index in the record's fd list: the
+//! sender [`Attach`]es borrowed fds and writes the slots into the message,
+//! the receiver [`Claims`] each slot as an `OwnedFd`; whatever is not
+//! claimed is closed.
+//!
+//! [postcard]: https://docs.rs/postcard
+
+use core::fmt::Debug;
+use core::time::Duration;
+
+use heapless::Vec;
+use rustix::event::{PollFd, PollFlags, poll};
+use rustix::fd::{BorrowedFd, OwnedFd};
+use rustix::io::Errno;
+use serde::{Deserialize, Serialize};
+
+use crate::channel::{discard_all, monotonic_now, timespec};
+use crate::{Channel, Error, HEADER_LEN};
+
+mod caller;
+mod responder;
+mod slots;
+mod wire;
+
+pub use caller::{Caller, Incoming};
+pub use responder::{Call, Responder, Served};
+pub use slots::{Attach, Claims, FdSlot};
+pub use wire::{CALL_HEADER_LEN, CallHeader, Kind, Rejection};
+
+/// A protocol: the request, reply and event types one side sends the other,
+/// with a name and a version that both ends compare in their hellos.
+///
+/// The types are serde types, usually enums; they may borrow `&[u8]` and
+/// `&str` from the receive buffer (the lifetime `'a`), so nothing is copied
+/// out of it.
+///
+/// # Example
+///
+/// ```
+/// use ipc_unixsocket::calls::{FdSlot, Protocol};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Serialize, Deserialize)]
+/// enum Request<'a> {
+///     Configure { buffers: [FdSlot; 2] },
+///     Process { buffer: u32, note: &'a str },
+/// }
+///
+/// #[derive(Debug, Serialize, Deserialize)]
+/// enum Reply {
+///     Configured,
+///     Stats { exposure_us: u32 },
+/// }
+///
+/// #[derive(Debug, Serialize, Deserialize)]
+/// enum Event<'a> {
+///     SetSensorControls { gain: u16 },
+///     Metadata(&'a [u8]),
+/// }
+///
+/// struct Ipa;
+/// impl Protocol for Ipa {
+///     const NAME: &'static str = "example.ipa";
+///     const VERSION: u32 = 1;
+///     type Request<'a> = Request<'a>;
+///     type Reply<'a> = Reply;
+///     type Event<'a> = Event<'a>;
+/// }
+/// ```
+pub trait Protocol {
+    /// The protocol's name, compared in the hellos.
+    const NAME: &'static str;
+    /// The protocol's version, compared in the hellos.
+    const VERSION: u32;
+    /// What the caller sends.
+    type Request<'a>: Serialize + Deserialize<'a> + Debug;
+    /// What the responder answers a request with.
+    type Reply<'a>: Serialize + Deserialize<'a> + Debug;
+    /// What the responder sends unasked.
+    type Event<'a>: Serialize + Deserialize<'a> + Debug;
+}
+
+/// Where the body of a message starts in a frame: after the v1 header's
+/// room and the call header.
+const BODY: usize = HEADER_LEN + CALL_HEADER_LEN;
+
+/// How long a receive may wait.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Not at all.
+    Now,
+    /// Until this `CLOCK_MONOTONIC` instant.
+    Until(Duration),
+    /// For ever.
+    Forever,
+}
+
+/// A record of the call layer that has arrived: its header, and the length
+/// of its body, which is in the inbox at `BODY..`. Its fds are in the
+/// endpoint's `fds`.
+#[derive(Clone, Copy)]
+struct Arrived {
+    header: CallHeader,
+    body_len: usize,
+}
+
+/// What both ends share: the channel, the two buffers, the fds of the last
+/// record received, and what the peer's hello said.
+struct Endpoint<'b, const MAX_FDS: usize> {
+    channel: Channel<MAX_FDS>,
+    out: &'b mut [u8],
+    inbox: &'b mut [u8],
+    fds: Vec<OwnedFd, MAX_FDS>,
+    peer: Peer,
+}
+
+/// What is known of the peer's protocol.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Peer {
+    /// Its hello has not arrived yet.
+    Unknown,
+    /// Its hello named the same protocol.
+    Matched,
+    /// Its hello named another protocol; the error says how.
+    Mismatched(Error),
+}
+
+impl<'b, const MAX_FDS: usize> Endpoint<'b, MAX_FDS> {
+    /// Takes the channel and the buffers and sends this end's hello.
+    fn new<P: Protocol>(
+        channel: Channel<MAX_FDS>,
+        out: &'b mut [u8],
+        inbox: &'b mut [u8],
+    ) -> Result<Self, Error> {
+        for buffer in [&*out, &*inbox] {
+            if buffer.len() < BODY {
+                return Err(Error::NoHeaderRoom { len: buffer.len() });
+            }
+        }
+        let mut end = Self {
+            channel,
+            out,
+            inbox,
+            fds: Vec::new(),
+            peer: Peer::Unknown,
+        };
+        let hello = (P::NAME, P::VERSION);
+        let len = end.encode(Kind::Hello, 0, &hello)?;
+        end.send(len, &[], Wait::Forever)?;
+        Ok(end)
+    }
+
+    /// Writes the call header and `body` (postcard) into the out buffer and
+    /// returns the frame's length.
+    fn encode<T: Serialize + ?Sized>(
+        &mut self,
+        kind: Kind,
+        cookie: u32,
+        body: &T,
+    ) -> Result<usize, Error> {
+        encode(self.out, kind, cookie, body)
+    }
+
+    /// Sends the first `len` bytes of the out buffer with `fds`, waiting
+    /// for room in the socket as `wait` allows.
+    fn send(&mut self, len: usize, fds: &[BorrowedFd<'_>], wait: Wait) -> Result<(), Error> {
+        send(&self.channel, &mut self.out[..len], fds, wait)
+    }
+
+    /// Receives one record into the inbox and decodes its call header.
+    fn receive(&mut self, wait: Wait) -> Result<Arrived, Error> {
+        let got = match wait {
+            Wait::Now => self.channel.try_recv_frame(self.inbox, &mut self.fds),
+            Wait::Forever => self.channel.recv_frame(self.inbox, &mut self.fds),
+            Wait::Until(deadline) => {
+                let left = deadline.saturating_sub(monotonic_now());
+                self.channel
+                    .recv_frame_timeout(self.inbox, &mut self.fds, left)
+            }
+        }?;
+        let data = &self.inbox[HEADER_LEN..][..got.data_len];
+        match CallHeader::decode(data) {
+            Ok(header) => Ok(Arrived {
+                header,
+                body_len: got.data_len - CALL_HEADER_LEN,
+            }),
+            Err(error) => {
+                discard_all(&mut self.fds);
+                Err(error)
+            }
+        }
+    }
+
+    /// The body of the record that arrived last.
+    fn body(&self, arrived: Arrived) -> &[u8] {
+        &self.inbox[BODY..][..arrived.body_len]
+    }
+
+    /// The fds of the record that arrived last, to be claimed.
+    fn claims(&mut self) -> Claims<MAX_FDS> {
+        Claims::from(core::mem::take(&mut self.fds))
+    }
+
+    /// Checks the peer's hello, remembers the outcome and returns it.
+    fn hello<P: Protocol>(&mut self, arrived: Arrived) -> Result<(), Error> {
+        discard_all(&mut self.fds);
+        let outcome = match decode::<(&str, u32)>(self.body(arrived)) {
+            Ok((name, version)) if name == P::NAME && version == P::VERSION => Peer::Matched,
+            Ok((name, version)) => Peer::Mismatched(Error::ProtocolMismatch {
+                same_name: name == P::NAME,
+                peer_version: version,
+            }),
+            Err(_) => Peer::Mismatched(Error::ProtocolMismatch {
+                same_name: false,
+                peer_version: 0,
+            }),
+        };
+        self.peer = outcome;
+        match outcome {
+            Peer::Mismatched(error) => Err(error),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Writes the call header and `body` (postcard) into `out` (after the v1
+/// header's room) and returns the frame's length.
+fn encode<T: Serialize + ?Sized>(
+    out: &mut [u8],
+    kind: Kind,
+    cookie: u32,
+    body: &T,
+) -> Result<usize, Error> {
+    let (head, rest) = out.split_at_mut(BODY);
+    head[HEADER_LEN..].copy_from_slice(&CallHeader { kind, cookie }.encode());
+    let used = postcard::to_slice(body, rest).map_err(|_| Error::EncodeFailed)?;
+    Ok(BODY + used.len())
+}
+
+/// Writes an error reply for `cookie` into `out` and returns the frame's
+/// length. `out` holds at least `BODY` bytes (checked when the endpoint is
+/// made); a buffer of exactly `BODY` bytes gets an empty body, which the
+/// caller reads as [`Rejection::Other`].
+fn encode_rejection(out: &mut [u8], cookie: u32, rejection: Rejection) -> usize {
+    let header = CallHeader {
+        kind: Kind::ErrorReply,
+        cookie,
+    };
+    out[HEADER_LEN..BODY].copy_from_slice(&header.encode());
+    match out.get_mut(BODY) {
+        Some(byte) => {
+            *byte = rejection as u8;
+            BODY + 1
+        }
+        None => BODY,
+    }
+}
+
+/// Sends `frame` with `fds`, waiting for room in the socket as `wait`
+/// allows (`poll` for `POLLOUT`, up to the deadline).
+fn send<const MAX_FDS: usize>(
+    channel: &Channel<MAX_FDS>,
+    frame: &mut [u8],
+    fds: &[BorrowedFd<'_>],
+    wait: Wait,
+) -> Result<(), Error> {
+    loop {
+        match channel.try_send_frame(frame, fds) {
+            Err(Error::WouldBlock) => {}
+            done => return done,
+        }
+        let timeout = match wait {
+            Wait::Now => return Err(Error::WouldBlock),
+            Wait::Forever => None,
+            Wait::Until(deadline) => match deadline.checked_sub(monotonic_now()) {
+                Some(left) if !left.is_zero() => Some(timespec(left)),
+                _ => return Err(Error::TimedOut),
+            },
+        };
+        let mut watch = [PollFd::new(channel, PollFlags::OUT)];
+        match poll(&mut watch, timeout.as_ref()) {
+            Ok(0) => return Err(Error::TimedOut),
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+}
+
+/// Decodes a whole body: trailing bytes are as wrong as missing ones.
+fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Error> {
+    match postcard::take_from_bytes::<T>(body) {
+        Ok((value, [])) => Ok(value),
+        Ok(_) => Err(Error::BadBody),
+        Err(postcard::Error::DeserializeBadEnum) => Err(Error::UnknownVariant),
+        Err(_) => Err(Error::BadBody),
+    }
+}

@@ -1,0 +1,350 @@
+//! The responding side: the worker's end of a typed protocol.
+
+use core::fmt;
+use core::marker::PhantomData;
+
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+
+use super::{
+    Arrived, Attach, BODY, Claims, Endpoint, Kind, Peer, Protocol, Rejection, Wait, decode, encode,
+    encode_rejection, send,
+};
+use crate::channel::discard_all;
+use crate::{Channel, Error};
+
+/// The responding end of protocol `P` over a channel: receive one request,
+/// decode it, hand it with its fds to a handler, send the handler's reply;
+/// and emit events at any time. For the worker's own main loop: blocking
+/// [`serve`](Self::serve), non-blocking [`try_serve`](Self::try_serve),
+/// and the socket for `poll` ([`AsFd`]).
+///
+/// A request that does not decode, names an unknown variant, or whose
+/// handler fails on a bad fd slot gets an error reply (the caller sees
+/// [`Error::Rejected`]), and the responder keeps serving.
+///
+/// # Example
+///
+/// See [`Caller::call`](super::Caller::call).
+pub struct Responder<'b, P: Protocol, const MAX_FDS: usize> {
+    end: Endpoint<'b, MAX_FDS>,
+    discarded: u32,
+    protocol: PhantomData<fn() -> P>,
+}
+
+/// What one [`Responder::serve`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Served {
+    /// The caller's hello named the same protocol.
+    Hello,
+    /// A request was handled and its reply sent.
+    Replied {
+        /// The request's cookie.
+        cookie: u32,
+    },
+    /// A one-way request was handled (no reply).
+    OneWay,
+    /// A request was refused with an error reply (or, one-way, dropped).
+    Refused {
+        /// The request's cookie (0 for a one-way request).
+        cookie: u32,
+        /// Why.
+        rejection: Rejection,
+    },
+    /// A record that is not a request (or is malformed) was dropped, with
+    /// its fds.
+    Ignored,
+}
+
+/// One request as a [`Responder`]'s handler gets it: the decoded request
+/// (borrowing from the incoming buffer), the fds it came with, and room
+/// for the fds of the reply.
+pub struct Call<'a, 'c, 'f, P: Protocol, const MAX_FDS: usize> {
+    /// The request.
+    pub request: P::Request<'a>,
+    /// Its fds, to be claimed by slot; those not claimed are closed when
+    /// the handler returns.
+    pub fds: &'c mut Claims<MAX_FDS>,
+    /// The fds the reply will carry: attach them and put the slots in the
+    /// reply.
+    pub reply_fds: &'c mut Attach<'f, MAX_FDS>,
+}
+
+impl<P: Protocol, const MAX_FDS: usize> fmt::Debug for Call<'_, '_, '_, P, MAX_FDS> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Call")
+            .field("request", &self.request)
+            .field("fds", &self.fds.len())
+            .field("reply_fds", &self.reply_fds.as_slice().len())
+            .finish()
+    }
+}
+
+impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
+    /// Takes the channel and two buffers (outgoing and incoming records,
+    /// each at least 16 bytes) and sends the hello.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoHeaderRoom`] for a buffer under 16 bytes,
+    /// [`Error::EncodeFailed`] if the hello does not fit, or what sending
+    /// it returns.
+    ///
+    /// # Example
+    ///
+    /// See [`Caller::call`](super::Caller::call).
+    pub fn new(
+        channel: Channel<MAX_FDS>,
+        out: &'b mut [u8],
+        inbox: &'b mut [u8],
+    ) -> Result<Self, Error> {
+        Ok(Self {
+            end: Endpoint::new::<P>(channel, out, inbox)?,
+            discarded: 0,
+            protocol: PhantomData,
+        })
+    }
+
+    /// Waits for the next record and handles it: a request goes to
+    /// `handler` with its fds (claim them by slot; whatever is not claimed
+    /// is closed when the handler returns) and an [`Attach`] for the
+    /// reply's fds; the reply is sent with them.
+    ///
+    /// The handler returns the reply, or an error: [`Error::BadFdSlot`] and
+    /// [`Error::FdSlotClaimed`] (from [`Claims::claim`]) are refused as
+    /// [`Rejection::BadFdSlot`], anything else as
+    /// [`Rejection::HandlerFailed`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ProtocolMismatch`] when the caller's hello names another
+    /// protocol (requests after it are refused), [`Error::Disconnected`]
+    /// when the caller is gone, and the channel's other errors (rejected
+    /// records are [`Served::Ignored`], not errors).
+    ///
+    /// # Example
+    ///
+    /// See [`Caller::call`](super::Caller::call).
+    pub fn serve<'f>(
+        &mut self,
+        handler: impl for<'a, 'c> FnOnce(Call<'a, 'c, 'f, P, MAX_FDS>) -> Result<P::Reply<'a>, Error>,
+    ) -> Result<Served, Error> {
+        match self.end.receive(Wait::Forever) {
+            Ok(arrived) => self.handle(arrived, handler),
+            Err(error) => self.refuse_record(error),
+        }
+    }
+
+    /// Like [`serve`](Self::serve), but returns `Ok(None)` at once when no
+    /// record is queued.
+    ///
+    /// # Errors
+    ///
+    /// As [`serve`](Self::serve).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::Channel;
+    /// use ipc_unixsocket::calls::{Protocol, Responder};
+    ///
+    /// struct Ping;
+    /// impl Protocol for Ping {
+    ///     const NAME: &'static str = "ping";
+    ///     const VERSION: u32 = 1;
+    ///     type Request<'a> = ();
+    ///     type Reply<'a> = ();
+    ///     type Event<'a> = ();
+    /// }
+    ///
+    /// let (_pipeline, worker) = Channel::<0>::pair()?;
+    /// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+    /// let mut responder = Responder::<Ping, 0>::new(worker, &mut out, &mut inbox)?;
+    /// assert_eq!(responder.try_serve(|_| Ok(()))?, None);
+    /// # Ok::<(), ipc_unixsocket::Error>(())
+    /// ```
+    pub fn try_serve<'f>(
+        &mut self,
+        handler: impl for<'a, 'c> FnOnce(Call<'a, 'c, 'f, P, MAX_FDS>) -> Result<P::Reply<'a>, Error>,
+    ) -> Result<Option<Served>, Error> {
+        match self.end.receive(Wait::Now) {
+            Ok(arrived) => self.handle(arrived, handler).map(Some),
+            Err(Error::WouldBlock) => Ok(None),
+            Err(error) => self.refuse_record(error).map(Some),
+        }
+    }
+
+    /// Sends `event` with `fds`, waiting while the socket is full.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EncodeFailed`] if it does not fit the outgoing buffer, and
+    /// the channel's send errors.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::Channel;
+    /// use ipc_unixsocket::calls::{Protocol, Responder};
+    ///
+    /// struct Sensor;
+    /// impl Protocol for Sensor {
+    ///     const NAME: &'static str = "sensor";
+    ///     const VERSION: u32 = 1;
+    ///     type Request<'a> = ();
+    ///     type Reply<'a> = ();
+    ///     type Event<'a> = u16; // the gain for the next frame
+    /// }
+    ///
+    /// let (_pipeline, worker) = Channel::<0>::pair()?;
+    /// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+    /// let mut responder = Responder::<Sensor, 0>::new(worker, &mut out, &mut inbox)?;
+    /// responder.emit(&640, &[])?;
+    /// # Ok::<(), ipc_unixsocket::Error>(())
+    /// ```
+    pub fn emit(&mut self, event: &P::Event<'_>, fds: &[BorrowedFd<'_>]) -> Result<(), Error> {
+        let len = self.end.encode(Kind::Event, 0, event)?;
+        self.end.send(len, fds, Wait::Forever)
+    }
+
+    /// Records dropped: malformed records, and records that are not
+    /// requests or hellos.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::Channel;
+    /// use ipc_unixsocket::calls::{Protocol, Responder};
+    ///
+    /// struct Ping;
+    /// impl Protocol for Ping {
+    ///     const NAME: &'static str = "ping";
+    ///     const VERSION: u32 = 1;
+    ///     type Request<'a> = ();
+    ///     type Reply<'a> = ();
+    ///     type Event<'a> = ();
+    /// }
+    ///
+    /// let (pipeline, worker) = Channel::<0>::pair()?;
+    /// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+    /// let mut responder = Responder::<Ping, 0>::new(worker, &mut out, &mut inbox)?;
+    /// pipeline.send(b"not a call", &[])?;
+    /// responder.serve(|_| Ok(()))?;
+    /// assert_eq!(responder.discarded(), 1);
+    /// # Ok::<(), ipc_unixsocket::Error>(())
+    /// ```
+    #[must_use]
+    pub fn discarded(&self) -> u32 {
+        self.discarded
+    }
+
+    /// A record the channel rejected, or that had no call header: counted.
+    fn refuse_record(&mut self, error: Error) -> Result<Served, Error> {
+        if error.is_rejected_record() {
+            self.discarded += 1;
+            Ok(Served::Ignored)
+        } else {
+            Err(error)
+        }
+    }
+
+    fn handle<'f>(
+        &mut self,
+        arrived: Arrived,
+        handler: impl for<'a, 'c> FnOnce(Call<'a, 'c, 'f, P, MAX_FDS>) -> Result<P::Reply<'a>, Error>,
+    ) -> Result<Served, Error> {
+        let cookie = arrived.header.cookie;
+        match arrived.header.kind {
+            Kind::Hello => return self.end.hello::<P>(arrived).map(|()| Served::Hello),
+            Kind::Request => {}
+            Kind::Reply | Kind::ErrorReply | Kind::Event => {
+                discard_all(&mut self.end.fds);
+                self.discarded += 1;
+                return Ok(Served::Ignored);
+            }
+        }
+        let refused = match self.end.peer {
+            Peer::Matched => None,
+            Peer::Mismatched(_) => Some(Rejection::ProtocolMismatch),
+            Peer::Unknown => Some(Rejection::Unexpected),
+        };
+        if let Some(rejection) = refused {
+            discard_all(&mut self.end.fds);
+            return refuse(&self.end.channel, self.end.out, cookie, rejection);
+        }
+        let mut claims = self.end.claims();
+        let mut attach = Attach::new();
+        let Endpoint {
+            channel,
+            out,
+            inbox,
+            ..
+        } = &mut self.end;
+        let request = match decode::<P::Request<'_>>(&inbox[BODY..][..arrived.body_len]) {
+            Ok(request) => request,
+            Err(Error::UnknownVariant) => {
+                return refuse(channel, out, cookie, Rejection::UnknownVariant);
+            }
+            Err(_) => return refuse(channel, out, cookie, Rejection::BadBody),
+        };
+        let reply = handler(Call {
+            request,
+            fds: &mut claims,
+            reply_fds: &mut attach,
+        });
+        // Whatever the handler did not claim is closed now.
+        drop(claims);
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(Error::BadFdSlot { .. } | Error::FdSlotClaimed { .. }) => {
+                return refuse(channel, out, cookie, Rejection::BadFdSlot);
+            }
+            Err(_) => return refuse(channel, out, cookie, Rejection::HandlerFailed),
+        };
+        if cookie == 0 {
+            return Ok(Served::OneWay);
+        }
+        let Ok(len) = encode(out, Kind::Reply, cookie, &reply) else {
+            return refuse(channel, out, cookie, Rejection::HandlerFailed);
+        };
+        send(channel, &mut out[..len], attach.as_slice(), Wait::Forever)?;
+        Ok(Served::Replied { cookie })
+    }
+}
+
+/// Sends an error reply for `cookie` (none for a one-way request).
+fn refuse<const MAX_FDS: usize>(
+    channel: &Channel<MAX_FDS>,
+    out: &mut [u8],
+    cookie: u32,
+    rejection: Rejection,
+) -> Result<Served, Error> {
+    if cookie != 0 {
+        let len = encode_rejection(out, cookie, rejection);
+        send(channel, &mut out[..len], &[], Wait::Forever)?;
+    }
+    Ok(Served::Refused { cookie, rejection })
+}
+
+impl<P: Protocol, const MAX_FDS: usize> fmt::Debug for Responder<'_, P, MAX_FDS> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Responder")
+            .field("protocol", &P::NAME)
+            .field("version", &P::VERSION)
+            .field("channel", &self.end.channel)
+            .field("discarded", &self.discarded)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Protocol, const MAX_FDS: usize> AsFd for Responder<'_, P, MAX_FDS> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.end.channel.as_fd()
+    }
+}
+
+impl<P: Protocol, const MAX_FDS: usize> AsRawFd for Responder<'_, P, MAX_FDS> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.end.channel.as_raw_fd()
+    }
+}

@@ -1,0 +1,225 @@
+//! Wire format "calls v1": the 8-byte call header that opens the data of
+//! every record a [`Caller`](super::Caller) or [`Responder`](super::Responder)
+//! sends, and the one-byte bodies of hello and error replies.
+//!
+//! This module is pure: bytes in, typed result out.
+//!
+//! | bytes | field    | value                                             |
+//! |-------|----------|---------------------------------------------------|
+//! | 0     | kind     | 1 hello, 2 request, 3 reply, 4 error reply, 5 event |
+//! | 1..4  | reserved | zero                                              |
+//! | 4..8  | cookie   | `u32`, little-endian                              |
+
+use crate::Error;
+
+/// Size of the call header in bytes.
+pub const CALL_HEADER_LEN: usize = 8;
+
+/// What a record of the call layer carries.
+///
+/// # Example
+///
+/// ```
+/// use ipc_unixsocket::calls::Kind;
+///
+/// assert_eq!(Kind::from_byte(2), Some(Kind::Request));
+/// assert_eq!(Kind::from_byte(9), None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Kind {
+    /// The protocol's name and version, sent once by each end, first.
+    Hello = 1,
+    /// A request; cookie 0 asks for no reply (a one-way message).
+    Request = 2,
+    /// The reply to the request with the same cookie.
+    Reply = 3,
+    /// The request with the same cookie was refused; the body is one
+    /// [`Rejection`] byte.
+    ErrorReply = 4,
+    /// A message from the responder that answers no request.
+    Event = 5,
+}
+
+impl Kind {
+    /// The kind a byte names, if any.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::calls::Kind;
+    ///
+    /// assert_eq!(Kind::from_byte(Kind::Event as u8), Some(Kind::Event));
+    /// ```
+    #[must_use]
+    pub const fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            1 => Some(Self::Hello),
+            2 => Some(Self::Request),
+            3 => Some(Self::Reply),
+            4 => Some(Self::ErrorReply),
+            5 => Some(Self::Event),
+            _ => None,
+        }
+    }
+}
+
+/// A decoded call header.
+///
+/// # Example
+///
+/// ```
+/// use ipc_unixsocket::calls::{CallHeader, Kind};
+///
+/// let header = CallHeader { kind: Kind::Reply, cookie: 7 };
+/// let bytes = header.encode();
+/// assert_eq!(bytes, [3, 0, 0, 0, 7, 0, 0, 0]);
+/// assert_eq!(CallHeader::decode(&bytes), Ok(header));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct CallHeader {
+    /// What the record carries.
+    pub kind: Kind,
+    /// Matches a reply to its request; 0 where there is nothing to match.
+    pub cookie: u32,
+}
+
+impl CallHeader {
+    /// Encodes the header into its 8 wire bytes.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::calls::{CallHeader, Kind};
+    ///
+    /// assert_eq!(CallHeader { kind: Kind::Hello, cookie: 0 }.encode(), [1, 0, 0, 0, 0, 0, 0, 0]);
+    /// ```
+    #[must_use]
+    pub const fn encode(&self) -> [u8; CALL_HEADER_LEN] {
+        let c = self.cookie.to_le_bytes();
+        [self.kind as u8, 0, 0, 0, c[0], c[1], c[2], c[3]]
+    }
+
+    /// Decodes a header from the first 8 bytes of `bytes`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadCallHeader`] if `bytes` is shorter than 8 bytes, the
+    /// kind is unknown, or a reserved byte is not zero.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::{calls::CallHeader, Error};
+    ///
+    /// assert_eq!(CallHeader::decode(&[2, 0, 0]), Err(Error::BadCallHeader));
+    /// assert_eq!(CallHeader::decode(&[2, 1, 0, 0, 0, 0, 0, 0]), Err(Error::BadCallHeader));
+    /// ```
+    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        let Some([kind, 0, 0, 0, c0, c1, c2, c3]) = bytes.first_chunk::<CALL_HEADER_LEN>() else {
+            return Err(Error::BadCallHeader);
+        };
+        let kind = Kind::from_byte(*kind).ok_or(Error::BadCallHeader)?;
+        Ok(Self {
+            kind,
+            cookie: u32::from_le_bytes([*c0, *c1, *c2, *c3]),
+        })
+    }
+}
+
+/// Why a responder refused a request: the one-byte body of an error reply,
+/// reported to the caller as [`Error::Rejected`].
+///
+/// # Example
+///
+/// ```
+/// use ipc_unixsocket::calls::Rejection;
+///
+/// assert_eq!(Rejection::from_byte(Rejection::BadFdSlot as u8), Rejection::BadFdSlot);
+/// assert_eq!(Rejection::from_byte(200), Rejection::Other);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Rejection {
+    /// The request's body did not decode as the protocol's request type.
+    BadBody = 1,
+    /// The body names a variant the responder does not know.
+    UnknownVariant = 2,
+    /// The request named an fd slot that is out of range or was claimed
+    /// twice.
+    BadFdSlot = 3,
+    /// The two ends speak different protocols (name or version).
+    ProtocolMismatch = 4,
+    /// A record the responder does not take (not a request, or a request
+    /// before the caller's hello).
+    Unexpected = 5,
+    /// The handler failed.
+    HandlerFailed = 6,
+    /// A code this version of the crate does not know.
+    Other = 255,
+}
+
+impl Rejection {
+    /// The rejection a byte names; unknown codes are [`Rejection::Other`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::calls::Rejection;
+    ///
+    /// assert_eq!(Rejection::from_byte(1), Rejection::BadBody);
+    /// ```
+    #[must_use]
+    pub const fn from_byte(byte: u8) -> Self {
+        match byte {
+            1 => Self::BadBody,
+            2 => Self::UnknownVariant,
+            3 => Self::BadFdSlot,
+            4 => Self::ProtocolMismatch,
+            5 => Self::Unexpected,
+            6 => Self::HandlerFailed,
+            _ => Self::Other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_round_trips_and_nothing_else_decodes() {
+        for byte in 0..=u8::MAX {
+            let bytes = [byte, 0, 0, 0, 1, 2, 3, 4];
+            match Kind::from_byte(byte) {
+                Some(kind) => {
+                    let header = CallHeader::decode(&bytes).unwrap();
+                    assert_eq!(header.kind, kind);
+                    assert_eq!(header.cookie, 0x0403_0201);
+                    assert_eq!(header.encode(), bytes);
+                }
+                None => assert_eq!(CallHeader::decode(&bytes), Err(Error::BadCallHeader)),
+            }
+        }
+    }
+
+    #[test]
+    fn reserved_bytes_must_be_zero() {
+        for at in 1..4 {
+            let mut bytes = [2, 0, 0, 0, 1, 0, 0, 0];
+            bytes[at] = 1;
+            assert_eq!(CallHeader::decode(&bytes), Err(Error::BadCallHeader));
+        }
+    }
+
+    #[test]
+    fn rejection_codes_round_trip() {
+        for byte in 0..=u8::MAX {
+            let rejection = Rejection::from_byte(byte);
+            if rejection != Rejection::Other {
+                assert_eq!(rejection as u8, byte);
+            }
+        }
+    }
+}
