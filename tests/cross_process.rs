@@ -1,28 +1,28 @@
 //! A worker in another process, in the spirit of libcamera's IPC test.
 //!
 //! The test binary re-executes itself as the worker (`cross_process
-//! __ipc_worker <fd>`), handing it the remote end of `Channel::create()`
+//! --child <fd>`), handing it the remote end of `Channel::create()`
 //! across `exec`. The worker binds the fd and serves commands until told to
 //! close; the parent checks every answer and the worker's exit status.
 //!
-//! Runs with `harness = false`: a plain `main` decides between the parent
-//! (the test) and the worker, and nothing else runs in the process while the
-//! parent clears `FD_CLOEXEC` and spawns (the watchdog thread only waits in
+//! Runs with `harness = false`: `common::harness` decides between the parent
+//! (the test, run by libtest-mimic on the main thread) and the worker, and
+//! nothing else runs in the process while the parent clears `FD_CLOEXEC`
+//! and spawns (the watchdog thread only waits in
 //! `poll`, and its pipe is close-on-exec). Every answer has a deadline, the
 //! worker's exit too, and a watchdog bounds the whole run.
 
 mod common;
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::Duration;
 
-use common::{TEST_BOUND, Watchdog, identity, memfd, read_all, wait_child};
+use common::{TEST_BOUND, harness, identity, memfd, read_all, wait_child};
 use ipc_unixsocket::{Channel, Error};
 use rustix::fs::{MemfdFlags, fstat, memfd_create};
 use rustix::io::{FdFlags, fcntl_setfd};
 
-const WORKER_ARG: &str = "__ipc_worker";
 const TEST_NAME: &str = "worker_answers_every_command_and_exits_0_on_close";
 
 /// Receive capacity of both ends.
@@ -50,21 +50,12 @@ const EXIT_UNKNOWN_COMMAND: u8 = 6;
 const EXIT_PARENT_GONE: u8 = 7;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(WORKER_ARG) {
-        return worker(args.get(2).and_then(|fd| fd.parse().ok()));
-    }
-    if args.iter().any(|arg| arg == "--list") {
-        println!("{TEST_NAME}: test");
-        return ExitCode::SUCCESS;
-    }
-    println!("\nrunning 1 test");
-    // Every answer has its own deadline; this bounds the whole run.
-    let watchdog = Watchdog::new(TEST_NAME, 2 * TEST_BOUND);
-    parent();
-    drop(watchdog);
-    println!("test {TEST_NAME} ... ok\n");
-    ExitCode::SUCCESS
+    harness::main(
+        |args| worker(args.first().and_then(|fd| fd.parse().ok())),
+        // Every answer has its own deadline; the watchdog bounds the whole
+        // run.
+        || vec![harness::test(TEST_NAME, 2 * TEST_BOUND, parent)],
+    )
 }
 
 // ---- worker ----------------------------------------------------------------
@@ -156,9 +147,7 @@ fn parent() {
     let (channel, remote) = Channel::<MAX_FDS>::create().unwrap();
     // Inheritable by the child only: no other thread runs in this process.
     fcntl_setfd(&remote, FdFlags::empty()).unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .arg(WORKER_ARG)
-        .arg(remote.as_raw_fd().to_string())
+    let mut child = harness::child_command([remote.as_raw_fd().to_string()])
         .spawn()
         .expect("spawn the worker");
     drop(remote);

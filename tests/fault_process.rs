@@ -23,13 +23,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::time::Duration;
 
-use common::{TEST_BOUND, Watchdog, identity, memfd, open_fds, read_all, wait_child};
+use common::{TEST_BOUND, harness, identity, memfd, open_fds, read_all, wait_child};
 use ipc_unixsocket::{Channel, Error, Received};
 use rustix::io::{Errno, FdFlags, IoSlice, fcntl_setfd};
 use rustix::net::{
@@ -46,7 +46,7 @@ const CAP: usize = 4;
 const BURST: u32 = 50;
 
 // ---------------------------------------------------------------------------
-// The test list and a minimal libtest-compatible runner.
+// The test list, run by `common::harness` (libtest-mimic), one at a time.
 
 struct Test {
     name: &'static str,
@@ -107,118 +107,31 @@ const TESTS: &[Test] = &[
     },
 ];
 
-const CHILD: &str = "--child";
-
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some(CHILD) {
-        child_main(&args[1..]);
-        return;
-    }
-    std::process::exit(run_tests(&args));
-}
-
-/// Understands the libtest options cargo and CI pass: name filters,
-/// `--exact`, `--skip NAME`, `--ignored`, `--include-ignored`, `--list`;
-/// other options are accepted and ignored. Tests run one at a time.
-fn run_tests(args: &[String]) -> i32 {
-    let mut filters = Vec::new();
-    let mut skips = Vec::new();
-    let (mut exact, mut ignored_only, mut include_ignored, mut list) = (false, false, false, false);
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--exact" => exact = true,
-            "--ignored" => ignored_only = true,
-            "--include-ignored" => include_ignored = true,
-            "--list" => list = true,
-            "--skip" => skips.extend(args.next().cloned()),
-            "--test-threads" | "--format" | "--color" | "--logfile" | "-Z" | "--shuffle-seed" => {
-                args.next();
-            }
-            other if other.starts_with('-') => {}
-            filter => filters.push(filter.to_string()),
-        }
-    }
-    let matches = |name: &str, pattern: &str| {
-        if exact {
-            name == pattern
-        } else {
-            name.contains(pattern)
-        }
-    };
-    let selected: Vec<&Test> = TESTS
-        .iter()
-        .filter(|t| filters.is_empty() || filters.iter().any(|f| matches(t.name, f)))
-        .filter(|t| !skips.iter().any(|s| matches(t.name, s)))
-        .collect();
-    let mut filtered_out = TESTS.len() - selected.len();
-    if list {
-        for test in &selected {
-            println!("{}: test", test.name);
-        }
-        return 0;
-    }
-    let to_run = if ignored_only {
-        selected.iter().filter(|t| t.ignore.is_some()).count()
-    } else {
-        selected.len()
-    };
-    println!("\nrunning {to_run} tests");
-    let start = Instant::now();
-    let (mut passed, mut failed, mut ignored) = (0, Vec::new(), 0);
-    for test in selected {
-        if ignored_only && test.ignore.is_none() {
-            filtered_out += 1;
-            continue;
-        }
-        if test.ignore.is_some() && !ignored_only && !include_ignored {
-            println!(
-                "test {} ... ignored, {}",
-                test.name,
-                test.ignore.unwrap_or("")
-            );
-            ignored += 1;
-            continue;
-        }
-        print!("test {} ... ", test.name);
-        std::io::stdout().flush().unwrap();
-        // Outlasts the children's own bound, which fails the test first.
-        let _watchdog = Watchdog::new(test.name, TEST_BOUND + Duration::from_secs(60));
-        match std::panic::catch_unwind(test.run) {
-            Ok(()) => {
-                println!("ok");
-                passed += 1;
-            }
-            Err(_) => {
-                println!("FAILED");
-                failed.push(test.name);
-            }
-        }
-    }
-    if !failed.is_empty() {
-        println!("\nfailures:");
-        for name in &failed {
-            println!("    {name}");
-        }
-    }
-    println!(
-        "\ntest result: {}. {passed} passed; {} failed; {ignored} ignored; 0 measured; \
-         {filtered_out} filtered out; finished in {:.2}s\n",
-        if failed.is_empty() { "ok" } else { "FAILED" },
-        failed.len(),
-        start.elapsed().as_secs_f64()
-    );
-    i32::from(!failed.is_empty())
+fn main() -> ExitCode {
+    harness::main(
+        |args| {
+            child_main(args);
+            ExitCode::SUCCESS
+        },
+        || {
+            TESTS
+                .iter()
+                .map(|test| {
+                    // Outlasts the children's own bound, which fails the test
+                    // first.
+                    harness::test(test.name, TEST_BOUND + Duration::from_secs(60), test.run)
+                        .with_ignored_flag(test.ignore.is_some())
+                })
+                .collect()
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------
 // Parent side: run a child role and judge its wait status.
 
 fn child_command(role: &[&str]) -> Command {
-    let mut command = Command::new(std::env::current_exe().expect("current_exe"));
-    command.arg(CHILD).args(role);
-    command
+    harness::child_command(role)
 }
 
 /// Runs a child role to its end; one still running after `TEST_BOUND` is

@@ -8,12 +8,13 @@
 //! (default 20,000, a few seconds; `.ci/run` sets 1,000,000), and
 //! `IPC_SOAK_SEED` the PRNG seed (default fixed). The figures are printed.
 //!
-//! This binary has its own `main` (`harness = false`): the peer is this
-//! binary re-executed with `--child`, so it is a real second process with
-//! its own fd table and RSS to measure, started with exactly one inherited
-//! fd (fork is avoided: the parent may have threads). Each process runs a
-//! sender thread and a receiver thread on the same channel; the main thread
-//! measures while both are parked at a barrier.
+//! This binary has its own `main` (`harness = false`, run by
+//! `common::harness`): the peer is this binary re-executed with `--child`,
+//! so it is a real second process with its own fd table and RSS to
+//! measure, started with exactly one inherited fd (fork is avoided: the
+//! parent may have threads). Each process runs a sender thread and a
+//! receiver thread on the same channel; the main thread measures while both
+//! are parked at a barrier.
 //!
 //! A test fails, it never hangs: a panic in any thread ends its process at
 //! once (its peer then sees the channel close and fails too), and a
@@ -24,12 +25,15 @@ mod common;
 
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::process::{Command, Stdio};
+use std::process::{ExitCode, Stdio};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use common::{PROGRESS_BOUND, Watchdog, exit_on_any_panic, identity, memfd, open_fds, wait_child};
+use common::{
+    PROGRESS_BOUND, Watchdog, exit_on_any_panic, harness, identity, memfd, open_fds, wait_child,
+};
 use ipc_unixsocket::{Channel, Error, Received};
+use libtest_mimic::Trial;
 use rustix::io::{FdFlags, fcntl_setfd};
 
 type Fds = heapless::Vec<OwnedFd, CAP>;
@@ -313,18 +317,16 @@ fn soak() {
 
     let (channel, remote) = Channel::<CAP>::create().unwrap();
     fcntl_setfd(&remote, FdFlags::empty()).unwrap();
-    let mut peer = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--child",
-            &remote.as_raw_fd().to_string(),
-            &messages.to_string(),
-            &seed_up.to_string(),
-            &seed_down.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn soak peer");
+    let mut peer = harness::child_command([
+        &remote.as_raw_fd().to_string(),
+        &messages.to_string(),
+        &seed_up.to_string(),
+        &seed_down.to_string(),
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("spawn soak peer");
     drop(remote);
 
     let report = run_side(&channel, &watchdog, messages, seed_down, seed_up);
@@ -373,66 +375,20 @@ fn peer(args: &[String]) {
     check("worker", &report);
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("--child") {
-        exit_on_any_panic("soak peer");
-        peer(&args[1..]);
-        return;
-    }
-    // libtest-style options: `--list`, name filters, `--exact`,
-    // `--ignored` (this test is not ignored, so nothing runs).
-    let exact = args.iter().any(|a| a == "--exact");
-    let mut filters = Vec::new();
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        match arg.as_str() {
-            "--skip" | "--test-threads" | "--format" | "--color" | "--logfile" | "-Z" => {
-                iter.next();
-            }
-            other if other.starts_with('-') => {}
-            filter => filters.push(filter),
-        }
-    }
-    let selected = (filters.is_empty()
-        || filters.iter().any(|f| {
-            if exact {
-                *f == TEST_NAME
-            } else {
-                TEST_NAME.contains(*f)
-            }
-        }))
-        && !args.iter().any(|a| a == "--ignored");
-    if args.iter().any(|a| a == "--list") {
-        if selected {
-            println!("{TEST_NAME}: test");
-        }
-        return;
-    }
-    let start = Instant::now();
-    println!("\nrunning {} test", usize::from(selected));
-    let passed = if selected {
-        exit_on_any_panic(TEST_NAME);
-        let ok = std::panic::catch_unwind(soak).is_ok();
-        println!("test {TEST_NAME} ... {}", if ok { "ok" } else { "FAILED" });
-        Some(ok)
-    } else {
-        None
-    };
-    println!(
-        "\ntest result: {}. {} passed; {} failed; 0 ignored; 0 measured; {} filtered out; \
-         finished in {:.2}s\n",
-        if passed == Some(false) {
-            "FAILED"
-        } else {
-            "ok"
+fn main() -> ExitCode {
+    harness::main(
+        |args| {
+            exit_on_any_panic("soak peer");
+            peer(args);
+            ExitCode::SUCCESS
         },
-        usize::from(passed == Some(true)),
-        usize::from(passed == Some(false)),
-        usize::from(passed.is_none()),
-        start.elapsed().as_secs_f64()
-    );
-    if passed == Some(false) {
-        std::process::exit(1);
-    }
+        // Its own watchdog, kicked at every message, bounds the soak.
+        || {
+            vec![Trial::test(TEST_NAME, || {
+                exit_on_any_panic(TEST_NAME);
+                soak();
+                Ok(())
+            })]
+        },
+    )
 }

@@ -3,9 +3,12 @@
 //! in `recv_timeout` (`TimedOut` included), not through `Payload`, and not
 //! on any rejection path or `Disconnected`.
 //!
-//! A counting global allocator wraps `System`. Runs with `harness = false`,
-//! so no test-harness thread can allocate while a loop is measured: every
-//! allocation counted during a measured region is one the channel made.
+//! A counting global allocator wraps `System`; its counters are
+//! process-wide. Runs with `harness = false` under `common::harness`
+//! (libtest-mimic, one test at a time on the main thread, which each test
+//! checks first), so no test-harness thread can allocate while a loop is
+//! measured: every allocation counted during a measured region is one the
+//! channel made.
 //! Raw records for the rejection paths are built and queued outside the
 //! measured regions. Each test runs under a watchdog (armed before
 //! measuring; it allocates nothing once armed), so a lost record fails it
@@ -19,7 +22,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Watchdog, header, identity, memfd, open_fds, send_raw};
+use common::{header, identity, memfd, open_fds, send_raw};
 use ipc_unixsocket::{Channel, Error, HEADER_LEN, Payload, Received};
 
 const ROUND_TRIPS: u32 = 10_000;
@@ -97,54 +100,21 @@ const TESTS: &[(&str, fn())] = &[
     ),
 ];
 
-/// A minimal libtest-style runner: `--list`, name filters (substring, or
-/// whole names with `--exact`); tests run one at a time on the main thread.
+/// Each test under a watchdog, one at a time on the main thread.
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let exact = args.iter().any(|a| a == "--exact");
-    let filters: Vec<&str> = args
-        .iter()
-        .map(String::as_str)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let selected: Vec<_> = TESTS
-        .iter()
-        .filter(|(name, _)| {
-            filters.is_empty()
-                || filters
-                    .iter()
-                    .any(|f| if exact { name == f } else { name.contains(f) })
+    let trials = TESTS.iter().map(|&(name, test)| {
+        common::harness::test(name, common::TEST_BOUND, move || {
+            // The counters are process-wide: a test on a runner thread
+            // would share the process with the runner's main thread.
+            assert_eq!(
+                std::thread::current().name(),
+                Some("main"),
+                "{name} must run on the main thread"
+            );
+            test();
         })
-        .collect();
-    if args.iter().any(|arg| arg == "--list") {
-        for (name, _) in &selected {
-            println!("{name}: test");
-        }
-        return ExitCode::SUCCESS;
-    }
-    println!("\nrunning {} tests", selected.len());
-    let mut failed = Vec::new();
-    for (name, test) in &selected {
-        let watchdog = Watchdog::new(name, common::TEST_BOUND);
-        let ok = std::panic::catch_unwind(test).is_ok();
-        drop(watchdog);
-        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
-        if !ok {
-            failed.push(*name);
-        }
-    }
-    println!(
-        "\ntest result: {}. {} passed; {} failed; 0 ignored; 0 measured; {} filtered out\n",
-        if failed.is_empty() { "ok" } else { "FAILED" },
-        selected.len() - failed.len(),
-        failed.len(),
-        TESTS.len() - selected.len()
-    );
-    if failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    });
+    common::harness::run(trials.collect())
 }
 
 /// Runs `region` and returns what it allocated: `(allocations, bytes)`.

@@ -9,6 +9,8 @@ use rustix::fs::{MemfdFlags, fstat, memfd_create};
 use rustix::io::IoSlice;
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg};
 
+pub mod harness;
+
 /// Number of fds this process has open, read from `/proc/self/fd`.
 ///
 /// Left out: the directory handle used for reading (`/proc/...`), and files
