@@ -178,6 +178,7 @@ fn fds_truncated() {
 
 #[test]
 fn no_header_room_is_refused_before_any_system_call() {
+    let _serial = serial();
     let (a, b) = Channel::<1>::pair().expect("socketpair");
     let mut small = [0u8; HEADER_LEN - 1];
     assert_eq!(
@@ -250,6 +251,7 @@ fn frames_and_split_buffers_put_the_same_records_on_the_wire() {
 
 #[test]
 fn recv_frame_timeout_times_out_and_then_delivers() {
+    let _serial = serial();
     let (a, b) = Channel::<0>::pair().expect("socketpair");
     let mut frame = [0u8; HEADER_LEN + 4];
     let mut fds = heapless::Vec::<OwnedFd, 0>::new();
@@ -267,6 +269,7 @@ fn recv_frame_timeout_times_out_and_then_delivers() {
 
 #[test]
 fn payload_rejects_data_past_its_record() {
+    let _serial = serial();
     let mut payload = Payload::<{ HEADER_LEN + 4 }, 0>::new();
     assert_eq!(Payload::<{ HEADER_LEN + 4 }, 0>::DATA_CAPACITY, 4);
     payload.extend_from_slice(b"abc").expect("fits");
