@@ -37,7 +37,7 @@ mod slots;
 mod wire;
 
 pub use caller::{Caller, Incoming};
-pub use responder::{Call, Responder, Served};
+pub use responder::{Call, Emitter, Responder, Served};
 pub use slots::{Attach, Claims, FdSlot};
 pub use wire::{CALL_HEADER_LEN, CallHeader, Kind, Rejection};
 

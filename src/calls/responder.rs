@@ -57,8 +57,8 @@ pub enum Served {
 }
 
 /// One request as a [`Responder`]'s handler gets it: the decoded request
-/// (borrowing from the incoming buffer), the fds it came with, and room
-/// for the fds of the reply.
+/// (borrowing from the incoming buffer), the fds it came with, room for the
+/// fds of the reply, and a way to send events before the reply.
 pub struct Call<'a, 'c, 'f, P: Protocol, const MAX_FDS: usize> {
     /// The request.
     pub request: P::Request<'a>,
@@ -68,6 +68,79 @@ pub struct Call<'a, 'c, 'f, P: Protocol, const MAX_FDS: usize> {
     /// The fds the reply will carry: attach them and put the slots in the
     /// reply.
     pub reply_fds: &'c mut Attach<'f, MAX_FDS>,
+    /// Sends events now, before the reply (the caller, waiting for the
+    /// reply, gets them first).
+    pub events: Emitter<'c, P, MAX_FDS>,
+}
+
+/// Sends events of protocol `P` on a responder's channel, from inside a
+/// handler ([`Call::events`]).
+///
+/// # Example
+///
+/// See [`Emitter::emit`].
+pub struct Emitter<'c, P: Protocol, const MAX_FDS: usize> {
+    channel: &'c Channel<MAX_FDS>,
+    out: &'c mut [u8],
+    protocol: PhantomData<fn() -> P>,
+}
+
+impl<P: Protocol, const MAX_FDS: usize> Emitter<'_, P, MAX_FDS> {
+    /// Sends `event` with `fds`, waiting while the socket is full.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EncodeFailed`] if it does not fit the outgoing buffer, and
+    /// the channel's send errors.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ipc_unixsocket::Channel;
+    /// use ipc_unixsocket::calls::{Caller, Protocol, Responder};
+    ///
+    /// struct Frames;
+    /// impl Protocol for Frames {
+    ///     const NAME: &'static str = "frames";
+    ///     const VERSION: u32 = 1;
+    ///     type Request<'a> = u32; // process this frame
+    ///     type Reply<'a> = u32; // its mean luma
+    ///     type Event<'a> = u16; // the gain for the next frame
+    /// }
+    ///
+    /// let (pipeline, worker) = Channel::<0>::pair()?;
+    /// let (mut wout, mut win) = ([0u8; 32], [0u8; 32]);
+    /// let mut responder = Responder::<Frames, 0>::new(worker, &mut wout, &mut win)?;
+    /// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+    /// let mut caller = Caller::<Frames, 0, 1>::new(pipeline, &mut out, &mut inbox)?;
+    /// caller.start(&7, &[], None)?;
+    /// for _ in 0..2 { // the hello, then the request
+    ///     responder.serve(|mut call| {
+    ///         call.events.emit(&640, &[])?;
+    ///         Ok(118)
+    ///     })?;
+    /// }
+    /// let mut seen = Vec::new();
+    /// while let Some(incoming) = caller.poll()? {
+    ///     seen.push(format!("{incoming:?}"));
+    /// }
+    /// assert!(seen[0].starts_with("Event { event: 640"));
+    /// assert!(seen[1].starts_with("Reply { cookie: 1, reply: 118"));
+    /// # Ok::<(), ipc_unixsocket::Error>(())
+    /// ```
+    pub fn emit(&mut self, event: &P::Event<'_>, fds: &[BorrowedFd<'_>]) -> Result<(), Error> {
+        let len = encode(self.out, Kind::Event, 0, event)?;
+        send(self.channel, &mut self.out[..len], fds, Wait::Forever)
+    }
+}
+
+impl<P: Protocol, const MAX_FDS: usize> fmt::Debug for Emitter<'_, P, MAX_FDS> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Emitter")
+            .field("channel", self.channel)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<P: Protocol, const MAX_FDS: usize> fmt::Debug for Call<'_, '_, '_, P, MAX_FDS> {
@@ -203,8 +276,12 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
     /// # Ok::<(), ipc_unixsocket::Error>(())
     /// ```
     pub fn emit(&mut self, event: &P::Event<'_>, fds: &[BorrowedFd<'_>]) -> Result<(), Error> {
-        let len = self.end.encode(Kind::Event, 0, event)?;
-        self.end.send(len, fds, Wait::Forever)
+        Emitter {
+            channel: &self.end.channel,
+            out: self.end.out,
+            protocol: PhantomData::<fn() -> P>,
+        }
+        .emit(event, fds)
     }
 
     /// Records dropped: malformed records, and records that are not
@@ -291,6 +368,11 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
             request,
             fds: &mut claims,
             reply_fds: &mut attach,
+            events: Emitter {
+                channel,
+                out,
+                protocol: PhantomData,
+            },
         });
         // Whatever the handler did not claim is closed now.
         drop(claims);
