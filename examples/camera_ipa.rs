@@ -30,33 +30,21 @@
 //! other socket fails the check; anything that is not a `SOCK_SEQPACKET`
 //! socket fails `Channel::bind`.
 //!
-//! # Message layout (all integers little-endian)
+//! # The protocol
 //!
-//! Bootstrap, worker → pipeline, once: data `b"ipa hello v1"` and one fd, the
-//! pipeline's end of the frame channel.
+//! After that check, the two sides speak typed calls
+//! (`ipc_unixsocket::calls`): the `Ipa` protocol below, following
+//! libcamera's IPA flow. `init` names the sensor; `configure` hands the
+//! worker the whole pool of frame buffers once, as fd slots, and the worker
+//! maps them all ("mapBuffers"); then each frame is a call naming a buffer
+//! by its index, carrying no fd. While the pipeline waits for a frame's
+//! statistics, the worker emits an event with the sensor controls for the
+//! next frame (libcamera's `setSensorControls` signal); `stop` ends the
+//! stream. The messages are Rust enums, encoded with postcard; no byte
+//! offsets.
 //!
-//! Frame request, pipeline → worker, 16 bytes and one fd (the frame buffer,
-//! a memfd sealed with `F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW |
-//! F_SEAL_SEAL`, holding `stride × height` bytes of 8-bit luma):
-//!
-//! | bytes  | field    |
-//! |--------|----------|
-//! | 0..4   | frame number, `u32` |
-//! | 4..8   | width in pixels, `u32` |
-//! | 8..12  | height in pixels, `u32` |
-//! | 12..16 | stride in bytes, `u32` |
-//!
-//! Statistics reply, worker → pipeline, 76 bytes, no fd:
-//!
-//! | bytes  | field    |
-//! |--------|----------|
-//! | 0..4   | frame number, `u32` |
-//! | 4..12  | sum of all luma values, `u64` (mean = sum / (width × height)) |
-//! | 12..76 | histogram: 16 × `u32`, bin `i` counts pixels with `luma >> 4 == i` |
-//!
-//! The pipeline treats the worker as untrusted: a reply that the channel
-//! rejects (malformed record) is logged and skipped, and a well-formed reply
-//! with wrong contents stops the demo with an error.
+//! The pipeline treats the worker as untrusted: statistics that differ from
+//! its own computation, or a call that fails, stop the demo with an error.
 
 use std::error::Error as StdError;
 use std::io::Write;
@@ -65,6 +53,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitCode};
 use std::time::{Duration, Instant};
 
+use ipc_unixsocket::calls::{Attach, Call, Caller, FdSlot, Incoming, Protocol, Responder};
 use ipc_unixsocket::{Channel, Error};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, fcntl_get_seals, fstat, memfd_create};
@@ -74,6 +63,7 @@ use rustix::process::{Pid, getgid, getpid, getuid};
 use rustix::time::{
     Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, timerfd_create, timerfd_settime,
 };
+use serde::{Deserialize, Serialize};
 
 type Result<T, E = Box<dyn StdError>> = std::result::Result<T, E>;
 
@@ -86,9 +76,63 @@ const FRAME_INTERVAL: Duration = Duration::from_millis(100);
 const WATCHDOG: Duration = Duration::from_secs(2);
 
 const HELLO: &[u8] = b"ipa hello v1";
-const REQUEST_LEN: usize = 16;
 const BINS: usize = 16;
-const STATS_LEN: usize = 4 + 8 + 4 * BINS;
+/// The pool: one buffer per frame of the demo.
+const BUFFERS: usize = FRAMES as usize;
+/// The largest message is `configure`: far below this.
+const MESSAGE: usize = 256;
+
+// ---------------------------------------------------------------------------
+// The protocol
+// ---------------------------------------------------------------------------
+
+/// The IPA interface, as libcamera's `.mojom` files describe one.
+struct Ipa;
+
+impl Protocol for Ipa {
+    const NAME: &'static str = "ipc-unixsocket.example.ipa";
+    const VERSION: u32 = 1;
+    type Request<'a> = Request<'a>;
+    type Reply<'a> = Reply;
+    type Event<'a> = Event;
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Request<'a> {
+    /// Load the tuning for this sensor.
+    Init {
+        sensor: &'a str,
+    },
+    /// The whole buffer pool: sealed memfds of `STRIDE * HEIGHT` bytes of
+    /// 8-bit luma (the format both sides are built with).
+    Configure {
+        buffers: [FdSlot; BUFFERS],
+    },
+    /// Compute the statistics of this frame, held in pool buffer `buffer`.
+    ProcessStats {
+        frame: u32,
+        buffer: u32,
+    },
+    Stop,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Reply {
+    Initialised,
+    Configured { mapped: u32 },
+    Stats { frame: u32, stats: Stats },
+    Stopped,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Event {
+    /// The exposure and gain (8.8 fixed point) to use for frame `frame`.
+    SetSensorControls {
+        frame: u32,
+        exposure_us: u32,
+        gain_q8: u16,
+    },
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -119,7 +163,8 @@ struct Frame {
     buffer: OwnedFd,
     expected: Stats,
     sent_at: Option<Instant>,
-    verified: bool,
+    /// The cookie of its call while it is in flight.
+    cookie: Option<u32>,
 }
 
 fn pipeline() -> Result<()> {
@@ -128,7 +173,7 @@ fn pipeline() -> Result<()> {
 
     let (bootstrap, mut worker) = spawn_worker()?;
     let result = authenticate(bootstrap, &worker)
-        .and_then(|channel| stream(&channel, &mut worker, &mut frames));
+        .and_then(|channel| stream(channel, &mut worker, &mut frames));
     if result.is_err() {
         // Do not leave the worker behind; it would exit on its own once it
         // sees the channel close, but there is no reason to wait for that.
@@ -160,7 +205,7 @@ fn spawn_worker() -> Result<(Channel<1>, Child)> {
 
 /// Receives the frame channel from the worker and checks, with
 /// `SO_PEERCRED`, that the worker created it.
-fn authenticate(bootstrap: Channel<1>, worker: &Child) -> Result<Channel<1>> {
+fn authenticate(bootstrap: Channel<1>, worker: &Child) -> Result<Channel<BUFFERS>> {
     let worker_pid = Pid::from_child(worker);
     let creator = bootstrap.peer_credentials()?;
     println!(
@@ -175,7 +220,7 @@ fn authenticate(bootstrap: Channel<1>, worker: &Child) -> Result<Channel<1>> {
     let (true, 1, Some(end)) = (&hello[..got.data_len] == HELLO, got.fd_count, fds.pop()) else {
         return Err("the worker's hello is not a greeting with one fd".into());
     };
-    let channel = Channel::<1>::bind(end)?; // refuses anything but SOCK_SEQPACKET
+    let channel = Channel::<BUFFERS>::bind(end)?; // refuses anything but SOCK_SEQPACKET
     drop(bootstrap);
 
     let peer = channel.peer_credentials()?;
@@ -199,97 +244,111 @@ fn authenticate(bootstrap: Channel<1>, worker: &Child) -> Result<Channel<1>> {
     Ok(channel)
 }
 
-/// The poll loop: one frame per timer tick, replies as they come, then the
-/// worker's death.
-fn stream(channel: &Channel<1>, worker: &mut Child, frames: &mut [Frame]) -> Result<()> {
+/// `init` and `configure`, then the poll loop: one frame per timer tick,
+/// replies and events as they come; then `stop`, and the worker's death.
+fn stream(channel: Channel<BUFFERS>, worker: &mut Child, frames: &mut [Frame]) -> Result<()> {
+    let (mut out, mut inbox) = ([0u8; MESSAGE], [0u8; MESSAGE]);
+    let mut ipa = Caller::<Ipa, BUFFERS, BUFFERS>::new(channel, &mut out, &mut inbox)?;
+    let print_event = |event: Event, _| println!("pipeline: event {event:?}");
+
+    let init = Request::Init { sensor: "imx219" };
+    let (reply, _) = ipa.call(&init, &[], WATCHDOG, print_event)?;
+    println!("pipeline: init -> {reply:?}");
+
+    {
+        // The pool goes over once, as fd slots: frames name buffers by index.
+        let mut pool = Attach::<BUFFERS>::new();
+        let mut buffers = [None; BUFFERS];
+        for (slot, frame) in buffers.iter_mut().zip(frames.iter()) {
+            *slot = Some(pool.attach(frame.buffer.as_fd())?);
+        }
+        let configure = Request::Configure {
+            buffers: buffers.map(|slot| slot.expect("one slot per buffer")),
+        };
+        let (reply, _) = ipa.call(&configure, pool.as_slice(), WATCHDOG, print_event)?;
+        println!("pipeline: configure ({BUFFERS} buffers as fd slots) -> {reply:?}");
+    }
+
     let timer = timerfd_create(
         TimerfdClockId::Monotonic,
         TimerfdFlags::CLOEXEC | TimerfdFlags::NONBLOCK,
     )?;
     set_timer(&timer, Some(FRAME_INTERVAL))?;
     println!(
-        "pipeline: streaming {FRAMES} frames of {WIDTH}x{HEIGHT} luma, one every {} ms",
+        "pipeline: streaming {FRAMES} frames of {WIDTH}x{HEIGHT} luma, one every {} ms; each call names a buffer, no fd",
         FRAME_INTERVAL.as_millis()
     );
-
     let mut next_frame = 0;
     let mut verified = 0;
-    let mut killed_at = None;
-    let mut reply = [0u8; STATS_LEN];
-    // The worker sends statistics only: a capacity of 0 turns any fd it
-    // sends into a rejected record (TooManyFds), its fds closed for us.
-    let mut no_fds = heapless::Vec::<OwnedFd, 0>::new();
-    loop {
+    while verified < frames.len() {
         let mut watch = [
             PollFd::new(&timer, PollFlags::IN),
-            PollFd::new(channel, PollFlags::IN),
+            PollFd::new(&ipa, PollFlags::IN),
         ];
-        match poll(&mut watch, Some(&timespec(WATCHDOG))) {
-            Ok(0) => return Err("nothing happened for 2 s: the worker stalled".into()),
+        // Wake for the timer, the channel, or the first call's deadline.
+        let wait = ipa.poll_timeout().unwrap_or(WATCHDOG).min(WATCHDOG);
+        match poll(&mut watch, Some(&timespec(wait))) {
             Ok(_) | Err(Errno::INTR) => {}
             Err(errno) => return Err(errno.into()),
         }
-        let tick = watch[0].revents().contains(PollFlags::IN);
-        // IN, or HUP/ERR: either way try_recv has something to say.
-        let channel_ready = !watch[1].revents().is_empty();
-
-        if tick {
+        if watch[0].revents().contains(PollFlags::IN) {
             let mut expirations = [0u8; 8];
             match rustix::io::read(&timer, &mut expirations) {
                 Ok(_) | Err(Errno::AGAIN) => {}
                 Err(errno) => return Err(errno.into()),
             }
             if let Some(frame) = frames.get_mut(next_frame) {
-                // Stamp first: the worker may run and reply before
-                // try_send returns. Never block on the untrusted worker.
+                let request = Request::ProcessStats {
+                    frame: frame.number,
+                    buffer: next_frame as u32,
+                };
+                // Stamp first: the worker may reply before start returns.
                 frame.sent_at = Some(Instant::now());
-                channel.try_send(&frame.request(), &[frame.buffer.as_fd()])?;
+                frame.cookie = Some(ipa.start(&request, &[], Some(WATCHDOG))?);
                 next_frame += 1;
             }
             if next_frame == frames.len() {
                 set_timer(&timer, None)?;
             }
         }
-
-        if !channel_ready {
-            continue;
-        }
-        // Drain every queued reply; poll is level-triggered, but one wakeup
-        // may bring several.
-        loop {
-            match channel.try_recv(&mut reply, &mut no_fds) {
-                Ok(got) => {
-                    let frame = check_reply(&reply[..got.data_len], frames)?;
-                    frame.print();
+        // Everything that is ready, in order: poll never blocks.
+        while let Some(incoming) = ipa.poll()? {
+            match incoming {
+                Incoming::Reply {
+                    cookie,
+                    reply: Reply::Stats { frame, stats },
+                    ..
+                } => {
+                    check_stats(cookie, frame, stats, frames)?.print();
                     verified += 1;
-                    if verified == frames.len() {
-                        println!(
-                            "pipeline: all {verified} frames verified; killing the worker (pid {}) with SIGKILL",
-                            worker.id()
-                        );
-                        worker.kill()?;
-                        killed_at = Some(Instant::now());
-                    }
                 }
-                Err(Error::WouldBlock) => break,
-                Err(Error::Disconnected) => return worker_gone(worker, killed_at),
-                Err(error) if error.is_rejected_record() => {
-                    // The record is gone, its fds closed; the channel is fine.
-                    eprintln!("pipeline: ignoring a malformed reply from the worker: {error}");
+                Incoming::Event { event, .. } => println!("pipeline: event {event:?}"),
+                Incoming::Failed { cookie, error } => {
+                    return Err(format!("the call with cookie {cookie} failed: {error}").into());
                 }
-                Err(error) => return Err(error.into()),
+                other => return Err(format!("unexpected {other:?}").into()),
             }
         }
     }
-}
 
-/// The channel reported `Disconnected`: fine if we killed the worker.
-fn worker_gone(worker: &mut Child, killed_at: Option<Instant>) -> Result<()> {
-    let Some(killed_at) = killed_at else {
-        return Err("the worker died before all frames were processed".into());
-    };
+    let (reply, _) = ipa.call(&Request::Stop, &[], WATCHDOG, print_event)?;
+    println!("pipeline: stop -> {reply:?}");
     println!(
-        "pipeline: channel reports Error::Disconnected (\"{}\") {:.1} ms after the kill",
+        "pipeline: all {verified} frames verified; killing the worker (pid {}) with SIGKILL",
+        worker.id()
+    );
+    worker.kill()?;
+    let killed_at = Instant::now();
+    poll(
+        &mut [PollFd::new(&ipa, PollFlags::IN)],
+        Some(&timespec(WATCHDOG)),
+    )?;
+    match ipa.poll() {
+        Err(Error::Disconnected) => {}
+        other => return Err(format!("after the kill: {other:?}").into()),
+    }
+    println!(
+        "pipeline: the channel reports Error::Disconnected (\"{}\") {:.1} ms after the kill",
         Error::Disconnected,
         killed_at.elapsed().as_secs_f64() * 1e3
     );
@@ -302,22 +361,20 @@ fn worker_gone(worker: &mut Child, killed_at: Option<Instant>) -> Result<()> {
     Ok(())
 }
 
-/// Decodes a statistics reply and checks it against the pipeline's own.
-fn check_reply<'a>(reply: &[u8], frames: &'a mut [Frame]) -> Result<&'a mut Frame> {
-    let (number, stats) = Stats::decode(reply)
-        .ok_or_else(|| format!("reply of {} bytes, not {STATS_LEN}", reply.len()))?;
+/// Checks a frame's statistics against the pipeline's own.
+fn check_stats(cookie: u32, number: u32, stats: Stats, frames: &mut [Frame]) -> Result<&mut Frame> {
     let frame = frames
         .iter_mut()
-        .find(|frame| frame.number == number && frame.sent_at.is_some() && !frame.verified)
-        .ok_or_else(|| format!("statistics for frame {number}, which is not in flight"))?;
-    if stats != frame.expected {
+        .find(|frame| frame.cookie == Some(cookie))
+        .ok_or_else(|| format!("a reply for cookie {cookie}, which is not in flight"))?;
+    if number != frame.number || stats != frame.expected {
         return Err(format!(
-            "frame {number}: the worker's statistics differ from the pipeline's:\n  worker:   {stats:?}\n  pipeline: {:?}",
-            frame.expected
+            "frame {}: the worker's statistics differ from the pipeline's:\n  worker:   frame {number} {stats:?}\n  pipeline: {:?}",
+            frame.number, frame.expected
         )
         .into());
     }
-    frame.verified = true;
+    frame.cookie = None;
     Ok(frame)
 }
 
@@ -341,21 +398,8 @@ impl Frame {
             buffer,
             expected,
             sent_at: None,
-            verified: false,
+            cookie: None,
         })
-    }
-
-    fn request(&self) -> [u8; REQUEST_LEN] {
-        let mut request = [0u8; REQUEST_LEN];
-        for (field, value) in request.chunks_exact_mut(4).zip([
-            self.number,
-            WIDTH as u32,
-            HEIGHT as u32,
-            STRIDE as u32,
-        ]) {
-            field.copy_from_slice(&value.to_le_bytes());
-        }
-        request
     }
 
     fn print(&self) {
@@ -408,7 +452,7 @@ fn timespec(duration: Duration) -> Timespec {
 // Statistics, computed by both sides
 // ---------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Stats {
     luma_sum: u64,
     histogram: [u32; BINS],
@@ -433,33 +477,6 @@ impl Stats {
         self.luma_sum as f64 / pixels as f64
     }
 
-    fn encode(&self, frame: u32) -> [u8; STATS_LEN] {
-        let mut out = [0u8; STATS_LEN];
-        out[0..4].copy_from_slice(&frame.to_le_bytes());
-        out[4..12].copy_from_slice(&self.luma_sum.to_le_bytes());
-        for (field, count) in out[12..].chunks_exact_mut(4).zip(self.histogram) {
-            field.copy_from_slice(&count.to_le_bytes());
-        }
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Option<(u32, Self)> {
-        let bytes: &[u8; STATS_LEN] = bytes.try_into().ok()?;
-        let frame = u32::from_le_bytes(bytes[0..4].try_into().ok()?);
-        let luma_sum = u64::from_le_bytes(bytes[4..12].try_into().ok()?);
-        let mut histogram = [0u32; BINS];
-        for (count, field) in histogram.iter_mut().zip(bytes[12..].chunks_exact(4)) {
-            *count = u32::from_le_bytes(field.try_into().ok()?);
-        }
-        Some((
-            frame,
-            Self {
-                luma_sum,
-                histogram,
-            },
-        ))
-    }
-
     /// The histogram as 16 block characters, scaled to the fullest bin.
     fn sparkline(&self) -> String {
         const LEVELS: [char; 9] = [' ', '▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
@@ -482,67 +499,80 @@ fn worker(fd_arg: &str) -> Result<()> {
     let bootstrap = Channel::<1>::bind(inherited_fd(fd_arg)?)?;
     // Create the frame channel here, so that the pipeline's SO_PEERCRED
     // names this process, and hand the pipeline its end.
-    let (channel, pipeline_end) = Channel::<1>::create()?;
+    let (channel, pipeline_end) = Channel::<BUFFERS>::create()?;
     bootstrap.send(HELLO, &[pipeline_end.as_fd()])?;
     drop(pipeline_end);
     drop(bootstrap);
 
-    let mut request = [0u8; REQUEST_LEN];
-    let mut fds = heapless::Vec::<OwnedFd, 1>::new();
+    let (mut out, mut inbox) = ([0u8; MESSAGE], [0u8; MESSAGE]);
+    let mut ipa = Responder::<Ipa, BUFFERS>::new(channel, &mut out, &mut inbox)?;
+    let mut ipa_state = Worker::default();
     loop {
-        match channel.recv(&mut request, &mut fds) {
-            Ok(got) => {
-                let (frame, stats) = process(&request[..got.data_len], &fds)?;
-                channel.send(&stats.encode(frame), &[])?;
-            }
+        match ipa.serve(|call| ipa_state.handle(call)) {
+            Ok(_) => {}
             // The pipeline is gone: nothing left to do.
             Err(Error::Disconnected) => return Ok(()),
-            Err(error) if error.is_rejected_record() => {
-                eprintln!("ipa worker: ignoring a malformed request: {error}");
-            }
             Err(error) => return Err(error.into()),
         }
     }
 }
 
-/// Maps one frame buffer and computes its statistics.
-fn process(request: &[u8], fds: &[OwnedFd]) -> Result<(u32, Stats)> {
-    let Ok(request) = <&[u8; REQUEST_LEN]>::try_from(request) else {
-        return Err(format!(
-            "frame request of {} bytes, not {REQUEST_LEN}",
-            request.len()
-        )
-        .into());
-    };
-    let field = |i: usize| {
-        let bytes = [request[i], request[i + 1], request[i + 2], request[i + 3]];
-        u32::from_le_bytes(bytes) as usize
-    };
-    let (frame, width, height, stride) = (field(0) as u32, field(4), field(8), field(12));
-    if !(1..=8192).contains(&width) || !(1..=8192).contains(&height) || stride < width {
-        return Err(
-            format!("frame {frame}: bad geometry {width}x{height}, stride {stride}").into(),
-        );
+/// The worker's state: the mapped buffer pool.
+#[derive(Default)]
+struct Worker {
+    pool: Vec<Mapping>,
+}
+
+impl Worker {
+    fn handle<'a>(&mut self, call: Call<'a, '_, '_, Ipa, BUFFERS>) -> Result<Reply, Error> {
+        match call.request {
+            Request::Init { sensor } => {
+                eprintln!("ipa worker: init for sensor {sensor}");
+                Ok(Reply::Initialised)
+            }
+            Request::Configure { buffers } => {
+                self.pool.clear();
+                for slot in buffers {
+                    // A bad or repeated slot refuses the call (BadFdSlot).
+                    let buffer = call.fds.claim(slot)?;
+                    match Mapping::sealed_frame(buffer.as_fd(), STRIDE * HEIGHT) {
+                        Ok(mapping) => self.pool.push(mapping),
+                        Err(reason) => {
+                            eprintln!("ipa worker: buffer {}: {reason}", slot.index());
+                            return Err(Error::BadBody);
+                        }
+                    }
+                }
+                Ok(Reply::Configured {
+                    mapped: self.pool.len() as u32,
+                })
+            }
+            Request::ProcessStats { frame, buffer } => {
+                let Some(mapping) = self.pool.get(buffer as usize) else {
+                    eprintln!("ipa worker: frame {frame} names buffer {buffer}, not configured");
+                    return Err(Error::BadBody);
+                };
+                let stats = Stats::compute(mapping.bytes(), WIDTH, HEIGHT, STRIDE);
+                // The controls for the next frame go out before the reply,
+                // while the pipeline waits for it.
+                let mean = stats.mean(WIDTH * HEIGHT).max(1.0);
+                let mut events = call.events;
+                events.emit(
+                    &Event::SetSensorControls {
+                        frame: frame + 1,
+                        exposure_us: 10_000,
+                        gain_q8: (110.0 / mean * 256.0).clamp(64.0, 4096.0) as u16,
+                    },
+                    &[],
+                )?;
+                Ok(Reply::Stats { frame, stats })
+            }
+            Request::Stop => {
+                self.pool.clear();
+                Ok(Reply::Stopped)
+            }
+        }
     }
-    let [buffer] = fds else {
-        return Err(format!("frame {frame}: {} fds, expected one buffer", fds.len()).into());
-    };
-    let len = stride * height;
-    let seals = fcntl_get_seals(buffer)?;
-    if !seals.contains(SealFlags::WRITE | SealFlags::SHRINK) {
-        return Err(
-            format!("frame {frame}: buffer is not sealed against writes and shrinking").into(),
-        );
-    }
-    let size = fstat(buffer)?.st_size;
-    if u64::try_from(size).map_or(true, |size| size < len as u64) {
-        return Err(format!("frame {frame}: buffer of {size} bytes, expected {len}").into());
-    }
-    let mapping = Mapping::read_only(buffer.as_fd(), len)?;
-    Ok((
-        frame,
-        Stats::compute(mapping.bytes(), width, height, stride),
-    ))
 }
 
 /// A read-only shared mapping of a sealed buffer, unmapped on drop.
@@ -552,9 +582,17 @@ struct Mapping {
 }
 
 impl Mapping {
-    /// Maps `len > 0` bytes of `fd`. The caller checked that the file holds
-    /// at least `len` bytes and is sealed against writes and shrinking.
-    fn read_only(fd: BorrowedFd<'_>, len: usize) -> rustix::io::Result<Self> {
+    /// Maps a frame buffer of `len` bytes after checking that it is sealed
+    /// against writes and shrinking and holds at least `len` bytes.
+    fn sealed_frame(buffer: BorrowedFd<'_>, len: usize) -> Result<Self> {
+        let seals = fcntl_get_seals(buffer)?;
+        if !seals.contains(SealFlags::WRITE | SealFlags::SHRINK) {
+            return Err("not sealed against writes and shrinking".into());
+        }
+        let size = fstat(buffer)?.st_size;
+        if u64::try_from(size).map_or(true, |size| size < len as u64) {
+            return Err(format!("{size} bytes, expected {len}").into());
+        }
         // SAFETY: a fresh mapping at an address the kernel chooses (null
         // hint, no MAP_FIXED), so no existing memory is affected.
         let ptr = unsafe {
@@ -563,7 +601,7 @@ impl Mapping {
                 len,
                 ProtFlags::READ,
                 MapFlags::SHARED,
-                fd,
+                buffer,
                 0,
             )?
         };
