@@ -76,7 +76,7 @@ pub struct Channel<const MAX_FDS: usize> {
 }
 
 impl<const MAX_FDS: usize> Channel<MAX_FDS> {
-    fn from_fd(fd: OwnedFd) -> Self {
+    pub(crate) fn from_fd(fd: OwnedFd) -> Self {
         const {
             assert!(
                 MAX_FDS <= MAX_FDS_PER_MESSAGE,
@@ -878,7 +878,7 @@ impl<const MAX_FDS: usize> AsRawFd for Channel<MAX_FDS> {
     }
 }
 
-fn monotonic_now() -> Duration {
+pub(crate) fn monotonic_now() -> Duration {
     let now = clock_gettime(ClockId::Monotonic);
     // CLOCK_MONOTONIC is never negative.
     let secs = u64::try_from(now.tv_sec).unwrap_or(0);

@@ -11,6 +11,7 @@ mod channel;
 mod cmsg;
 mod error;
 mod header;
+mod listener;
 #[cfg(feature = "defmt")]
 pub mod logger;
 mod payload;
@@ -18,5 +19,7 @@ mod payload;
 pub use channel::{Channel, Received};
 pub use error::Error;
 pub use header::{HEADER_LEN, Header, MAGIC, MAX_FDS_PER_MESSAGE, VERSION};
+pub use listener::{Accepted, Listener};
 pub use payload::Payload;
+pub use rustix::fs::Mode;
 pub use rustix::net::UCred;
