@@ -76,7 +76,7 @@ pub struct Channel<const MAX_FDS: usize> {
 }
 
 impl<const MAX_FDS: usize> Channel<MAX_FDS> {
-    fn from_fd(fd: OwnedFd) -> Self {
+    pub(crate) fn from_fd(fd: OwnedFd) -> Self {
         const {
             assert!(
                 MAX_FDS <= MAX_FDS_PER_MESSAGE,

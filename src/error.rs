@@ -121,6 +121,19 @@ pub enum Error {
         /// Length of the frame given.
         len: usize,
     },
+    /// [`Listener::bind`](crate::Listener::bind) or
+    /// [`Listener::bind_abstract`](crate::Listener::bind_abstract): a live
+    /// listener already has the name (a connection probe was accepted, or
+    /// queued, or met a listening socket of another type); or the socket
+    /// file was replaced while the listener was being set up.
+    AddressInUse,
+    /// [`Listener::bind`](crate::Listener::bind): something that is not a
+    /// socket (a regular file, a directory, a symbolic link, ...) is at the
+    /// path. It is left untouched.
+    NotASocket,
+    /// The socket path or abstract name does not fit in a `sockaddr_un`
+    /// (108 bytes for a path, 107 for an abstract name).
+    NameTooLong,
     /// Any other error from the operating system.
     Os(#[cfg_attr(feature = "defmt", defmt(Debug2Format))] Errno),
     /// Typed calls: a record without a valid call header (shorter than 8
@@ -283,6 +296,9 @@ impl fmt::Display for Error {
             Self::NoHeaderRoom { len } => {
                 write!(f, "frame of {len} bytes has no room for the 8-byte header")
             }
+            Self::AddressInUse => f.write_str("a live listener already has this socket name"),
+            Self::NotASocket => f.write_str("the path exists and is not a socket; left it alone"),
+            Self::NameTooLong => f.write_str("socket name too long for sockaddr_un"),
             Self::Os(errno) => write!(f, "os error: {errno}"),
             #[cfg(feature = "calls")]
             Self::BadCallHeader => f.write_str("record without a valid call header"),

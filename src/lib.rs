@@ -14,6 +14,7 @@ mod channel;
 mod cmsg;
 mod error;
 mod header;
+mod listener;
 #[cfg(all(feature = "defmt", feature = "std"))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "defmt", feature = "std"))))]
 pub mod logger;
@@ -22,5 +23,7 @@ mod payload;
 pub use channel::{Channel, Received};
 pub use error::Error;
 pub use header::{HEADER_LEN, Header, MAGIC, MAX_FDS_PER_MESSAGE, VERSION};
+pub use listener::{Accepted, Listener};
 pub use payload::Payload;
+pub use rustix::fs::Mode;
 pub use rustix::net::UCred;
