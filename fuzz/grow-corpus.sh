@@ -28,9 +28,16 @@ fi
 for target in "${targets[@]}"; do
     scratch="$(mktemp -d)"
     before=$(find "corpus/$target" -type f | wc -l)
-    "${fuzz[@]}" fuzz run "$target" "$scratch" "corpus/$target" -- \
+    log="$(mktemp)"
+    if ! "${fuzz[@]}" fuzz run "$target" "$scratch" "corpus/$target" -- \
         -dict=ipc.dict -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1 \
-        2>&1 | grep -E '^(stat::|#[0-9]+ +DONE|==|SUMMARY)' || true
+        >"$log" 2>&1; then
+        tail -n 40 "$log"
+        echo "grow-corpus: $target: the fuzzer failed; the input is under fuzz/artifacts/$target/" >&2
+        exit 1
+    fi
+    grep -E '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added)' "$log" || true
+    rm -f "$log"
     cp -n "$scratch"/* "corpus/$target"/ 2>/dev/null || true
     rm -rf "$scratch"
     "${fuzz[@]}" fuzz cmin "$target" "corpus/$target" >/dev/null 2>&1
