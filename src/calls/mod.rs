@@ -301,11 +301,103 @@ fn send<const MAX_FDS: usize>(
 }
 
 /// Decodes a whole body: trailing bytes are as wrong as missing ones.
+///
+/// A body that does not decode is [`Error::UnknownVariant`] when `T` is an
+/// enum and the body starts with a variant index past its variants (postcard
+/// writes an enum as the index, a varint, then the variant's fields), and
+/// [`Error::BadBody`] otherwise. postcard reports both alike, so the enum's
+/// variant count is read from its `Deserialize` impl on this error path.
 fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Error> {
     match postcard::take_from_bytes::<T>(body) {
         Ok((value, [])) => Ok(value),
         Ok(_) => Err(Error::BadBody),
-        Err(postcard::Error::DeserializeBadEnum) => Err(Error::UnknownVariant),
-        Err(_) => Err(Error::BadBody),
+        Err(_) => match (variants::<T>(), postcard::take_from_bytes::<u32>(body)) {
+            (Some(count), Ok((index, _))) if index as usize >= count => Err(Error::UnknownVariant),
+            _ => Err(Error::BadBody),
+        },
+    }
+}
+
+/// The number of variants of `T` if it deserializes as an enum (serde's
+/// derive passes the variant names to `deserialize_enum`).
+fn variants<'a, T: Deserialize<'a>>() -> Option<usize> {
+    match T::deserialize(VariantCount) {
+        Err(Probed::Enum(count)) => Some(count),
+        _ => None,
+    }
+}
+
+/// A deserializer that only learns whether it is asked for an enum, and
+/// how many variants that enum has.
+struct VariantCount;
+
+/// What [`VariantCount`] learned.
+#[derive(Debug)]
+enum Probed {
+    Enum(usize),
+    Other,
+}
+
+impl core::fmt::Display for Probed {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("variant count probe")
+    }
+}
+
+impl serde::de::StdError for Probed {}
+
+impl serde::de::Error for Probed {
+    fn custom<T: core::fmt::Display>(_: T) -> Self {
+        Self::Other
+    }
+}
+
+impl<'de> serde::Deserializer<'de> for VariantCount {
+    type Error = Probed;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Probed> {
+        Err(Probed::Other)
+    }
+
+    fn deserialize_enum<V: serde::de::Visitor<'de>>(
+        self,
+        _: &'static str,
+        variants: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Probed> {
+        Err(Probed::Enum(variants.len()))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map struct identifier ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum Two {
+        A(u8),
+        B { x: u16 },
+    }
+
+    #[test]
+    fn an_index_past_the_variants_is_an_unknown_variant() {
+        assert_eq!(decode::<Two>(&[2]), Err(Error::UnknownVariant));
+        assert_eq!(decode::<Two>(&[0x80, 0x01, 7]), Err(Error::UnknownVariant));
+    }
+
+    #[test]
+    fn anything_else_that_does_not_decode_is_a_bad_body() {
+        assert_eq!(decode::<Two>(&[]), Err(Error::BadBody));
+        assert_eq!(decode::<Two>(&[1]), Err(Error::BadBody)); // B without x
+        assert_eq!(decode::<Two>(&[0, 9, 9]), Err(Error::BadBody)); // left over
+        assert_eq!(decode::<u32>(&[0xff; 6]), Err(Error::BadBody)); // not an enum
+        assert_eq!(decode::<Two>(&[0, 9]), Ok(Two::A(9)));
+        assert_eq!(decode::<Two>(&[1, 3]), Ok(Two::B { x: 3 })); // varint u16
     }
 }
