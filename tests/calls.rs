@@ -763,3 +763,34 @@ fn protocol_mismatch_same_name_other_version_fails_both_sides() {
     let _watchdog = Watchdog::for_test();
     mismatch::<NextVersion>(true);
 }
+
+/// A request naming a variant the responder's `Request` does not have (as
+/// from a caller built against a newer definition) is refused as
+/// `Rejection::UnknownVariant`, and the worker keeps serving. Fails if it
+/// is reported as anything else (`BadBody`, say).
+#[test]
+fn unknown_variant_is_rejected_as_unknown_variant() {
+    let _serial = serial();
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, channel) = Channel::<MAX_FDS>::pair().unwrap();
+    let worker = Worker::spawn(channel);
+    let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
+    let mut caller = Caller::<Forged, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
+    // Variant 100 of a 7-variant enum, then a field.
+    let got = caller.call(&Wire::Bytes(&[100, 1]), &[], LONG, |_, _| {});
+    let got = got.map(|(reply, _)| format!("{reply:?}"));
+    ping(&mut caller, &Wire::Typed(Request::Ping(1)), 1);
+    drop(caller);
+    let log = worker.join();
+    assert_eq!(got, Err(Error::Rejected(Rejection::UnknownVariant)));
+    assert!(
+        matches!(
+            log.served[1],
+            Ok(Served::Refused {
+                rejection: Rejection::UnknownVariant,
+                ..
+            })
+        ),
+        "{log:?}"
+    );
+}
