@@ -794,3 +794,364 @@ fn unknown_variant_is_rejected_as_unknown_variant() {
         "{log:?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// The call table and one-way messages.
+
+/// A blocking `call` while a started call is in flight is refused with
+/// `CallsInFlight`, sends nothing, and the started call still gets its
+/// reply. Fails if `call` sent its request or took the other's reply.
+#[test]
+fn call_with_started_calls_in_flight_is_calls_in_flight() {
+    let _serial = serial();
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, channel) = Channel::<MAX_FDS>::pair().unwrap();
+    let worker = Worker::spawn(channel);
+    let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
+    let mut caller = TestCaller::new(pipeline, &mut out, &mut inbox).unwrap();
+    let started = caller.start(&Request::Ping(1), &[], Some(LONG)).unwrap();
+    let refused = caller.call(&Request::Ping(2), &[], LONG, |_, _| {});
+    assert_eq!(refused.unwrap_err(), Error::CallsInFlight);
+    assert_eq!(caller.in_flight(), 1);
+    assert_eq!(
+        next(&mut caller, seen),
+        Seen::Reply {
+            cookie: started,
+            reply: "Pong(1)".into()
+        }
+    );
+    ping(&mut caller, &Request::Ping(3), 3);
+    drop(caller);
+    let log = worker.join();
+    // The hello, Ping(1), Ping(3), the hangup: Ping(2) was never sent.
+    assert_eq!(log.served.len(), 4, "{log:?}");
+}
+
+/// `start` with `CALLS` calls in flight is refused with `TooManyCalls`
+/// and sends nothing; once the replies are in, `start` works again. Fails
+/// if the table overflowed or the refused request was sent.
+#[test]
+fn start_with_the_table_full_is_too_many_calls() {
+    let _serial = serial();
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, channel) = Channel::<MAX_FDS>::pair().unwrap();
+    let worker = Worker::spawn(channel);
+    let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
+    let mut caller = TestCaller::new(pipeline, &mut out, &mut inbox).unwrap();
+    let cookies: Vec<u32> = (0..CALLS as u32)
+        .map(|n| caller.start(&Request::Ping(n), &[], Some(LONG)).unwrap())
+        .collect();
+    let refused = caller.start(&Request::Ping(99), &[], Some(LONG));
+    assert_eq!(refused.unwrap_err(), Error::TooManyCalls { max: CALLS });
+    assert_eq!(caller.in_flight(), CALLS);
+    for (n, cookie) in cookies.iter().enumerate() {
+        assert_eq!(
+            next(&mut caller, seen),
+            Seen::Reply {
+                cookie: *cookie,
+                reply: format!("Pong({n})")
+            }
+        );
+    }
+    let again = caller.start(&Request::Ping(7), &[], Some(LONG)).unwrap();
+    assert_eq!(
+        next(&mut caller, seen),
+        Seen::Reply {
+            cookie: again,
+            reply: "Pong(7)".into()
+        }
+    );
+    drop(caller);
+    let log = worker.join();
+    assert_eq!(log.served.len(), 1 + CALLS + 1 + 1, "{log:?}");
+}
+
+/// A request larger than the outgoing buffer is `EncodeFailed` from
+/// `call`, `start` and `notify`, nothing is sent or left in flight, and the
+/// next call works. Fails if a truncated request went out.
+#[test]
+fn request_larger_than_the_buffer_is_encode_failed() {
+    let _serial = serial();
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, channel) = Channel::<MAX_FDS>::pair().unwrap();
+    let worker = Worker::spawn(channel);
+    let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
+    let mut caller = TestCaller::new(pipeline, &mut out, &mut inbox).unwrap();
+    let big = vec![7u8; BUF];
+    let request = Request::Echo {
+        text: "too big",
+        bytes: &big,
+    };
+    let called = caller.call(&request, &[], LONG, |_, _| {});
+    assert_eq!(called.unwrap_err(), Error::EncodeFailed);
+    assert_eq!(
+        caller.start(&request, &[], Some(LONG)).unwrap_err(),
+        Error::EncodeFailed
+    );
+    assert_eq!(
+        caller.notify(&request, &[]).unwrap_err(),
+        Error::EncodeFailed
+    );
+    assert_eq!(caller.in_flight(), 0);
+    ping(&mut caller, &Request::Ping(1), 1);
+    drop(caller);
+    let log = worker.join();
+    assert_eq!(log.served.len(), 3, "{log:?}"); // hello, ping, hangup
+}
+
+/// One-way notes are handled in order and answered with nothing: the next
+/// call's reply is the only record that comes back. Fails if a note is
+/// lost, or a reply to it arrives (it would be counted late, or be left
+/// for `poll`).
+#[test]
+fn notify_is_handled_and_gets_no_reply() {
+    let _serial = serial();
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, channel) = Channel::<MAX_FDS>::pair().unwrap();
+    let worker = Worker::spawn(channel);
+    let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
+    let mut caller = TestCaller::new(pipeline, &mut out, &mut inbox).unwrap();
+    caller
+        .notify(&Request::Note("frame 7 dropped"), &[])
+        .unwrap();
+    caller.notify(&Request::Note("frame 8 late"), &[]).unwrap();
+    ping(&mut caller, &Request::Ping(1), 1);
+    let cookie = caller.start(&Request::Ping(2), &[], Some(LONG)).unwrap();
+    assert_eq!(
+        next(&mut caller, seen),
+        Seen::Reply {
+            cookie,
+            reply: "Pong(2)".into()
+        }
+    );
+    assert!(caller.poll().unwrap().is_none());
+    assert_eq!((caller.late_replies(), caller.discarded()), (0, 0));
+    drop(caller);
+    let log = worker.join();
+    assert_eq!(log.notes, ["frame 7 dropped", "frame 8 late"]);
+    let one_way = log
+        .served
+        .iter()
+        .filter(|s| **s == Ok(Served::OneWay))
+        .count();
+    assert_eq!(one_way, 2, "{log:?}");
+}
+
+/// Records that are not calls, sent raw to each end (no v1 header; a v1
+/// record without a call header; a request sent to the caller), each with
+/// fds: each end counts them in `discarded()`, closes their fds, and the
+/// next call works. Fails if junk is taken for a reply or request, not
+/// counted, or its fds leak.
+#[test]
+fn junk_records_are_discarded_with_their_fds_closed() {
+    let _serial = serial();
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, channel) = Channel::<MAX_FDS>::pair().unwrap();
+    // Second handles on both sockets, to write junk into them.
+    let to_caller =
+        Channel::<MAX_FDS>::bind(channel.as_fd().try_clone_to_owned().unwrap()).unwrap();
+    let to_worker =
+        Channel::<MAX_FDS>::bind(pipeline.as_fd().try_clone_to_owned().unwrap()).unwrap();
+    let worker = Worker::spawn(channel);
+    let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
+    let mut caller = TestCaller::new(pipeline, &mut out, &mut inbox).unwrap();
+    ping(&mut caller, &Request::Ping(0), 0);
+    let (a, b) = (memfd(b"junk a"), memfd(b"junk b"));
+    let baseline = open_fds();
+    for junk in [&to_caller, &to_worker] {
+        common::send_raw(junk, b"no header at all", &[a.as_fd()]);
+        junk.send(b"junk!junk!", &[a.as_fd(), b.as_fd()]).unwrap();
+    }
+    let mut request = [0u8; 9];
+    request[..8].copy_from_slice(
+        &CallHeader {
+            kind: Kind::Request,
+            cookie: 1,
+        }
+        .encode(),
+    );
+    to_caller.send(&request, &[b.as_fd()]).unwrap();
+    ping(&mut caller, &Request::Ping(1), 1);
+    assert_eq!(caller.discarded(), 3);
+    assert_eq!(caller.late_replies(), 0);
+    assert_eq!(open_fds(), baseline, "fds of junk records leaked");
+    drop((caller, to_caller, to_worker));
+    let log = worker.join();
+    assert_eq!(log.discarded, 2, "{log:?}");
+}
+
+// ---------------------------------------------------------------------------
+// 9. Property: random requests with random fds.
+
+/// One random request and what its reply must be.
+#[derive(Debug, Clone)]
+enum Case {
+    Ping(u32),
+    Echo(String, Vec<u8>),
+    /// Buffer contents, the order their slots are listed in, how many the
+    /// handler claims.
+    Buffers(Vec<Vec<u8>>, Vec<usize>, u8),
+    Export(Vec<u8>),
+}
+
+fn case() -> impl proptest::strategy::Strategy<Value = Case> {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    let buffers = vec(vec(any::<u8>(), 0..300), 0..=MAX_FDS).prop_flat_map(|files| {
+        let n = files.len();
+        (
+            Just(files),
+            Just((0..n).collect::<Vec<_>>()).prop_shuffle(),
+            0..=n as u8,
+        )
+    });
+    prop_oneof![
+        any::<u32>().prop_map(Case::Ping),
+        (".{0,40}", vec(any::<u8>(), 0..300)).prop_map(|(t, b)| Case::Echo(t, b)),
+        buffers.prop_map(|(files, order, claim)| Case::Buffers(files, order, claim)),
+        vec(any::<u8>(), 0..300).prop_map(Case::Export),
+    ]
+}
+
+/// The fds a case sends, and the request that names them.
+struct Prepared {
+    files: Vec<OwnedFd>,
+}
+
+impl Case {
+    fn prepare(&self) -> Prepared {
+        let files = match self {
+            Case::Buffers(files, ..) => files.iter().map(|c| memfd(c)).collect(),
+            _ => Vec::new(),
+        };
+        Prepared { files }
+    }
+
+    /// Calls `send` with the request and its fds.
+    fn send<T>(
+        &self,
+        prepared: &Prepared,
+        send: impl FnOnce(&Request<'_>, &[std::os::fd::BorrowedFd<'_>]) -> T,
+    ) -> T {
+        let mut attach = Attach::<MAX_FDS>::new();
+        let taken: Vec<FdSlot> = prepared
+            .files
+            .iter()
+            .map(|fd| attach.attach(fd.as_fd()).unwrap())
+            .collect();
+        let request = match self {
+            Case::Ping(n) => Request::Ping(*n),
+            Case::Echo(text, bytes) => Request::Echo { text, bytes },
+            Case::Buffers(_, order, claim) => {
+                let mut slots = [None; MAX_FDS];
+                for (at, file) in order.iter().enumerate() {
+                    slots[at] = Some(taken[*file]);
+                }
+                Request::Buffers {
+                    slots,
+                    claim: *claim,
+                }
+            }
+            Case::Export(contents) => Request::Export { contents },
+        };
+        send(&request, attach.as_slice())
+    }
+
+    /// Checks a reply (and its fds) against the case.
+    fn check(&self, reply: Reply<'_>, mut fds: Claims<MAX_FDS>) -> Result<(), String> {
+        let ok = match (self, reply) {
+            (Case::Ping(n), Reply::Pong(m)) => *n == m && fds.is_empty(),
+            (Case::Echo(t, b), Reply::Echoed { text, bytes }) => {
+                t == text && b.as_slice() == bytes && fds.is_empty()
+            }
+            (Case::Buffers(files, order, claim), Reply::Digests(digests)) => {
+                let expected: Vec<Option<u64>> = (0..MAX_FDS)
+                    .map(|at| (at < usize::from(*claim)).then(|| fnv(&files[order[at]])))
+                    .collect();
+                digests.as_slice() == expected && fds.is_empty()
+            }
+            (Case::Export(c), Reply::Exported { file }) => {
+                fds.len() == 1 && fds.claim(file).is_ok_and(|fd| contents(fd.as_fd()) == *c)
+            }
+            _ => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{self:?} answered with {reply:?}"))
+        }
+    }
+}
+
+/// Random batches of up to `CALLS` requests with 0..MAX_FDS memfds each,
+/// sent one by one with `call` and then all at once with `start` and
+/// collected with `poll` (matched by cookie): every reply is the one its
+/// request asks for, the worker read each buffer through its slot (the
+/// digests), exported fds carry their contents, and no fd leaks over the
+/// whole run. Fails on any mismatch.
+#[test]
+fn random_requests_round_trip_through_call_and_start() {
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+    let _serial = serial();
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, channel) = Channel::<MAX_FDS>::pair().unwrap();
+    let worker = Worker::spawn(channel);
+    let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
+    let caller = std::cell::RefCell::new(TestCaller::new(pipeline, &mut out, &mut inbox).unwrap());
+    ping(&mut caller.borrow_mut(), &Request::Ping(0), 0);
+    let baseline = open_fds();
+    let mut runner = TestRunner::new(Config {
+        cases: 64,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let batches = proptest::collection::vec(case(), 1..=CALLS);
+    let result = runner.run(&batches, |batch| {
+        let mut caller = caller.borrow_mut();
+        // A failed case may have left calls in flight: collect them.
+        while caller.in_flight() > 0 {
+            next(&mut caller, |_| ());
+        }
+        for case in &batch {
+            let prepared = case.prepare();
+            let (reply, fds) = case
+                .send(&prepared, |request, fds| {
+                    caller.call(request, fds, LONG, |e, _| panic!("event {e:?}"))
+                })
+                .map_err(|e| TestCaseError::fail(format!("{case:?}: call: {e:?}")))?;
+            case.check(reply, fds).map_err(TestCaseError::fail)?;
+        }
+        let mut started = Vec::new();
+        for case in &batch {
+            let prepared = case.prepare();
+            let cookie = case
+                .send(&prepared, |request, fds| {
+                    caller.start(request, fds, Some(LONG))
+                })
+                .map_err(|e| TestCaseError::fail(format!("{case:?}: start: {e:?}")))?;
+            started.push((cookie, case));
+        }
+        for _ in 0..batch.len() {
+            next(&mut caller, |incoming| match incoming {
+                Incoming::Reply { cookie, reply, fds } => {
+                    let Some(at) = started.iter().position(|(c, _)| *c == cookie) else {
+                        return Err(format!("reply for cookie {cookie} not in flight"));
+                    };
+                    let (_, case) = started.remove(at);
+                    case.check(reply, fds)
+                }
+                other => Err(format!("{other:?}")),
+            })
+            .map_err(TestCaseError::fail)?;
+        }
+        Ok(())
+    });
+    let caller = caller.into_inner();
+    assert_eq!((caller.late_replies(), caller.discarded()), (0, 0));
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+    assert_eq!(open_fds(), baseline, "fds leaked over the run");
+    drop(caller);
+    worker.join();
+}

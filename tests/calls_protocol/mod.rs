@@ -223,11 +223,15 @@ pub fn run_worker(channel: Channel<MAX_FDS>, mut gate: impl FnMut()) -> WorkerLo
     let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
     let mut responder =
         Responder::<Isp, MAX_FDS>::new(channel, &mut out, &mut inbox).expect("Responder::new");
-    let export = memfd(b"");
+    // A ring of memfds for `Export`/`Slow` replies, one per serve: the
+    // caller may hold the fds of `CALLS` replies at once, and each must
+    // keep its own contents. Made once, before anything is counted.
+    let exports: Vec<_> = (0..2 * CALLS).map(|_| memfd(b"")).collect();
     let mut log = WorkerLog::default();
-    loop {
+    for turn in 0.. {
+        let export = exports[turn % exports.len()].as_fd();
         let notes = &mut log.notes;
-        let served = responder.serve(|call| handle(call, export.as_fd(), &mut gate, notes));
+        let served = responder.serve(|call| handle(call, export, &mut gate, notes));
         let end = matches!(served, Err(error) if !matches!(error, Error::ProtocolMismatch { .. }));
         log.served.push(served);
         if end {
