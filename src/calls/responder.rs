@@ -359,10 +359,15 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
         } = &mut self.end;
         let request = match decode::<P::Request<'_>>(&inbox[BODY..][..arrived.body_len]) {
             Ok(request) => request,
-            Err(Error::UnknownVariant) => {
-                return refuse(channel, out, cookie, Rejection::UnknownVariant);
+            Err(error) => {
+                // The request's fds are closed before the refusal goes out.
+                drop(claims);
+                let rejection = match error {
+                    Error::UnknownVariant => Rejection::UnknownVariant,
+                    _ => Rejection::BadBody,
+                };
+                return refuse(channel, out, cookie, rejection);
             }
-            Err(_) => return refuse(channel, out, cookie, Rejection::BadBody),
         };
         let reply = handler(Call {
             request,
