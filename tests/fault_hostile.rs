@@ -41,8 +41,8 @@ fn rss_kib() -> u64 {
 /// provoked record really makes the kernel install fds in this process, so
 /// a receiver that forgot to close them would be caught by the fd count.
 fn raw_recv_fds(socket: impl AsFd, capacity: usize) -> (usize, Vec<OwnedFd>) {
-    // CMSG_SPACE(capacity * 4) on 64-bit Linux, as src/cmsg.rs lays it out.
-    let space_len = 16 + (capacity * 4).div_ceil(8) * 8;
+    // CMSG_SPACE(capacity * 4) of the target, as src/cmsg.rs lays it out.
+    let space_len = common::platform::cmsg_space(capacity * 4);
     let mut space = vec![MaybeUninit::<u8>::uninit(); space_len];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut data = [0u8; 256];
