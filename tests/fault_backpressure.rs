@@ -20,7 +20,7 @@ type Fds<const N: usize> = heapless::Vec<OwnedFd, N>;
 /// The system call thread `tid` of this process is blocked in, if any.
 fn blocked_in(tid: i32) -> Option<libc::c_long> {
     let line = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).ok()?;
-    line.split_whitespace().next()?.parse().ok()
+    common::platform::syscall_of(&line)
 }
 
 /// Spins (yielding) until thread `tid` is blocked in system call `nr`, or

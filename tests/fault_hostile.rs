@@ -43,8 +43,8 @@ fn rss_kib() -> u64 {
 /// provoked record really makes the kernel install fds in this process, so
 /// a receiver that forgot to close them would be caught by the fd count.
 fn raw_recv_fds(socket: impl AsFd, capacity: usize) -> (usize, Vec<OwnedFd>) {
-    // CMSG_SPACE(capacity * 4) on 64-bit Linux, as src/cmsg.rs lays it out.
-    let space_len = 16 + (capacity * 4).div_ceil(8) * 8;
+    // CMSG_SPACE(capacity * 4) of the target, as src/cmsg.rs lays it out.
+    let space_len = common::platform::cmsg_space(capacity * 4);
     let mut space = vec![MaybeUninit::<u8>::uninit(); space_len];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut data = [0u8; 256];
@@ -496,25 +496,26 @@ fn scm_credentials_with_so_passcred_is_delivered_or_rejected_without_leaks() {
     }
 }
 
-/// Pins what the crate does today with `SO_PASSCRED` on (64-bit layout): the
-/// kernel writes a 32-byte `SCM_CREDENTIALS` message first into the crate's
-/// `CMSG_SPACE(4 * N)` control buffer; the record is delivered only if the
-/// fds fit in what is left, and is otherwise rejected (`MSG_CTRUNC`) as
-/// `FdsTruncated` (or `TooManyFds` past the capacity) with whatever fds did
-/// fit closed; a record with no fds at all is `FdCountMismatch` when not even
-/// the credentials fit.
-#[cfg(target_pointer_width = "64")]
+/// Pins what the crate does today with `SO_PASSCRED` on: the kernel writes
+/// an `SCM_CREDENTIALS` message (`CMSG_SPACE(sizeof(struct ucred))`, 32
+/// bytes on 64-bit, 24 on 32-bit) first into the crate's `CMSG_SPACE(4 * N)`
+/// control buffer; the record is delivered only if the fds fit in what is
+/// left, and is otherwise rejected (`MSG_CTRUNC`) as `FdsTruncated` (or
+/// `TooManyFds` past the capacity) with whatever fds did fit closed; a
+/// record with no fds at all is `FdCountMismatch` when not even the
+/// credentials fit.
 #[test]
-fn so_passcred_costs_32_bytes_of_the_control_buffer() {
+fn so_passcred_costs_the_credentials_space_in_the_control_buffer() {
     fn predicted(capacity: usize, k: usize) -> String {
-        let space = 16 + (capacity * 4).div_ceil(8) * 8;
+        let space = common::platform::cmsg_space(capacity * 4);
+        let credentials = common::platform::cmsg_space(size_of::<libc::ucred>());
         // Without room for the credentials the kernel truncates every record;
         // with no fds declared and none received, the header is surely wrong.
-        if space < 32 && k == 0 {
+        if space < credentials && k == 0 {
             return "FdCountMismatch { declared: 0, received: 0, truncated: true }".to_string();
         }
-        let fit = (space.saturating_sub(32)).saturating_sub(16) / 4;
-        if space >= 32 && k <= fit {
+        let fit = common::platform::fds_fitting_in(space.saturating_sub(credentials));
+        if space >= credentials && k <= fit {
             "Ok".to_string()
         } else if k > capacity {
             format!("TooManyFds {{ count: {k}, capacity: {capacity} }}")

@@ -624,11 +624,7 @@ fn kill_when_blocked(victim: &Child, nr: libc::c_long) -> std::thread::JoinHandl
         let path = format!("/proc/self/task/{main_tid}/syscall");
         loop {
             let line = std::fs::read_to_string(&path).unwrap();
-            let current: Option<libc::c_long> = line
-                .split_whitespace()
-                .next()
-                .and_then(|nr| nr.parse().ok());
-            if current == Some(nr) {
+            if common::platform::syscall_of(&line) == Some(nr) {
                 break;
             }
             std::thread::yield_now();

@@ -78,7 +78,7 @@ fn this_thread() -> ThreadIds {
 /// The system call thread `tid` of this process is blocked in, if any.
 fn blocked_in(tid: i32) -> Option<libc::c_long> {
     let line = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).ok()?;
-    line.split_whitespace().next()?.parse().ok()
+    common::platform::syscall_of(&line)
 }
 
 /// Spins (yielding) until thread `tid` is blocked in `nr`, or `done()`.

@@ -16,7 +16,7 @@ mod common;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use common::{header, open_fds, send_raw, serial};
+use common::{header, open_fds, platform, send_raw, serial};
 use ipc_unixsocket::{Channel, Error, Received};
 
 /// Sends one raw record carrying `fds_sent` dups of `/dev/null` to a
@@ -56,22 +56,25 @@ fn receive_raw<const N: usize>(record: &[u8], fds_sent: usize) -> Result<Receive
 #[test]
 fn slack_fds_against_a_lying_header_are_a_count_mismatch() {
     let _serial = serial();
-    // Capacity 3: CMSG_SPACE(12) = 32 bytes, room for 4 fds. All 4 arrive,
-    // no MSG_CTRUNC, so the count is exact and the header's 5 is wrong.
+    // Capacity 3: CMSG_SPACE(12) = 32 bytes on 64-bit, room for 4 fds (24
+    // on 32-bit, room for 3: no slack). All that fit arrive, no MSG_CTRUNC,
+    // so the count is exact and the header's 5 is wrong.
+    let fit = platform::fds_fitting(3);
     assert_eq!(
-        receive_raw::<3>(&header(5, 0), 4),
+        receive_raw::<3>(&header(5, 0), fit),
         Err(Error::FdCountMismatch {
             declared: 5,
-            received: 4,
+            received: fit,
             truncated: false,
         })
     );
-    // Capacity 1: room for 2, both arrive.
+    // Capacity 1: room for 2 on 64-bit (1 on 32-bit), all arrive.
+    let fit = platform::fds_fitting(1);
     assert_eq!(
-        receive_raw::<1>(&header(7, 0), 2),
+        receive_raw::<1>(&header(7, 0), fit),
         Err(Error::FdCountMismatch {
             declared: 7,
-            received: 2,
+            received: fit,
             truncated: false,
         })
     );
@@ -82,11 +85,13 @@ fn slack_fd_mismatch_comes_before_truncation() {
     let _serial = serial();
     let mut record = header(200, 100).to_vec();
     record.resize(8 + 100, 0xab);
+    // As many fds as capacity 3's buffer holds (4 on 64-bit, 3 on 32-bit).
+    let fit = platform::fds_fitting(3);
     assert_eq!(
-        receive_raw::<3>(&record, 4),
+        receive_raw::<3>(&record, fit),
         Err(Error::FdCountMismatch {
             declared: 200,
-            received: 4,
+            received: fit,
             truncated: false,
         })
     );
@@ -95,22 +100,25 @@ fn slack_fd_mismatch_comes_before_truncation() {
 #[test]
 fn ctrunc_header_declaring_the_installed_count_is_a_count_mismatch() {
     let _serial = serial();
-    // Capacity 3: 4 fds installed of the 6 sent, MSG_CTRUNC. More than 4
-    // arrived, so a header declaring 4 is certainly wrong.
+    // Capacity 3: 4 fds installed of the 6 sent on 64-bit (3 on 32-bit),
+    // MSG_CTRUNC. More than that were sent, so a header declaring the
+    // installed count is certainly wrong.
+    let fit = platform::fds_fitting(3);
     assert_eq!(
-        receive_raw::<3>(&header(4, 0), 6),
+        receive_raw::<3>(&header(fit as u8, 0), fit + 2),
         Err(Error::FdCountMismatch {
-            declared: 4,
-            received: 4,
+            declared: fit as u8,
+            received: fit,
             truncated: true,
         })
     );
-    // Capacity 1: 2 installed of the 3 sent.
+    // Capacity 1: 2 installed of the 3 sent on 64-bit (1 of 2 on 32-bit).
+    let fit = platform::fds_fitting(1);
     assert_eq!(
-        receive_raw::<1>(&header(2, 0), 3),
+        receive_raw::<1>(&header(fit as u8, 0), fit + 1),
         Err(Error::FdCountMismatch {
-            declared: 2,
-            received: 2,
+            declared: fit as u8,
+            received: fit,
             truncated: true,
         })
     );

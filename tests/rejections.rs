@@ -14,7 +14,7 @@ mod common;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use common::{Watchdog, header, identity, memfd, open_fds, read_all, send_raw, serial};
+use common::{Watchdog, header, identity, memfd, open_fds, platform, read_all, send_raw, serial};
 use ipc_unixsocket::{Channel, Error, Received};
 use rustix::net::sockopt;
 
@@ -462,28 +462,49 @@ fn rejects_too_many_fds_in_alignment_slack_and_closes_them() {
 fn rejects_fd_count_mismatch_before_too_many_fds_in_alignment_slack() {
     let _serial = serial();
     let _watchdog = Watchdog::for_test();
-    // Two fds arrive in a Channel<1>'s slack without MSG_CTRUNC, so exactly
-    // two were sent; the header declares three. FdCountMismatch comes before
-    // TooManyFds in the documented order.
-    assert_rejected::<1>(
-        &record(header(3, 0), 0),
-        2,
-        16,
-        Error::FdCountMismatch {
+    // A header declaring three over a record carrying two, to a Channel<1>.
+    // With slack (64-bit) both arrive without MSG_CTRUNC, so exactly two
+    // were sent: FdCountMismatch comes before TooManyFds in the documented
+    // order. Without slack (32-bit) one arrives with MSG_CTRUNC: more than
+    // one was sent, so the header's three cannot be refuted, and it is over
+    // the capacity: TooManyFds.
+    let expected = match platform::delivery(2, 1) {
+        (2, false) => Error::FdCountMismatch {
             declared: 3,
             received: 2,
             truncated: false,
         },
-    );
-    // Three fds sent, two delivered (the slack is full) with MSG_CTRUNC: at
-    // least three were sent, the header declares two, so it lies.
+        (1, true) => Error::TooManyFds {
+            count: 3,
+            capacity: 1,
+        },
+        other => panic!("a Channel<1> cannot receive two fds as {other:?}"),
+    };
+    assert_rejected::<1>(&record(header(3, 0), 0), 2, 16, expected);
+    // As many fds as the control buffer holds (slack included) arrive
+    // without MSG_CTRUNC, so the count is exact and the header's three is
+    // wrong: FdCountMismatch before TooManyFds, on every layout.
+    let fit = platform::fds_fitting(1);
     assert_rejected::<1>(
-        &record(header(2, 0), 0),
-        3,
+        &record(header(3, 0), 0),
+        fit,
         16,
         Error::FdCountMismatch {
-            declared: 2,
-            received: 2,
+            declared: 3,
+            received: fit,
+            truncated: false,
+        },
+    );
+    // One fd more than the buffer holds: it is full, with MSG_CTRUNC, so at
+    // least one more was sent than the header (declaring what arrived)
+    // says: it lies.
+    assert_rejected::<1>(
+        &record(header(fit as u8, 0), 0),
+        fit + 1,
+        16,
+        Error::FdCountMismatch {
+            declared: fit as u8,
+            received: fit,
             truncated: true,
         },
     );

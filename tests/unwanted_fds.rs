@@ -122,10 +122,18 @@ fn lingering_socket_past_the_capacity_is_closed_at_once() {
     let (writer, reader) = Channel::<1>::pair().expect("socketpair");
     let (hostile, server) = lingering_socket();
     let file = memfd(b"frame");
-    // Two fds to a capacity of one: the second lands in the alignment slack
-    // where there is one (64-bit) and is closed by the crate, or is never
-    // installed (32-bit: MSG_CTRUNC). Either way the record is rejected.
-    send_raw(&writer, &header(2, 0), &[file.as_fd(), hostile.as_fd()]);
+    // Two fds to a capacity of one. Where the control buffer has alignment
+    // slack (64-bit) the socket goes second: it lands in the slack and the
+    // crate must close it. Without slack (32-bit) the second fd is never
+    // installed (MSG_CTRUNC) and the kernel closes it inside recvmsg, so the
+    // socket goes first: it is installed, the record is over the capacity,
+    // and the crate must close it. Either way the record is rejected.
+    let fds = if common::platform::slack(1) > 0 {
+        [file.as_fd(), hostile.as_fd()]
+    } else {
+        [hostile.as_fd(), file.as_fd()]
+    };
+    send_raw(&writer, &header(2, 0), &fds);
     drop(hostile);
 
     let mut data = [0u8; 16];

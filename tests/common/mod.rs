@@ -2,6 +2,8 @@
 //! bypass the crate's sender, memfds and fd identity.
 #![allow(dead_code)] // each test crate uses a different subset
 
+pub mod platform;
+
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 

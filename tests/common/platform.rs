@@ -1,0 +1,83 @@
+//! What the tests need to know about the target's control messages and
+//! system calls, derived from the C library and the kernel's rules rather
+//! than from 64-bit constants.
+//!
+//! On 64-bit Linux `struct cmsghdr` is 16 bytes and control messages are
+//! aligned to 8, so a control buffer of `CMSG_SPACE(4 * N)` bytes has room
+//! for one fd past an odd `N` (the alignment slack). On 32-bit Linux the
+//! header is 12 bytes and the alignment 4: no slack for any `N`, and fds past
+//! the capacity are always cut off with `MSG_CTRUNC`.
+
+use std::ffi::c_int;
+use std::mem::size_of;
+
+/// `CMSG_SPACE(len)` of the target, from the C library.
+pub fn cmsg_space(len: usize) -> usize {
+    let len = u32::try_from(len).expect("small control message");
+    // SAFETY: CMSG_SPACE is a pure computation on its argument.
+    usize::try_from(unsafe { libc::CMSG_SPACE(len) }).expect("fits usize")
+}
+
+/// `CMSG_LEN(len)` of the target, from the C library.
+pub fn cmsg_len(len: usize) -> usize {
+    let len = u32::try_from(len).expect("small control message");
+    // SAFETY: CMSG_LEN is a pure computation on its argument.
+    usize::try_from(unsafe { libc::CMSG_LEN(len) }).expect("fits usize")
+}
+
+/// The most fds the kernel installs from one `SCM_RIGHTS` message into a
+/// control buffer of `space` bytes: whole ints after the header
+/// (`CMSG_LEN(0)`), as `scm_detach_fds` counts them.
+pub fn fds_fitting_in(space: usize) -> usize {
+    space.saturating_sub(cmsg_len(0)) / size_of::<c_int>()
+}
+
+/// The most fds a receiver of capacity `capacity` gets from the kernel: its
+/// control buffer is `CMSG_SPACE(4 * capacity)` bytes, so this is the
+/// capacity plus the alignment slack.
+pub fn fds_fitting(capacity: usize) -> usize {
+    fds_fitting_in(cmsg_space(capacity * size_of::<c_int>()))
+}
+
+/// The fds the kernel delivers past `capacity` without `MSG_CTRUNC`: one
+/// for an odd capacity on 64-bit, none on 32-bit.
+pub fn slack(capacity: usize) -> usize {
+    fds_fitting(capacity) - capacity
+}
+
+/// What the kernel does with one record carrying `sent` fds for a receiver
+/// of capacity `capacity`: `(installed, MSG_CTRUNC)`.
+pub fn delivery(sent: usize, capacity: usize) -> (usize, bool) {
+    let fit = fds_fitting(capacity);
+    (sent.min(fit), sent > fit)
+}
+
+/// The system call a `/proc/self/task/TID/syscall` line names, as the
+/// target's `libc::SYS_*` number of the direct call, or `None` when the
+/// thread is not in a system call.
+///
+/// Where rustix makes socket calls through `socketcall(2)` (i386), the line
+/// names `SYS_socketcall` with the sub-call in the first argument; that is
+/// mapped to the direct call (`SYS_SENDMSG` to `SYS_sendmsg`, `SYS_RECVMSG`
+/// to `SYS_recvmsg`). On 32-bit targets `ppoll_time64` is named `SYS_ppoll`.
+pub fn syscall_of(line: &str) -> Option<libc::c_long> {
+    let mut fields = line.split_whitespace();
+    let nr: libc::c_long = fields.next()?.parse().ok()?;
+    #[cfg(target_arch = "x86")]
+    if nr == libc::SYS_socketcall {
+        let arg = fields.next()?.trim_start_matches("0x");
+        // linux/net.h: SYS_SENDMSG 16, SYS_RECVMSG 17.
+        return match libc::c_long::from_str_radix(arg, 16).ok()? {
+            16 => Some(libc::SYS_sendmsg),
+            17 => Some(libc::SYS_recvmsg),
+            _ => Some(nr),
+        };
+    }
+    // `ppoll_time64`: 414 on every 32-bit architecture (libc does not name
+    // it for all of them).
+    #[cfg(target_pointer_width = "32")]
+    if nr == 414 {
+        return Some(libc::SYS_ppoll);
+    }
+    Some(nr)
+}
