@@ -5,6 +5,7 @@
 # switches), which is where almost all of a round trip's time goes.
 #
 #   bash bench/callgrind.sh            # writes bench/results/callgrind.md
+#   bash bench/callgrind.sh calls      # typed calls: bench/callgrind-calls.sh
 #
 # Builds a second copy of the bench with v0 symbol mangling (so each
 # monomorphised loop keeps its type name) in bench/target/callgrind, then
@@ -16,6 +17,9 @@
 set -euo pipefail
 
 bench_dir=$(cd "$(dirname "$0")" && pwd)
+if [[ ${1:-} == calls ]]; then
+  exec bash "$bench_dir/callgrind-calls.sh" "${@:2}"
+fi
 out=${1:-$bench_dir/results/callgrind.md}
 n=2000
 # Round trips each variant's pingpong runs for one cell with --reps 1
