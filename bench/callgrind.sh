@@ -68,7 +68,7 @@ for size in 0 64 4096 65536; do
     cg=$work/cg.$size.$fds
     valgrind --tool=callgrind --callgrind-out-file="$cg" "$bin" \
       --shapes thread --sizes "$size" --fds "$fds" --reps 1 --fixed-n "$n" \
-      --no-throughput --no-binary-sizes --out "$work/out" >/dev/null 2>&1
+      --no-throughput --no-calls --no-binary-sizes --out "$work/out" >/dev/null 2>&1
     callgrind_annotate --inclusive=yes --tree=calling "$cg" 2>/dev/null >"$cg.tree"
     printf '| %s | %s |' "$size" "$fds" >>"$out"
     crate_value="" raw_value=""
