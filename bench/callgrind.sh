@@ -5,6 +5,7 @@
 # switches), which is where almost all of a round trip's time goes.
 #
 #   bash bench/callgrind.sh            # writes bench/results/callgrind.md
+#   bash bench/callgrind.sh calls      # typed calls: bench/callgrind-calls.sh
 #
 # Builds a second copy of the bench with v0 symbol mangling (so each
 # monomorphised loop keeps its type name) in bench/target/callgrind, then
@@ -16,6 +17,9 @@
 set -euo pipefail
 
 bench_dir=$(cd "$(dirname "$0")" && pwd)
+if [[ ${1:-} == calls ]]; then
+  exec bash "$bench_dir/callgrind-calls.sh" "${@:2}"
+fi
 out=${1:-$bench_dir/results/callgrind.md}
 n=2000
 # Round trips each variant's pingpong runs for one cell with --reps 1
@@ -64,7 +68,7 @@ for size in 0 64 4096 65536; do
     cg=$work/cg.$size.$fds
     valgrind --tool=callgrind --callgrind-out-file="$cg" "$bin" \
       --shapes thread --sizes "$size" --fds "$fds" --reps 1 --fixed-n "$n" \
-      --no-throughput --no-binary-sizes --out "$work/out" >/dev/null 2>&1
+      --no-throughput --no-calls --no-binary-sizes --out "$work/out" >/dev/null 2>&1
     callgrind_annotate --inclusive=yes --tree=calling "$cg" 2>/dev/null >"$cg.tree"
     printf '| %s | %s |' "$size" "$fds" >>"$out"
     crate_value="" raw_value=""

@@ -384,7 +384,7 @@ impl<E: End> Drop for Harness<E> {
     }
 }
 
-fn parse_peer_report(text: &str) -> io::Result<PeerStats> {
+pub fn parse_peer_report(text: &str) -> io::Result<PeerStats> {
     let mut stats = PeerStats::default();
     for word in text.split_whitespace() {
         if let Some(v) = word.strip_prefix("messages=") {

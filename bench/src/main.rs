@@ -9,6 +9,7 @@
 //! See `bench/README.md` and `--help`.
 
 mod alloc_count;
+mod calls;
 mod harness;
 mod memory;
 mod report;
@@ -49,6 +50,13 @@ OPTIONS:
     --fixed-n N         N operations per repetition instead of calibrating
                         (for instruction counts under valgrind --tool=callgrind)
     --no-throughput     skip the one-way throughput cells
+    --no-calls          skip the typed-call section
+    --calls-only        run only the typed-call section (no channel variants,
+                        no throughput, no memory figures)
+    --calls-cases LIST  subset of: small,large,frame (default all)
+    --calls-variants LIST
+                        subset of: channel,call,call-no-deadline,ipcpipe,
+                        frame-by-id,frame-fd-each (default all)
     --no-binary-sizes   skip building the echo binaries for the size figures
     --out DIR           output directory (default bench/results)
     -h, --help          this text
@@ -71,6 +79,12 @@ pub struct Config {
     /// Fixed operations per repetition instead of calibrating (for
     /// instruction counting under callgrind).
     pub fixed_n: Option<u64>,
+    /// The typed-call section.
+    pub calls: bool,
+    /// Only the typed-call section.
+    pub calls_only: bool,
+    pub calls_cases: Vec<calls::Case>,
+    pub calls_variants: Vec<calls::CallVariant>,
 }
 
 fn parse_list<T>(text: &str, item: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, String> {
@@ -95,6 +109,10 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
     let mut reps_set = false;
     let mut rep_ms_set = false;
     let mut fixed_n = None;
+    let mut calls = true;
+    let mut calls_only = false;
+    let mut calls_cases = calls::Case::ALL.to_vec();
+    let mut calls_variants = calls::CallVariant::ALL.to_vec();
     let mut i = 0;
     while i < args.len() {
         let flag = args[i].as_str();
@@ -139,6 +157,12 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
             "--sizes" => sizes = parse_list(&value()?, |s| s.parse().ok())?,
             "--fds" => fds = parse_list(&value()?, |s| s.parse().ok())?,
             "--no-throughput" => throughput = false,
+            "--no-calls" => calls = false,
+            "--calls-only" => calls_only = true,
+            "--calls-cases" => calls_cases = parse_list(&value()?, calls::Case::from_id)?,
+            "--calls-variants" => {
+                calls_variants = parse_list(&value()?, calls::CallVariant::from_id)?
+            }
             "--no-binary-sizes" => binary_sizes = false,
             "--out" => out = PathBuf::from(value()?),
             other => return Err(format!("unknown option {other:?} (try --help)")),
@@ -152,6 +176,12 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
         if !rep_ms_set {
             rep_ms = 5.0;
         }
+        binary_sizes = false;
+    }
+    if calls_only {
+        calls = true;
+        variants.clear();
+        throughput = false;
         binary_sizes = false;
     }
     if reps == 0 {
@@ -223,6 +253,10 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
         binary_sizes,
         out,
         fixed_n,
+        calls,
+        calls_only,
+        calls_cases,
+        calls_variants,
         command: format!(
             "cargo run --release --manifest-path bench/Cargo.toml --{}",
             args.iter().map(|a| format!(" {a}")).collect::<String>()
@@ -265,6 +299,8 @@ pub struct Results {
     pub pingpong: Vec<Cell>,
     pub throughput: Vec<Cell>,
     pub peer_allocs: Vec<PeerAllocs>,
+    pub calls: Vec<calls::CallCell>,
+    pub calls_peers: Vec<calls::CallPeerAllocs>,
 }
 
 fn main() {
@@ -272,6 +308,13 @@ fn main() {
     if args.first().map(String::as_str) == Some("--peer") {
         if let Err(error) = harness::peer_main(&args) {
             eprintln!("peer: {error}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if args.first().map(String::as_str) == Some("--calls-peer") {
+        if let Err(error) = calls::peer_main(&args) {
+            eprintln!("calls peer: {error}");
             std::process::exit(1);
         }
         return;
@@ -304,10 +347,19 @@ fn run(config: &Config) -> io::Result<()> {
         pingpong: Vec::new(),
         throughput: Vec::new(),
         peer_allocs: Vec::new(),
+        calls: Vec::new(),
+        calls_peers: Vec::new(),
     };
     let data = vec![0xA5u8; variants::MAX_DATA];
-    for &shape in &config.shapes {
-        run_pingpong(config, shape, &data, &mut results)?;
+    if !config.variants.is_empty() {
+        for &shape in &config.shapes {
+            run_pingpong(config, shape, &data, &mut results)?;
+        }
+    }
+    if config.calls {
+        for &shape in &config.shapes {
+            calls::run_section(config, shape, &mut results.calls, &mut results.calls_peers)?;
+        }
     }
     if config.throughput {
         for &shape in &config.shapes {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use plotters::prelude::*;
 use serde::{Serialize, Serializer};
 
+use crate::calls::{CallCell, CallPeerAllocs, CallVariant, Case};
 use crate::harness::{Shape, Variant};
 use crate::memory::{BinarySize, Memory, StackFigure};
 use crate::{Cell, Config, PeerAllocs, Results};
@@ -132,7 +133,9 @@ pub struct Target {
 fn targets(results: &Results) -> Vec<Target> {
     let mut out = timing_targets(results, Metric::Mean);
     out.extend(timing_targets(results, Metric::Typical));
-    out.push(alloc_target(results));
+    if !results.pingpong.is_empty() || !results.throughput.is_empty() {
+        out.push(alloc_target(results));
+    }
     out
 }
 
@@ -678,6 +681,9 @@ fn markdown(
     );
     throughput_table(&mut out, config, results);
 
+    if !results.calls.is_empty() {
+        calls_section(&mut out, config, results);
+    }
     out.push_str("\n## Heap allocations per message\n\n");
     out.push_str(
         "Counted by a counting `#[global_allocator]` (every `alloc`, `alloc_zeroed`, `realloc`) during the timed \
@@ -771,6 +777,7 @@ struct JsonReport<'a> {
     pingpong: Vec<JsonCell>,
     throughput: Vec<JsonCell>,
     peer_processes: &'a [PeerAllocs],
+    typed_calls: JsonCalls<'a>,
 }
 
 #[derive(Serialize)]
@@ -1014,6 +1021,7 @@ fn json(config: &Config, meta: &Meta, memory: &Memory, results: &Results) -> io:
             .map(|c| json_cell(c, &results.throughput, Kind::Throughput))
             .collect(),
         peer_processes: &results.peer_allocs,
+        typed_calls: json_calls(results),
     };
     let mut out = Vec::new();
     let formatter = LineFormatter {
@@ -1181,7 +1189,7 @@ pub fn write_all(
     std::fs::write(&json_path, json(config, meta, memory, results)?)?;
     plot(config, meta, results, &svg_path, Metric::Mean).map_err(io::Error::other)?;
     plot(config, meta, results, &svg_typical_path, Metric::Typical).map_err(io::Error::other)?;
-    for t in targets(results) {
+    for t in targets(results).into_iter().chain(calls_targets(results)) {
         eprintln!(
             "target {}: {} — {}",
             if t.met { "MET   " } else { "MISSED" },
@@ -1245,4 +1253,319 @@ pub fn now_utc() -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+// ---------------------------------------------------------------------------
+// Typed calls.
+
+/// Per-repetition ratios of `cell` to `base` (paired by repetition):
+/// (median, min, max).
+fn paired_spread(metric: Metric, cell: &CallCell, base: &CallCell) -> (f64, f64, f64) {
+    let of = |c: &'_ CallCell| -> Vec<f64> {
+        match metric {
+            Metric::Mean => c.ns.clone(),
+            Metric::Typical => c.typical.clone(),
+        }
+    };
+    let ratios: Vec<f64> = of(cell).iter().zip(&of(base)).map(|(a, b)| a / b).collect();
+    (median(&ratios), min(&ratios), max(&ratios))
+}
+
+fn find_call(
+    cells: &[CallCell],
+    shape: Shape,
+    case: Case,
+    variant: CallVariant,
+) -> Option<&CallCell> {
+    cells
+        .iter()
+        .find(|c| c.shape == shape && c.case == case && c.variant == variant)
+}
+
+fn calls_allocs_per_call(cell: &CallCell) -> f64 {
+    cell.allocs as f64 / cell.calls as f64
+}
+
+/// The typed calls' targets, for one metric.
+fn calls_timing_targets(results: &Results, metric: Metric) -> Vec<Target> {
+    let cells = &results.calls;
+    let suffix = format!(" [{}]", metric.label());
+    let mut out = Vec::new();
+
+    // Typed call against the channel round trip with the same record.
+    let mut parts = Vec::new();
+    let mut misses = Vec::new();
+    for cell in cells.iter().filter(|c| c.variant == CallVariant::Call) {
+        let Some(base) = find_call(cells, cell.shape, cell.case, CallVariant::Channel) else {
+            continue;
+        };
+        let (r, lo, hi) = paired_spread(metric, cell, base);
+        let at = format!("{} {}", cell.shape.id(), cell.case.describe());
+        let mut part = format!("{at}: {r:.3} ({lo:.3}–{hi:.3})");
+        if let Some(forever) = find_call(cells, cell.shape, cell.case, CallVariant::CallForever) {
+            let (f, flo, fhi) = paired_spread(metric, forever, base);
+            let _ = write!(part, ", without deadline {f:.3} ({flo:.3}–{fhi:.3})");
+        }
+        if r > 1.10 {
+            misses.push(at);
+        }
+        parts.push(part);
+    }
+    if !parts.is_empty() {
+        out.push(Target {
+            name: format!(
+                "typed `call` within 1.10x of the channel round trip carrying the same record and fds{suffix}"
+            ),
+            met: misses.is_empty(),
+            detail: format!(
+                "call/channel, median of per-repetition ratios (min–max): {}{}",
+                parts.join("; "),
+                if misses.is_empty() {
+                    String::new()
+                } else {
+                    format!("; over 1.10 at {}", misses.join("; "))
+                }
+            ),
+        });
+    }
+
+    // Typed call against the IPCPipe emulation at 64 B.
+    let mut parts = Vec::new();
+    let mut misses = Vec::new();
+    for cell in cells
+        .iter()
+        .filter(|c| c.variant == CallVariant::Call && c.case == Case::Small)
+    {
+        let Some(pipe) = find_call(cells, cell.shape, cell.case, CallVariant::IpcPipe) else {
+            continue;
+        };
+        let (s, lo, hi) = paired_spread(metric, pipe, cell);
+        if s < 1.8 {
+            misses.push(cell.shape.id());
+        }
+        parts.push(format!("{}: {s:.2}x ({lo:.2}–{hi:.2})", cell.shape.id()));
+    }
+    if !parts.is_empty() {
+        out.push(Target {
+            name: format!(
+                "typed `call` >= 1.8x faster than the libcamera IPCPipe emulation at 64 B{suffix}"
+            ),
+            met: misses.is_empty(),
+            detail: format!(
+                "ipcpipe/call, median of per-repetition ratios (min–max): {}",
+                parts.join("; ")
+            ),
+        });
+    }
+    out
+}
+
+fn calls_alloc_target(results: &Results) -> Option<Target> {
+    let typed = |v: CallVariant| {
+        matches!(
+            v,
+            CallVariant::Call
+                | CallVariant::CallForever
+                | CallVariant::FrameById
+                | CallVariant::FrameFd
+        )
+    };
+    let mut any = false;
+    let mut allocating = Vec::new();
+    for cell in results.calls.iter().filter(|c| typed(c.variant)) {
+        any = true;
+        if cell.allocs != 0 {
+            allocating.push(format!(
+                "{} {} {}: {:.4}",
+                cell.variant.id(),
+                cell.shape.id(),
+                cell.case.id(),
+                calls_allocs_per_call(cell)
+            ));
+        }
+    }
+    for peer in &results.calls_peers {
+        if matches!(peer.instance, "call" | "call-no-deadline") && peer.allocs != 0 {
+            allocating.push(format!(
+                "{} peer process: {} allocations",
+                peer.instance, peer.allocs
+            ));
+        }
+    }
+    any.then(|| Target {
+        name: "typed calls: 0 allocations per call".into(),
+        met: allocating.is_empty(),
+        detail: if allocating.is_empty() {
+            "0 allocations counted in every timed repetition (both ends with threads) and in every typed peer process".into()
+        } else {
+            allocating.join("; ")
+        },
+    })
+}
+
+fn calls_targets(results: &Results) -> Vec<Target> {
+    let mut out = calls_timing_targets(results, Metric::Mean);
+    out.extend(calls_timing_targets(results, Metric::Typical));
+    out.extend(calls_alloc_target(results));
+    out
+}
+
+fn calls_section(out: &mut String, config: &Config, results: &Results) {
+    let cells = &results.calls;
+    out.push_str("\n## Typed calls\n\n");
+    out.push_str(
+        "`calls::Caller::call` / `Responder::serve` round trips against the channel round trip \
+         (`send_frame`/`recv_frame`) carrying the same record bytes (v1 header + 8-byte call header + \
+         postcard body) and fds, echoed by the peer; libcamera's per-frame flow (buffers registered once \
+         by `configure`, then named by id, against attaching the frame's fd to every call); and an emulation \
+         of libcamera's `IPCPipeUnixSocket` with its per-message heap work. Body sizes are the postcard \
+         bodies; the wire column is bytes per message (IPCPipe: header datagram + body datagram). \
+         Ratios are to the case's baseline (first row), median over repetitions of the per-repetition \
+         ratio, with its min–max. allocs/call: both ends with threads, the measuring end with processes \
+         (the peer process's own count is listed below).\n\n",
+    );
+    for v in CallVariant::ALL {
+        let _ = writeln!(out, "- `{}`: {}", v.id(), v.description());
+    }
+    out.push_str("\n| target | met | detail |\n|---|---|---|\n");
+    for t in calls_targets(results) {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            t.name,
+            if t.met { "yes" } else { "**no**" },
+            t.detail
+        );
+    }
+    for &shape in &config.shapes {
+        let _ = writeln!(out, "\n### Typed calls, two {}\n", shape.plural());
+        out.push_str("| case | variant | wire B/msg | ns/RT median | min | max | ratio (min–max) | median single RT | ratio (min–max) | allocs/call |\n");
+        out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for &case in &config.calls_cases {
+            for cell in cells.iter().filter(|c| c.shape == shape && c.case == case) {
+                let base = find_call(cells, shape, case, case.baseline());
+                let ratio = |metric| {
+                    base.map_or("—".to_string(), |b| {
+                        let (r, lo, hi) = paired_spread(metric, cell, b);
+                        format!("{r:.3} ({lo:.3}–{hi:.3})")
+                    })
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    case.describe(),
+                    cell.variant.id(),
+                    cell.variant.wire_bytes(case),
+                    group(median(&cell.ns)),
+                    group(min(&cell.ns)),
+                    group(max(&cell.ns)),
+                    ratio(Metric::Mean),
+                    group(median(&cell.typical)),
+                    ratio(Metric::Typical),
+                    allocs_text(calls_allocs_per_call(cell)),
+                );
+            }
+        }
+    }
+    if !results.calls_peers.is_empty() {
+        out.push_str("\nPeer processes (whole loop, warm-ups included):\n\n| peer | messages | allocations | per message |\n|---|---:|---:|---:|\n");
+        for p in &results.calls_peers {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                p.instance,
+                p.messages,
+                p.allocs,
+                allocs_text(if p.messages == 0 {
+                    0.0
+                } else {
+                    p.allocs as f64 / p.messages as f64
+                })
+            );
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonCalls<'a> {
+    variants: Vec<JsonCallVariant>,
+    targets: Vec<Target>,
+    cells: Vec<JsonCallCell>,
+    peer_processes: &'a [CallPeerAllocs],
+}
+
+#[derive(Serialize)]
+struct JsonCallVariant {
+    id: &'static str,
+    description: &'static str,
+}
+
+#[derive(Serialize)]
+struct JsonCallCell {
+    shape: Shape,
+    case: &'static str,
+    case_detail: &'static str,
+    variant: &'static str,
+    body_bytes: usize,
+    fds: usize,
+    wire_bytes_per_msg: usize,
+    ops_per_rep: u64,
+    ns: Vec<Num>,
+    median_ns: Num,
+    min_ns: Num,
+    max_ns: Num,
+    typical_ns: Vec<Num>,
+    median_typical_ns: Num,
+    baseline: &'static str,
+    ratio: Option<[Num; 3]>,
+    ratio_typical: Option<[Num; 3]>,
+    allocs: u64,
+    calls: u64,
+    allocs_per_call: Num,
+}
+
+fn json_calls(results: &Results) -> JsonCalls<'_> {
+    let cells = &results.calls;
+    let spread = |metric, cell: &CallCell| {
+        find_call(cells, cell.shape, cell.case, cell.case.baseline()).map(|b| {
+            let (r, lo, hi) = paired_spread(metric, cell, b);
+            [Num(r), Num(lo), Num(hi)]
+        })
+    };
+    JsonCalls {
+        variants: CallVariant::ALL
+            .iter()
+            .map(|v| JsonCallVariant {
+                id: v.id(),
+                description: v.description(),
+            })
+            .collect(),
+        targets: calls_targets(results),
+        cells: cells
+            .iter()
+            .map(|c| JsonCallCell {
+                shape: c.shape,
+                case: c.case.id(),
+                case_detail: c.case.describe(),
+                variant: c.variant.id(),
+                body_bytes: c.case.body(),
+                fds: c.case.fds(),
+                wire_bytes_per_msg: c.variant.wire_bytes(c.case),
+                ops_per_rep: c.n,
+                ns: nums(&c.ns),
+                median_ns: Num(median(&c.ns)),
+                min_ns: Num(min(&c.ns)),
+                max_ns: Num(max(&c.ns)),
+                typical_ns: nums(&c.typical),
+                median_typical_ns: Num(median(&c.typical)),
+                baseline: c.case.baseline().id(),
+                ratio: spread(Metric::Mean, c),
+                ratio_typical: spread(Metric::Typical, c),
+                allocs: c.allocs,
+                calls: c.calls,
+                allocs_per_call: Num(calls_allocs_per_call(c)),
+            })
+            .collect(),
+        peer_processes: &results.calls_peers,
+    }
 }

@@ -51,6 +51,10 @@ impl Memfds {
         std::array::from_fn(|i| self.fds[i].as_fd())
     }
 
+    pub fn into_fds(self) -> [OwnedFd; MAX_FDS] {
+        self.fds
+    }
+
     pub fn raw(&self) -> [RawFd; MAX_FDS] {
         std::array::from_fn(|i| self.fds[i].as_raw_fd())
     }
