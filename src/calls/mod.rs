@@ -186,11 +186,7 @@ impl<'b, const MAX_FDS: usize> Endpoint<'b, MAX_FDS> {
         let got = match wait {
             Wait::Now => self.channel.try_recv_frame(self.inbox, &mut self.fds),
             Wait::Forever => self.channel.recv_frame(self.inbox, &mut self.fds),
-            Wait::Until(deadline) => {
-                let left = deadline.saturating_sub(monotonic_now());
-                self.channel
-                    .recv_frame_timeout(self.inbox, &mut self.fds, left)
-            }
+            Wait::Until(deadline) => self.recv_until(deadline),
         }?;
         let data = &self.inbox[HEADER_LEN..][..got.data_len];
         match CallHeader::decode(data) {
@@ -201,6 +197,30 @@ impl<'b, const MAX_FDS: usize> Endpoint<'b, MAX_FDS> {
             Err(error) => {
                 discard_all(&mut self.fds);
                 Err(error)
+            }
+        }
+    }
+
+    /// Waits for a record until `deadline`: `poll` first, then a
+    /// non-blocking receive. An end waiting with a deadline has usually just
+    /// sent a request, so its reply is not there yet: polling first saves
+    /// the receive that would find nothing (`Channel::recv_frame_timeout`
+    /// tries it first, which suits a caller that may find a record queued).
+    fn recv_until(&mut self, deadline: Duration) -> Result<crate::Received, Error> {
+        loop {
+            let left = match deadline.checked_sub(monotonic_now()) {
+                Some(left) if !left.is_zero() => timespec(left),
+                _ => return Err(Error::TimedOut),
+            };
+            let mut watch = [PollFd::new(&self.channel, PollFlags::IN)];
+            match poll(&mut watch, Some(&left)) {
+                Ok(0) => return Err(Error::TimedOut),
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(errno) => return Err(errno.into()),
+            }
+            match self.channel.try_recv_frame(self.inbox, &mut self.fds) {
+                Err(Error::WouldBlock) => {}
+                done => return done,
             }
         }
     }
