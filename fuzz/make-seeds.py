@@ -11,6 +11,11 @@ fuzz/fuzz_targets/calls.rs.
 The `roundtrip` seeds are in that target's `arbitrary` layout, which is not
 written by hand: they are 24 inputs of up to 400 bytes sampled (every 39th by
 size) from a 10-minute run's corpus after `-merge=1 -max_len=400`.
+
+The `calls` corpus is the seed-* files written here plus the inputs (named by
+their SHA-1) that `cargo fuzz cmin calls` kept from a 10-minute run; cmin
+drops or renames seeds it finds redundant, so the script was run again after
+it and the copies of seeds under hash names were deleted.
 """
 
 import pathlib
