@@ -1,15 +1,21 @@
 #!/usr/bin/env python3
-"""Writes the seed corpus of the `header` and `recv` fuzz targets.
+"""Writes the seed corpus of the `header`, `recv` and `calls` fuzz targets.
 
     python3 fuzz/make-seeds.py
 
 Each seed is one small file under fuzz/corpus/<target>/, named after what it
 holds; the script rewrites those files and touches nothing else. The `recv`
-layout is described at the top of fuzz/fuzz_targets/recv.rs.
+and `calls` layouts are described at the top of fuzz/fuzz_targets/recv.rs and
+fuzz/fuzz_targets/calls.rs.
 
 The `roundtrip` seeds are in that target's `arbitrary` layout, which is not
 written by hand: they are 24 inputs of up to 400 bytes sampled (every 39th by
 size) from a 10-minute run's corpus after `-merge=1 -max_len=400`.
+
+The `calls` corpus is the seed-* files written here plus the inputs (named by
+their SHA-1) that `cargo fuzz cmin calls` kept from a 10-minute run; cmin
+drops or renames seeds it finds redundant, so the script was run again after
+it and the copies of seeds under hash names were deleted.
 """
 
 import pathlib
@@ -128,6 +134,216 @@ RECV_SEEDS = {
 }
 
 
+# --- calls: flags byte, then records of control byte, [kind, cookie], u16
+# length, source -------------------------------------------------------------
+
+C_CALLER, C_PEER_HELLO, C_HANG_UP = 0x01, 0x02, 0x04
+C_FIRST_ZERO, C_LAST_ZERO = 0x20, 0x40
+C_V1, C_CALL, C_TYPED, C_ALL_MEMFDS = 0x10, 0x20, 0x40, 0x80
+HELLO, REQUEST, REPLY, ERROR_REPLY, EVENT = 1, 2, 3, 4, 5
+NAME, PROTOCOL_VERSION = b"fuzz.calls", 3
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def pc_bytes(b):
+    return varint(len(b)) + b
+
+
+def call_rec(kind, cookie, body, fds=0, v1=True, typed=False, memfds=False, raw_kind=None):
+    """A record with a call header: `kind` 1..5 (or the raw kind byte
+    `raw_kind`), the cookie byte `cookie`, and `body` (raw postcard, or the
+    `arbitrary` source with `typed`)."""
+    assert 0 <= fds <= 12 and len(body) <= 1024
+    control = fds | C_CALL | (C_V1 if v1 else 0) | (C_TYPED if typed else 0)
+    control |= C_ALL_MEMFDS if memfds else 0
+    k = raw_kind if raw_kind is not None else kind - 1
+    return bytes([control, k, cookie]) + struct.pack("<H", len(body)) + body
+
+
+def raw_rec(body, fds=0, v1=True):
+    control = fds | (C_V1 if v1 else 0)
+    return bytes([control]) + struct.pack("<H", len(body)) + body
+
+
+def calls_input(flags, *records, calls=0):
+    return bytes([flags | (calls << 3)]) + b"".join(records)
+
+
+GOOD_HELLO = pc_bytes(NAME) + varint(PROTOCOL_VERSION)
+PING = b"\x00"
+ECHO_SHORT = b"\x01" + pc_bytes(b"hi")
+ECHO_LONG = b"\x01" + pc_bytes(bytes(range(60)))
+TAKE = b"\x02\x01\x00"
+TAKE_SAME = b"\x02\x00\x00"
+TAKE_OUT = b"\x02\x00\x05"
+TEXT_SLOT = b"\x03" + pc_bytes("\u00e9t\u00e9".encode()) + b"\x01\x01"
+TEXT = b"\x03" + pc_bytes(b"abc") + b"\x00"
+FAIL = b"\x04"
+NESTED = b"\x05" + varint(300) + varint(3) + b"\x01\x01" + pc_bytes("\u00df".encode()) + b"xyz"
+UNKNOWN = b"\x09"
+# Literal cookie bytes (0x80 | n) for the caller, plain for the responder.
+LIT = 0x80
+
+CALLS_SEEDS = {
+    # Responder.
+    "r-ping": calls_input(C_PEER_HELLO, call_rec(REQUEST, 7, PING)),
+    "r-request-before-hello": calls_input(0, call_rec(REQUEST, 7, PING, fds=1)),
+    "r-hello-in-junk-then-requests": calls_input(
+        0, call_rec(HELLO, 0, GOOD_HELLO), call_rec(REQUEST, 1, TAKE, fds=2, memfds=True)
+    ),
+    "r-take": calls_input(C_PEER_HELLO, call_rec(REQUEST, 9, TAKE, fds=2)),
+    "r-take-bad-slots": calls_input(
+        C_PEER_HELLO,
+        call_rec(REQUEST, 9, TAKE_SAME, fds=2),
+        call_rec(REQUEST, 10, TAKE_OUT, fds=3),
+        call_rec(REQUEST, 11, TAKE, fds=1),
+    ),
+    "r-echo": calls_input(
+        C_PEER_HELLO,
+        call_rec(REQUEST, 1, ECHO_SHORT),
+        call_rec(REQUEST, 2, ECHO_LONG),
+        call_rec(REQUEST, 0, ECHO_LONG),
+    ),
+    "r-text-fail-nested": calls_input(
+        C_PEER_HELLO,
+        call_rec(REQUEST, 3, TEXT_SLOT, fds=2),
+        call_rec(REQUEST, 4, TEXT),
+        call_rec(REQUEST, 5, FAIL, fds=4),
+        call_rec(REQUEST, 0, FAIL),
+        call_rec(REQUEST, 6, NESTED),
+    ),
+    "r-undecodable": calls_input(
+        C_PEER_HELLO,
+        call_rec(REQUEST, 1, UNKNOWN),
+        call_rec(REQUEST, 2, PING + b"trailing"),
+        call_rec(REQUEST, 3, b"\x01\x7f"),
+        call_rec(REQUEST, 4, b""),
+    ),
+    "r-mismatched-hellos": calls_input(
+        C_PEER_HELLO,
+        call_rec(HELLO, 0, pc_bytes(NAME) + varint(4)),
+        call_rec(REQUEST, 1, PING),
+        call_rec(HELLO, 0, pc_bytes(b"other") + varint(3)),
+        call_rec(HELLO, 0, b"\xff\xff"),
+        call_rec(HELLO, 0, GOOD_HELLO, fds=2),
+        call_rec(REQUEST, 2, PING),
+    ),
+    "r-not-requests": calls_input(
+        C_PEER_HELLO,
+        call_rec(REPLY, 1, b"\x00", fds=1),
+        call_rec(ERROR_REPLY, 2, b"\x03"),
+        call_rec(EVENT, 0, b"\x00\x01", fds=3, memfds=True),
+    ),
+    "r-bad-call-headers": calls_input(
+        C_PEER_HELLO,
+        call_rec(REQUEST, 1, PING, raw_kind=0xE1),
+        call_rec(REQUEST, 1, PING, raw_kind=0xF0, fds=1),
+        call_rec(REQUEST, 1, PING, raw_kind=0xF7),
+        raw_rec(b"\x02\x00\x00", fds=2),
+        call_rec(REQUEST, 2, PING),
+    ),
+    "r-channel-junk": calls_input(
+        C_PEER_HELLO,
+        raw_rec(b"\x02\x00\x00\x00\x01\x00\x00\x00\x00", v1=False, fds=1),
+        call_rec(REQUEST, 1, PING, fds=5),
+        call_rec(REQUEST, 2, ECHO_SHORT + bytes(200)),
+        call_rec(REQUEST, 3, PING, fds=12, memfds=True),
+        call_rec(REQUEST, 4, PING),
+    ),
+    "r-typed": calls_input(
+        C_PEER_HELLO,
+        call_rec(REQUEST, 1, bytes(range(40)), typed=True, fds=2),
+        call_rec(REQUEST, 2, bytes(range(200, 240)), typed=True, fds=3),
+        call_rec(HELLO, 0, b"\x00", typed=True),
+    ),
+    "r-hang-up": calls_input(C_PEER_HELLO | C_HANG_UP, call_rec(REQUEST, 5, PING)),
+    # Caller.
+    "c-reply": calls_input(
+        C_CALLER | C_PEER_HELLO,
+        call_rec(REPLY, 0, b"\x03\x05", fds=1),
+        calls=2,
+    ),
+    "c-replies-and-events": calls_input(
+        C_CALLER | C_PEER_HELLO,
+        call_rec(EVENT, 0, b"\x00\x07"),
+        call_rec(REPLY, 1, b"\x02\x00\x01", fds=2),
+        call_rec(EVENT, 0, b"\x02\x00", fds=1, memfds=True),
+        call_rec(REPLY, 1, b"\x00"),
+        call_rec(EVENT, 0, b"\x01" + pc_bytes(b"blob")),
+        calls=3,
+    ),
+    "c-error-replies": calls_input(
+        C_CALLER,
+        call_rec(ERROR_REPLY, 0, b"\x03", fds=2),
+        call_rec(ERROR_REPLY, 1, b""),
+        call_rec(ERROR_REPLY, 2, b"\xc8"),
+        calls=3,
+    ),
+    "c-late-and-unknown-cookies": calls_input(
+        C_CALLER | C_PEER_HELLO,
+        call_rec(REPLY, LIT | 0, b"\x00"),
+        call_rec(REPLY, LIT | 0x55, b"\x00", fds=1),
+        call_rec(ERROR_REPLY, LIT | 0x56, b"\x01"),
+        call_rec(REPLY, 0, b"\x00"),
+        call_rec(REPLY, 0, b"\x00"),
+        calls=1,
+    ),
+    "c-bad-bodies": calls_input(
+        C_CALLER | C_PEER_HELLO,
+        call_rec(REPLY, 0, b"\x09", fds=1),
+        call_rec(REPLY, 1, b"\x00\x00"),
+        call_rec(EVENT, 0, b"\x07", fds=2),
+        call_rec(EVENT, 0, b""),
+        calls=2,
+    ),
+    "c-mismatched-hello": calls_input(
+        C_CALLER,
+        call_rec(HELLO, 0, pc_bytes(NAME) + varint(2)),
+        call_rec(REPLY, 0, b"\x00"),
+        calls=3,
+    ),
+    "c-zero-timeouts": calls_input(
+        C_CALLER | C_PEER_HELLO | C_FIRST_ZERO | C_LAST_ZERO,
+        call_rec(REPLY, 0, b"\x00"),
+        call_rec(REPLY, 1, b"\x00", fds=1),
+        call_rec(REPLY, 2, b"\x04\x01"),
+        calls=3,
+    ),
+    "c-hang-up": calls_input(
+        C_CALLER | C_PEER_HELLO | C_HANG_UP,
+        call_rec(REPLY, 0, b"\x00"),
+        calls=3,
+    ),
+    "c-requests-and-junk": calls_input(
+        C_CALLER | C_PEER_HELLO,
+        call_rec(REQUEST, 0, PING, fds=2),
+        call_rec(REPLY, 0, b"\x00", raw_kind=0xE2),
+        call_rec(REPLY, 0, b"\x00", fds=6),
+        raw_rec(b"\x03\x00", v1=True),
+        call_rec(REPLY, 0, b"\x01" + pc_bytes(bytes(150))),
+        calls=2,
+    ),
+    "c-typed": calls_input(
+        C_CALLER | C_PEER_HELLO,
+        call_rec(REPLY, 0, bytes(range(30)), typed=True, fds=1),
+        call_rec(EVENT, 0, bytes(range(50, 90)), typed=True, fds=2),
+        call_rec(HELLO, 0, bytes([1, 2, 3, 4]), typed=True),
+        calls=3,
+    ),
+}
+
+
 def write(target, seeds):
     directory = ROOT / target
     directory.mkdir(parents=True, exist_ok=True)
@@ -138,6 +354,7 @@ def write(target, seeds):
 def main():
     write("header", HEADER_SEEDS)
     write("recv", RECV_SEEDS)
+    write("calls", CALLS_SEEDS)
 
 
 if __name__ == "__main__":

@@ -220,7 +220,9 @@ fn drain<const N: usize>(receiver: &Channel<N>, queue: &mut VecDeque<Queued>) {
                 &fds,
             ),
             RecvVia::Frame => (
-                receiver.recv_frame(&mut frame, &mut fds).expect("recv_frame"),
+                receiver
+                    .recv_frame(&mut frame, &mut fds)
+                    .expect("recv_frame"),
                 &frame[HEADER_LEN..],
                 &fds,
             ),
