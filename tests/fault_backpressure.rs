@@ -12,30 +12,11 @@ mod common;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::mpsc;
 
+use common::signals::wait_until_blocked_in;
 use common::{ShutdownOnPanic, Watchdog, identity, memfd, open_fds, serial};
 use ipc_unixsocket::{Channel, Error, Received};
 
 type Fds<const N: usize> = heapless::Vec<OwnedFd, N>;
-
-/// The system call thread `tid` of this process is blocked in, if any.
-fn blocked_in(tid: i32) -> Option<libc::c_long> {
-    let line = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).ok()?;
-    common::platform::syscall_of(&line)
-}
-
-/// Spins (yielding) until thread `tid` is blocked in system call `nr`, or
-/// `gave_up()` says the thread is done. Returns whether it was seen blocked.
-fn wait_until_blocked_in(tid: i32, nr: libc::c_long, gave_up: impl Fn() -> bool) -> bool {
-    loop {
-        if blocked_in(tid) == Some(nr) {
-            return true;
-        }
-        if gave_up() {
-            return false;
-        }
-        std::thread::yield_now();
-    }
-}
 
 /// Message `seq`: its number then `seq % 1500` filler bytes, so sizes vary;
 /// every third message carries the memfd.
@@ -150,7 +131,7 @@ fn blocking_send_resumes_when_space_frees_up() {
         let _unblock = ShutdownOnPanic(rx.as_fd());
         let tid = tid_rx.recv().unwrap();
         // The send really blocks: the thread sits in sendmsg.
-        let blocked = wait_until_blocked_in(tid, libc::SYS_sendmsg, || sender.is_finished());
+        let blocked = wait_until_blocked_in(tid, &[libc::SYS_sendmsg], &|| sender.is_finished());
         assert!(
             blocked,
             "send did not block on a full socket: {:?}",
@@ -185,7 +166,7 @@ fn blocked_send_returns_disconnected_when_the_reader_goes_away() {
             tx.send(b"never read", &[file.as_fd()])
         });
         let tid = tid_rx.recv().unwrap();
-        let blocked = wait_until_blocked_in(tid, libc::SYS_sendmsg, || sender.is_finished());
+        let blocked = wait_until_blocked_in(tid, &[libc::SYS_sendmsg], &|| sender.is_finished());
         assert!(blocked, "send did not block: {:?}", sender.join());
         // The reader closes without reading: the blocked sender wakes up
         // with Disconnected instead of hanging (or raising SIGPIPE; the

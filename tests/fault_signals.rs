@@ -13,10 +13,13 @@
 mod common;
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::signals::{
+    OnTarget, install_handler_without_sa_restart, interrupt, interrupt_while_blocked, this_thread,
+    wait_until_blocked_in,
+};
 use common::{ShutdownOnPanic, Watchdog, identity, memfd, serial};
 use ipc_unixsocket::{Channel, Error, Received};
 use rustix::event::{PollFd, PollFlags};
@@ -24,111 +27,6 @@ use rustix::io::{Errno, IoSliceMut};
 use rustix::net::{RecvAncillaryBuffer, RecvFlags, recvmsg};
 
 type Fds<const N: usize> = heapless::Vec<OwnedFd, N>;
-
-static DELIVERED: AtomicUsize = AtomicUsize::new(0);
-/// The thread whose deliveries `ON_TARGET` counts (a kernel tid).
-static TARGET: AtomicI32 = AtomicI32::new(0);
-/// Deliveries handled on the `TARGET` thread.
-static ON_TARGET: AtomicUsize = AtomicUsize::new(0);
-
-extern "C" fn count_delivery(_signal: libc::c_int) {
-    // gettid is a plain system call: async-signal-safe.
-    if rustix::thread::gettid().as_raw_nonzero().get() == TARGET.load(Ordering::SeqCst) {
-        ON_TARGET.fetch_add(1, Ordering::SeqCst);
-    }
-    DELIVERED.fetch_add(1, Ordering::SeqCst);
-}
-
-/// Installs `count_delivery` for `SIGUSR1` with `sa_flags = 0`: no
-/// `SA_RESTART`, so the kernel makes interrupted socket calls fail with
-/// `EINTR` instead of restarting them.
-fn install_handler_without_sa_restart() {
-    // SAFETY: `sigaction` is given a zero-initialised (valid) `struct
-    // sigaction` whose handler is an `extern "C" fn(c_int)` that only
-    // touches an atomic (async-signal-safe), an emptied mask, and no flags.
-    // The old action is not requested (null pointer is allowed).
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = count_delivery as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        action.sa_flags = 0;
-        assert_eq!(libc::sigemptyset(&mut action.sa_mask), 0);
-        assert_eq!(
-            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
-            0
-        );
-    }
-}
-
-/// Identifies a thread both ways: the kernel tid for `/proc`, and the
-/// `pthread_t` for `pthread_kill`.
-#[derive(Clone, Copy)]
-struct ThreadIds {
-    tid: i32,
-    pthread: libc::pthread_t,
-}
-
-fn this_thread() -> ThreadIds {
-    ThreadIds {
-        tid: rustix::thread::gettid().as_raw_nonzero().get(),
-        // SAFETY: pthread_self has no preconditions.
-        pthread: unsafe { libc::pthread_self() },
-    }
-}
-
-/// The system call thread `tid` of this process is blocked in, if any.
-fn blocked_in(tid: i32) -> Option<libc::c_long> {
-    let line = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).ok()?;
-    common::platform::syscall_of(&line)
-}
-
-/// Spins (yielding) until thread `tid` is blocked in `nr`, or `done()`.
-fn wait_until_blocked_in(tid: i32, nr: libc::c_long, done: &dyn Fn() -> bool) -> bool {
-    loop {
-        if blocked_in(tid) == Some(nr) {
-            return true;
-        }
-        if done() {
-            return false;
-        }
-        std::thread::yield_now();
-    }
-}
-
-/// Sends `SIGUSR1` to `thread` and waits until its handler has run (or the
-/// thread is done). Returns whether the handler ran.
-fn interrupt(thread: ThreadIds, done: &dyn Fn() -> bool) -> bool {
-    let before = DELIVERED.load(Ordering::SeqCst);
-    // SAFETY: `thread.pthread` belongs to a scoped thread that has not been
-    // joined yet (the caller holds its handle), so the id is still valid.
-    let sent = unsafe { libc::pthread_kill(thread.pthread, libc::SIGUSR1) };
-    assert_eq!(sent, 0, "pthread_kill");
-    loop {
-        if DELIVERED.load(Ordering::SeqCst) > before {
-            return true;
-        }
-        if done() {
-            return false;
-        }
-        std::thread::yield_now();
-    }
-}
-
-/// Interrupts `thread` `rounds` times, each time only once it is blocked in
-/// `nr`, then waits until it is blocked in `nr` once more (it resumed).
-/// Returns `false` as soon as the thread stops blocking instead.
-fn interrupt_while_blocked(
-    thread: ThreadIds,
-    nr: libc::c_long,
-    rounds: usize,
-    done: &dyn Fn() -> bool,
-) -> bool {
-    for _ in 0..rounds {
-        if !wait_until_blocked_in(thread.tid, nr, done) || !interrupt(thread, done) {
-            return false;
-        }
-    }
-    wait_until_blocked_in(thread.tid, nr, done)
-}
 
 const ROUNDS: usize = 20;
 
@@ -159,7 +57,11 @@ fn control_raw_recvmsg_fails_with_eintr() {
         let _unblock = ShutdownOnPanic(rx.as_fd());
         let thread = ids_rx.recv().unwrap();
         let done = || receiver.is_finished();
-        assert!(wait_until_blocked_in(thread.tid, libc::SYS_recvmsg, &done));
+        assert!(wait_until_blocked_in(
+            thread.tid,
+            &[libc::SYS_recvmsg],
+            &done
+        ));
         assert!(interrupt(thread, &done));
         assert_eq!(receiver.join().unwrap(), Err(Errno::INTR));
     });
@@ -184,10 +86,9 @@ fn blocking_recv_resumes_after_signals_without_sa_restart() {
         });
         let _unblock = ShutdownOnPanic(rx.as_fd());
         let thread = ids_rx.recv().unwrap();
-        TARGET.store(thread.tid, Ordering::SeqCst);
-        let on_target_before = ON_TARGET.load(Ordering::SeqCst);
+        let on_target = OnTarget::new(thread);
         let done = || receiver.is_finished();
-        let resumed = interrupt_while_blocked(thread, libc::SYS_recvmsg, ROUNDS, &done);
+        let resumed = interrupt_while_blocked(thread, &[libc::SYS_recvmsg], ROUNDS, &done);
         if !resumed {
             let (got, ..) = receiver.join().unwrap();
             panic!("recv returned instead of resuming after a signal: {got:?}");
@@ -195,7 +96,7 @@ fn blocking_recv_resumes_after_signals_without_sa_restart() {
         // `interrupt` counts deliveries anywhere in the process; each one
         // must have been handled by the receiver, interrupting its recvmsg.
         assert_eq!(
-            ON_TARGET.load(Ordering::SeqCst) - on_target_before,
+            on_target.count(),
             ROUNDS,
             "signals handled by the thread blocked in recv"
         );
@@ -232,7 +133,7 @@ fn recv_timeout_returns_a_message_sent_after_signals() {
         let _unblock = ShutdownOnPanic(rx.as_fd());
         let thread = ids_rx.recv().unwrap();
         let done = || receiver.is_finished();
-        if !interrupt_while_blocked(thread, libc::SYS_ppoll, ROUNDS, &done) {
+        if !interrupt_while_blocked(thread, &[libc::SYS_ppoll], ROUNDS, &done) {
             let (got, _) = receiver.join().unwrap();
             panic!("recv_timeout returned instead of resuming after a signal: {got:?}");
         }
@@ -281,7 +182,8 @@ fn interrupt_wait<T: Send>(
         let started = Instant::now();
         let mut interruptions = 0;
         while !done() && started.elapsed() < give_up {
-            if wait_until_blocked_in(thread.tid, libc::SYS_ppoll, &done) && interrupt(thread, &done)
+            if wait_until_blocked_in(thread.tid, &[libc::SYS_ppoll], &done)
+                && interrupt(thread, &done)
             {
                 interruptions += 1;
                 if !pace.is_zero() {
@@ -531,7 +433,7 @@ fn blocking_send_resumes_after_signals_without_sa_restart() {
         let _unblock = ShutdownOnPanic(rx.as_fd());
         let thread = ids_rx.recv().unwrap();
         let done = || sender.is_finished();
-        if !interrupt_while_blocked(thread, libc::SYS_sendmsg, ROUNDS, &done) {
+        if !interrupt_while_blocked(thread, &[libc::SYS_sendmsg], ROUNDS, &done) {
             panic!(
                 "send returned instead of resuming after a signal: {:?}",
                 sender.join().unwrap()

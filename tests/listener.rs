@@ -22,7 +22,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{identity, memfd, open_fds, serial};
+use common::signals::{
+    OnTarget, install_handler_without_sa_restart, interrupt_while_blocked, this_thread,
+};
+use common::{identity, memfd, open_fds, platform, serial};
 use ipc_unixsocket::{Channel, Error, Listener, Mode, Received};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::io::{Errno, FdFlags, fcntl_getfd};
@@ -254,8 +257,8 @@ fn child_process() {
     std::process::exit(0);
 }
 
-/// The tasks of process `pid` blocked in system call `nr` (or in
-/// `socketcall`, which i386 uses for socket calls).
+/// Whether a task of process `pid` is blocked in system call `nr` (as
+/// `platform::syscall_of` names it).
 fn some_task_blocked_in(pid: u32, nr: libc::c_long) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return false;
@@ -263,14 +266,9 @@ fn some_task_blocked_in(pid: u32, nr: libc::c_long) -> bool {
     tasks.filter_map(Result::ok).any(|task| {
         std::fs::read_to_string(task.path().join("syscall"))
             .ok()
-            .and_then(|line| line.split_whitespace().next()?.parse::<libc::c_long>().ok())
-            .is_some_and(|n| is_call(n, nr))
+            .and_then(|line| platform::syscall_of(&line))
+            == Some(nr)
     })
-}
-
-fn is_call(found: libc::c_long, nr: libc::c_long) -> bool {
-    const SOCKETCALL: libc::c_long = 102;
-    found == nr || (cfg!(target_arch = "x86") && found == SOCKETCALL)
 }
 
 // ---------------------------------------------------------------------------
@@ -535,87 +533,6 @@ fn connect_timeout_gives_up_while_the_backlog_stays_full() {
 // ---------------------------------------------------------------------------
 // Signals
 
-static DELIVERED: AtomicUsize = AtomicUsize::new(0);
-
-extern "C" fn count_delivery(_signal: libc::c_int) {
-    DELIVERED.fetch_add(1, Ordering::SeqCst);
-}
-
-/// `SIGUSR1` handler without `SA_RESTART`: interrupted calls fail with
-/// `EINTR` instead of being restarted by the kernel.
-fn install_handler_without_sa_restart() {
-    // SAFETY: a zeroed (valid) `sigaction` with an async-signal-safe handler
-    // (it touches one atomic), an empty mask and no flags.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = count_delivery as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        assert_eq!(libc::sigemptyset(&mut action.sa_mask), 0);
-        assert_eq!(
-            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
-            0
-        );
-    }
-}
-
-#[derive(Clone, Copy)]
-struct ThreadIds {
-    tid: i32,
-    pthread: libc::pthread_t,
-}
-
-fn this_thread() -> ThreadIds {
-    ThreadIds {
-        tid: rustix::thread::gettid().as_raw_nonzero().get(),
-        // SAFETY: pthread_self has no preconditions.
-        pthread: unsafe { libc::pthread_self() },
-    }
-}
-
-fn blocked_in(tid: i32, calls: &[libc::c_long]) -> bool {
-    std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
-        .ok()
-        .and_then(|line| line.split_whitespace().next()?.parse::<libc::c_long>().ok())
-        .is_some_and(|found| calls.iter().any(|&nr| is_call(found, nr)))
-}
-
-/// Sends `SIGUSR1` `rounds` times to `thread`, each time once it is seen
-/// blocked in one of `calls`, and waits for each delivery; then waits until
-/// it is blocked once more. `false` as soon as the thread returns instead.
-fn interrupt_while_blocked(
-    thread: ThreadIds,
-    calls: &[libc::c_long],
-    rounds: usize,
-    done: &dyn Fn() -> bool,
-) -> bool {
-    let wait_blocked = || loop {
-        if blocked_in(thread.tid, calls) {
-            return true;
-        }
-        if done() {
-            return false;
-        }
-        std::thread::yield_now();
-    };
-    for _ in 0..rounds {
-        if !wait_blocked() {
-            return false;
-        }
-        let before = DELIVERED.load(Ordering::SeqCst);
-        // SAFETY: the thread is a scoped thread not joined yet.
-        assert_eq!(
-            unsafe { libc::pthread_kill(thread.pthread, libc::SIGUSR1) },
-            0
-        );
-        while DELIVERED.load(Ordering::SeqCst) == before {
-            if done() {
-                return false;
-            }
-            std::thread::yield_now();
-        }
-    }
-    wait_blocked()
-}
-
 const ROUNDS: usize = 20;
 
 /// `Listener::accept` waits in `poll` (the listening socket is
@@ -635,7 +552,7 @@ fn accept_resumes_after_signals_without_sa_restart() {
             listener.accept()
         });
         let thread = ids_rx.recv().unwrap();
-        let before = DELIVERED.load(Ordering::SeqCst);
+        let on_target = OnTarget::new(thread);
         let done = || acceptor.is_finished();
         if !interrupt_while_blocked(thread, ACCEPT_WAITS_IN, ROUNDS, &done) {
             panic!(
@@ -643,9 +560,15 @@ fn accept_resumes_after_signals_without_sa_restart() {
                 acceptor.join().unwrap()
             );
         }
-        assert!(DELIVERED.load(Ordering::SeqCst) - before >= ROUNDS);
+        let handled = on_target.count();
         let client = Channel::<1>::connect_abstract(&name).unwrap();
         let accepted = acceptor.join().unwrap().unwrap();
+        // Checked once the acceptor is joined, so that a failure cannot
+        // leave it blocked: each interruption was handled by that thread.
+        assert_eq!(
+            handled, ROUNDS,
+            "signals handled by the thread blocked in accept"
+        );
         assert_eq!(accepted.peer.pid, getpid());
         client.send(b"late", &[]).unwrap();
         let mut data = [0u8; 8];
@@ -673,6 +596,7 @@ fn connect_resumes_after_signals_without_sa_restart() {
             Channel::<1>::connect_abstract(&name)
         });
         let thread = ids_rx.recv().unwrap();
+        let on_target = OnTarget::new(thread);
         let done = || connector.is_finished();
         if !interrupt_while_blocked(thread, &[libc::SYS_connect], ROUNDS, &done) {
             panic!(
@@ -680,9 +604,16 @@ fn connect_resumes_after_signals_without_sa_restart() {
                 connector.join().unwrap()
             );
         }
+        let handled = on_target.count();
         // Room in the queue: the waiting connect completes.
         let first = accept_within(&listener);
         let client = connector.join().unwrap().unwrap();
+        // Checked once the connector is joined, so that a failure cannot
+        // leave it blocked: each interruption was handled by that thread.
+        assert_eq!(
+            handled, ROUNDS,
+            "signals handled by the thread blocked in connect"
+        );
         let second = accept_within(&listener);
         client.send(b"second", &[]).unwrap();
         queued.send(b"first", &[]).unwrap();

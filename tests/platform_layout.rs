@@ -157,3 +157,29 @@ fn blocked_send_is_seen_in_sendmsg() {
         assert!(seen, "sender never seen blocked in sendmsg");
     });
 }
+
+#[test]
+fn blocked_connect_is_seen_in_connect() {
+    let name = format!("ipc-platform-layout-{}-connect", std::process::id()).into_bytes();
+    let listener = ipc_unixsocket::Listener::<1>::bind_abstract(&name).expect("bind");
+    // One queued connection fills a backlog of 0: the next connect waits.
+    rustix::net::listen(&listener, 0).expect("listen");
+    let _queued = Channel::<1>::connect_abstract(&name).expect("connect");
+    std::thread::scope(|scope| {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let name = &name;
+        let connector = scope.spawn(move || {
+            tid_tx
+                .send(rustix::thread::gettid().as_raw_nonzero().get())
+                .unwrap();
+            Channel::<1>::connect_abstract(name)
+        });
+        let tid = tid_rx.recv().unwrap();
+        let seen = seen_blocked_in(tid, libc::SYS_connect);
+        // Room in the queue: the waiting connect completes.
+        let first = listener.try_accept().expect("accept the queued one");
+        let client = connector.join().unwrap().expect("the waiting connect");
+        drop((first, client));
+        assert!(seen, "connector never seen blocked in connect");
+    });
+}

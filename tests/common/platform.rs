@@ -58,18 +58,22 @@ pub fn delivery(sent: usize, capacity: usize) -> (usize, bool) {
 ///
 /// Where rustix makes socket calls through `socketcall(2)` (i386), the line
 /// names `SYS_socketcall` with the sub-call in the first argument; that is
-/// mapped to the direct call (`SYS_SENDMSG` to `SYS_sendmsg`, `SYS_RECVMSG`
-/// to `SYS_recvmsg`). On 32-bit targets `ppoll_time64` is named `SYS_ppoll`.
+/// mapped to the direct call (`SYS_CONNECT` to `SYS_connect`, `SYS_SENDMSG`
+/// to `SYS_sendmsg`, `SYS_RECVMSG` to `SYS_recvmsg`, `SYS_ACCEPT4` to
+/// `SYS_accept4`). On 32-bit targets `ppoll_time64` is named `SYS_ppoll`.
 pub fn syscall_of(line: &str) -> Option<libc::c_long> {
     let mut fields = line.split_whitespace();
     let nr: libc::c_long = fields.next()?.parse().ok()?;
     #[cfg(target_arch = "x86")]
     if nr == libc::SYS_socketcall {
         let arg = fields.next()?.trim_start_matches("0x");
-        // linux/net.h: SYS_SENDMSG 16, SYS_RECVMSG 17.
+        // linux/net.h: SYS_CONNECT 3, SYS_SENDMSG 16, SYS_RECVMSG 17,
+        // SYS_ACCEPT4 18.
         return match libc::c_long::from_str_radix(arg, 16).ok()? {
+            3 => Some(libc::SYS_connect),
             16 => Some(libc::SYS_sendmsg),
             17 => Some(libc::SYS_recvmsg),
+            18 => Some(libc::SYS_accept4),
             _ => Some(nr),
         };
     }
