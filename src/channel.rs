@@ -758,7 +758,7 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
         drop(control);
         // Fd-carrying messages that rustix does not decode (a pidfd with
         // `SO_PASSPIDFD`) are never delivered: close them too.
-        let (control_messages, pidfds) = space.finish(fds_received);
+        let (control_messages, pidfds) = space.finish();
         pidfds.for_each(drop);
         let fds_truncated = msg.flags.contains(ReturnFlags::CTRUNC);
         // End-of-file reads as a 0-byte record; a record that came with any

@@ -21,9 +21,6 @@ const SOL_SOCKET: c_int = 1;
 /// received on a socket with `SO_PASSPIDFD` set.
 const SCM_PIDFD: c_int = 4;
 
-/// `SCM_RIGHTS`: the fds a record carries.
-const SCM_RIGHTS: c_int = 1;
-
 /// Same size and alignment as the C `struct cmsghdr` on Linux: `cmsg_len`
 /// is `size_t` (glibc, bionic) or a 32-bit length padded to `size_t` (musl),
 /// followed by two `int`s.
@@ -86,16 +83,12 @@ impl<const N: usize> Zeroed<'_, N> {
     }
 
     /// Walks the control messages the kernel wrote, after rustix has taken
-    /// the `SCM_RIGHTS` fds out (`fds_received` of them), and takes
-    /// ownership of the fds rustix does not know: those of `SCM_PIDFD`
-    /// messages. Returns the number of control messages and those fds
-    /// (closed when dropped).
-    ///
-    /// The common case, no message or one `SCM_RIGHTS` message and nothing
-    /// after it, is recognised from two headers without a walk.
+    /// the `SCM_RIGHTS` fds out, and takes ownership of the fds rustix does
+    /// not know: those of `SCM_PIDFD` messages. Returns the number of control
+    /// messages and those fds (closed when dropped).
     ///
     /// Takes `self` so that the fds can be taken only once.
-    pub(crate) fn finish(self, fds_received: usize) -> (usize, impl Iterator<Item = OwnedFd>) {
+    pub(crate) fn finish(self) -> (usize, impl Iterator<Item = OwnedFd>) {
         let len = size_of::<CmsgBuffer<N>>();
         // SAFETY: `Zeroed` is only made by `CmsgBuffer::zeroed`, which wrote
         // every byte of the buffer (padding included) and whose mutable
@@ -104,32 +97,8 @@ impl<const N: usize> Zeroed<'_, N> {
         // initialised, and `self` borrows them exclusively.
         let bytes: &[u8] =
             unsafe { core::slice::from_raw_parts(self.0.as_bytes().as_ptr().cast::<u8>(), len) };
-        let mut messages = Messages { bytes, at: 0 };
-        let only_rights = match messages.clone().next() {
-            None => true,
-            Some(first) if fds_received > 0 => {
-                let first_len = size_of::<CmsgHeader>() + first.data.len();
-                first.level == SOL_SOCKET
-                    && first.kind == SCM_RIGHTS
-                    && first.data.len() == fds_received * size_of::<c_int>()
-                    && (Messages {
-                        bytes,
-                        at: first_len.next_multiple_of(align_of::<usize>()),
-                    })
-                    .next()
-                    .is_none()
-            }
-            Some(_) => false,
-        };
-        let count = if only_rights {
-            usize::from(fds_received > 0)
-        } else {
-            messages.clone().count()
-        };
-        if only_rights {
-            // Nothing to take: start the walk at the end.
-            messages.at = bytes.len();
-        }
+        let messages = Messages { bytes, at: 0 };
+        let count = messages.clone().count();
         let pidfds = messages
             .filter(|m| m.level == SOL_SOCKET && m.kind == SCM_PIDFD)
             .flat_map(|m| m.data.chunks_exact(size_of::<c_int>()))
@@ -220,65 +189,6 @@ mod tests {
         buf[at + word + int..at + word + 2 * int].copy_from_slice(&kind.to_ne_bytes());
         buf[at + size_of::<CmsgHeader>()..at + len].copy_from_slice(data);
         at + len.next_multiple_of(align_of::<usize>())
-    }
-
-    /// A zeroed buffer holding `messages` as the kernel writes them.
-    fn filled(messages: &[(c_int, &[u8])]) -> CmsgBuffer<16> {
-        let mut raw = [0u8; size_of::<CmsgBuffer<16>>()];
-        let mut at = 0;
-        for (kind, data) in messages {
-            at = put(&mut raw, at, SOL_SOCKET, *kind, data);
-        }
-        let mut buffer = CmsgBuffer::<16>::new();
-        for (byte, value) in buffer.as_bytes().iter_mut().zip(raw) {
-            byte.write(value);
-        }
-        buffer
-    }
-
-    fn finish_count(messages: &[(c_int, &[u8])], fds_received: usize) -> usize {
-        let mut buffer = filled(messages);
-        // Re-zeroing would erase the messages: build the token by hand, as
-        // `zeroed` does, over bytes that are all initialised.
-        let (count, pidfds) = Zeroed(&mut buffer).finish(fds_received);
-        pidfds.for_each(drop);
-        count
-    }
-
-    #[test]
-    fn the_common_cases_are_recognised_without_a_walk_and_agree_with_it() {
-        let two_fds: [u8; 8] = [100, 0, 0, 0, 101, 0, 0, 0];
-        let credentials = [0u8; 12];
-        assert_eq!(finish_count(&[], 0), 0);
-        assert_eq!(finish_count(&[(SCM_RIGHTS, &two_fds)], 2), 1);
-        // Credentials first: the walk counts both.
-        assert_eq!(
-            finish_count(&[(2, &credentials), (SCM_RIGHTS, &two_fds)], 2),
-            2
-        );
-        // A message after the fds: walked.
-        assert_eq!(
-            finish_count(&[(SCM_RIGHTS, &two_fds), (2, &credentials)], 2),
-            2
-        );
-        // Something other than fds alone.
-        assert_eq!(finish_count(&[(2, &credentials)], 0), 1);
-    }
-
-    #[test]
-    fn a_pidfd_after_the_fds_is_closed() {
-        let pidfd = rustix::io::dup(rustix::stdio::stdout()).expect("dup");
-        let raw = rustix::fd::IntoRawFd::into_raw_fd(pidfd);
-        let two_fds: [u8; 8] = [100, 0, 0, 0, 101, 0, 0, 0];
-        let count = finish_count(
-            &[(SCM_RIGHTS, &two_fds), (SCM_PIDFD, &raw.to_ne_bytes())],
-            2,
-        );
-        assert_eq!(count, 2);
-        // SAFETY: only asks whether the number is still an open fd; nothing
-        // else in this test process reuses it meanwhile.
-        let open = rustix::io::fcntl_getfd(unsafe { rustix::fd::BorrowedFd::borrow_raw(raw) });
-        assert_eq!(open, Err(rustix::io::Errno::BADF));
     }
 
     #[test]
