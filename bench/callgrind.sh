@@ -38,9 +38,9 @@ bin=$bench_dir/target/callgrind/release/ipc-unixsocket-bench
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-variants="crate crate-poll raw raw-poll raw-bare libcamera std-dgram nix sendfd uds"
+variants="crate crate-poll crate-frame raw raw-poll raw-bare libcamera std-dgram nix sendfd uds"
 declare -A type_of=(
-  [crate]='variants::Crate<false>' [crate-poll]='variants::Crate<true>'
+  [crate]='variants::Crate<false>' [crate-poll]='variants::Crate<true>' [crate-frame]='variants::CrateFrame'
   [raw]='variants::Raw<false>' [raw-poll]='variants::Raw<true>'
   [raw-bare]='variants::Raw<false, false>' [libcamera]='variants::Libcamera'
   [std-dgram]='variants::StdDatagram' [nix]='variants::Nix'
