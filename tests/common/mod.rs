@@ -12,6 +12,7 @@ use rustix::fs::{MemfdFlags, fstat, memfd_create};
 use rustix::io::IoSlice;
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg};
 
+pub mod counting;
 pub mod harness;
 
 /// Number of fds this process has open, read from `/proc/self/fd`.
