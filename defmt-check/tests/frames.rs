@@ -177,7 +177,7 @@ fn expect_prefix(logged: &[Logged], prefix: &str) -> String {
 
 /// How long the child waits for a record it has queued itself: a lost one
 /// fails the child (and so the parent) instead of hanging both.
-const DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+const RECV_DEADLINE: Duration = Duration::from_secs(120);
 
 /// The child's half: each event the parent checks for, in order.
 #[test]
@@ -187,19 +187,19 @@ fn child_provokes_events() {
     }
     let (a, b) = Channel::<2>::pair().unwrap();
     let mut data = [0u8; 64];
-    let mut fds = heapless::Vec::new();
+    let mut fds = heapless::Vec::<OwnedFd, 2>::new();
 
     // Bad magic, with one fd attached.
     let memfd = rustix::fs::memfd_create("defmt-frames", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
     send_raw(&a, b"XX\x01\x01\x00\x00\x00\x00", memfd.as_fd());
     assert_eq!(
-        b.recv_timeout(&mut data, &mut fds, DEADLINE),
+        b.recv_timeout(&mut data, &mut fds, RECV_DEADLINE),
         Err(Error::BadMagic { found: *b"XX" })
     );
 
     a.send(b"hello", &[]).unwrap();
     assert_eq!(
-        b.recv_timeout(&mut data, &mut fds, DEADLINE)
+        b.recv_timeout(&mut data, &mut fds, RECV_DEADLINE)
             .unwrap()
             .data_len,
         5
@@ -213,7 +213,9 @@ fn child_provokes_events() {
     );
 
     drop(a);
-    let gone = b.recv_timeout(&mut data, &mut fds, DEADLINE).unwrap_err();
+    let gone = b
+        .recv_timeout(&mut data, &mut fds, RECV_DEADLINE)
+        .unwrap_err();
     assert_eq!(b.send(b"anyone?", &[]), Err(Error::Disconnected));
     defmt::info!("child: error {}", gone);
     defmt::info!(
