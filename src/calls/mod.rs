@@ -1,4 +1,4 @@
-//! Typed calls over a [`Channel`](crate::Channel) (feature `calls`): requests
+//! Typed calls over a [`Channel`] (feature `calls`): requests
 //! and replies matched by cookie, events, deadlines, and fds referenced from
 //! inside the message, with Rust types serialized by [postcard] and no heap.
 //!
