@@ -218,20 +218,33 @@ fn to_postcard<T: Serialize>(value: &T) -> Vec<u8> {
     buf
 }
 
+/// Variants of the protocol's enums (postcard writes an enum as the
+/// variant's index, a varint, then its fields).
+const REQUEST_VARIANTS: u32 = 6;
+const REPLY_VARIANTS: u32 = 5;
+const EVENT_VARIANTS: u32 = 3;
+
 /// What a body decodes to, as the call layer must see it: the whole body
-/// (trailing bytes are an error), an unknown variant told apart.
-fn predict_decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Error> {
+/// (trailing bytes are an error); for an enum of `variants` variants, a
+/// body that does not decode and starts with an index past them is an
+/// unknown variant.
+fn predict_decode<'a, T: Deserialize<'a>>(
+    body: &'a [u8],
+    variants: Option<u32>,
+) -> Result<T, Error> {
     match postcard::take_from_bytes::<T>(body) {
         Ok((value, [])) => Ok(value),
         Ok(_) => Err(Error::BadBody),
-        Err(postcard::Error::DeserializeBadEnum) => Err(Error::UnknownVariant),
-        Err(_) => Err(Error::BadBody),
+        Err(_) => match (variants, postcard::take_from_bytes::<u32>(body)) {
+            (Some(count), Ok((index, _))) if index >= count => Err(Error::UnknownVariant),
+            _ => Err(Error::BadBody),
+        },
     }
 }
 
 /// The outcome of a hello with `body`: `None` for a match.
 fn predict_hello(body: &[u8]) -> Option<Error> {
-    match predict_decode::<(&str, u32)>(body) {
+    match predict_decode::<(&str, u32)>(body, None) {
         Ok((name, version)) if name == Fuzz::NAME && version == Fuzz::VERSION => None,
         Ok((name, version)) => Some(Error::ProtocolMismatch {
             same_name: name == Fuzz::NAME,
@@ -531,7 +544,7 @@ fn predict_request<'a>(state: PeerState, body: &'a [u8], fds: usize, cookie: u32
     let outcome = match state {
         PeerState::Unknown => Err(Rejection::Unexpected),
         PeerState::Mismatched => Err(Rejection::ProtocolMismatch),
-        PeerState::Matched => match predict_decode::<Request<'_>>(body) {
+        PeerState::Matched => match predict_decode::<Request<'_>>(body, Some(REQUEST_VARIANTS)) {
             Err(Error::UnknownVariant) => Err(Rejection::UnknownVariant),
             Err(_) => Err(Rejection::BadBody),
             Ok(request) => predict_handler(&request, fds),
@@ -694,7 +707,11 @@ fn check_handled(
             assert_eq!(got, Ok(Some(Served::Replied { cookie })), "{what}");
             let (kind, back_cookie, body, fds) = back.expect("a reply");
             assert_eq!((kind, back_cookie), (REPLY, cookie), "{what}");
-            assert_eq!(predict_decode::<Reply<'_>>(&body), Ok(reply), "{what}");
+            assert_eq!(
+                predict_decode::<Reply<'_>>(&body, Some(REPLY_VARIANTS)),
+                Ok(reply),
+                "{what}"
+            );
             assert_same_files(&fds, &reply_fds[..nfds], what);
         }
     }
@@ -776,7 +793,10 @@ fn fuzz_caller(fixtures: &'static Fixtures, flags: u8, input: &[u8]) {
         }
         let (kind, got_cookie, body, got_fds) = recv_call(&peer).expect("the request");
         assert_eq!((kind, got_cookie), (REQUEST, cookie));
-        assert_eq!(predict_decode::<Request<'_>>(&body), Ok(request));
+        assert_eq!(
+            predict_decode::<Request<'_>>(&body, Some(REQUEST_VARIANTS)),
+            Ok(request)
+        );
         assert_same_files(&got_fds, fds, "the request's fds");
     }
     assert_eq!(caller.in_flight(), calls);
@@ -940,10 +960,12 @@ fn predict_caller(model: &mut Model, record: &RawRecord) -> Vec<Delivery> {
             model.late += 1;
             Vec::new()
         }
-        REPLY => vec![match predict_decode::<Reply<'_>>(body) {
-            Ok(reply) => Delivery::Reply(cookie, format!("{reply:?}"), record.fds),
-            Err(error) => Delivery::Failed(cookie, error),
-        }],
+        REPLY => vec![
+            match predict_decode::<Reply<'_>>(body, Some(REPLY_VARIANTS)) {
+                Ok(reply) => Delivery::Reply(cookie, format!("{reply:?}"), record.fds),
+                Err(error) => Delivery::Failed(cookie, error),
+            },
+        ],
         ERROR_REPLY => {
             let code = body.first().copied().unwrap_or(0);
             vec![Delivery::Failed(
@@ -951,10 +973,12 @@ fn predict_caller(model: &mut Model, record: &RawRecord) -> Vec<Delivery> {
                 Error::Rejected(Rejection::from_byte(code)),
             )]
         }
-        EVENT => vec![match predict_decode::<Event<'_>>(body) {
-            Ok(event) => Delivery::Event(format!("{event:?}"), record.fds),
-            Err(error) => Delivery::BadEvent(error),
-        }],
+        EVENT => vec![
+            match predict_decode::<Event<'_>>(body, Some(EVENT_VARIANTS)) {
+                Ok(event) => Delivery::Event(format!("{event:?}"), record.fds),
+                Err(error) => Delivery::BadEvent(error),
+            },
+        ],
         _ => {
             model.discarded += 1;
             Vec::new()
