@@ -37,12 +37,12 @@ use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ipc_unixsocket::{Channel, Error, Listener, Mode};
+use ipc_unixsocket::{Channel, Credentials, Error, Listener, Mode};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, fcntl_get_seals, memfd_create};
 use rustix::io::Errno;
 use rustix::net::sockopt::set_socket_send_buffer_size;
-use rustix::process::{Pid, Signal, getpid, getuid, kill_process};
+use rustix::process::{Signal, getpid, getuid, kill_process};
 use rustix::time::{Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags};
 
 type Result<T, E = Box<dyn StdError>> = std::result::Result<T, E>;
@@ -77,7 +77,7 @@ fn main() -> ExitCode {
 
 struct Client {
     channel: Channel<1>,
-    pid: Pid,
+    peer: Credentials,
     subscribed: bool,
 }
 
@@ -110,6 +110,7 @@ fn serve(path: &std::path::Path) -> Result<()> {
     let mut clients = heapless::Vec::<Client, MAX_CLIENTS>::new();
     let (mut frame, mut iterations, mut subscriptions) = (0u32, 0u32, 0usize);
     let mut streaming = false;
+    let mut accepting = true;
     let mut data = [0u8; 16];
     let mut fds = heapless::Vec::<OwnedFd, 1>::new();
     let own_uid = getuid();
@@ -123,7 +124,12 @@ fn serve(path: &std::path::Path) -> Result<()> {
         // level-triggered, so each ready fd is drained below.
         let mut watch = heapless::Vec::<PollFd<'_>, { MAX_CLIENTS + 2 }>::new();
         let _ = watch.push(PollFd::new(&timer, PollFlags::IN));
-        let _ = watch.push(PollFd::new(&listener, PollFlags::IN));
+        let listening = if accepting {
+            PollFlags::IN
+        } else {
+            PollFlags::empty()
+        };
+        let _ = watch.push(PollFd::new(&listener, listening));
         for client in &clients {
             let _ = watch.push(PollFd::new(&client.channel, PollFlags::IN));
         }
@@ -148,23 +154,24 @@ fn serve(path: &std::path::Path) -> Result<()> {
             if !ready[i + 2] {
                 continue;
             }
-            let pid = clients[i].pid;
+            let who = clients[i].peer;
             loop {
                 match clients[i].channel.try_recv(&mut data, &mut fds) {
                     Ok(got) if &data[..got.data_len] == b"subscribe" && !clients[i].subscribed => {
                         clients[i].subscribed = true;
                         subscriptions += 1;
-                        println!("daemon: pid {pid} subscribed");
+                        println!("daemon: {who} subscribed");
                     }
-                    Ok(got) => println!("daemon: pid {pid}: ignored {} bytes", got.data_len),
+                    Ok(got) => println!("daemon: {who}: ignored {} bytes", got.data_len),
                     Err(Error::WouldBlock) => break,
                     Err(Error::Disconnected) => {
-                        println!("daemon: pid {pid} hung up; removed it");
+                        println!("daemon: {who} hung up; removed it");
+                        accepting = true;
                         clients.swap_remove(i);
                         break;
                     }
                     Err(e) if e.is_rejected_record() => {
-                        println!("daemon: pid {pid}: rejected a record: {e}");
+                        println!("daemon: {who}: rejected a record: {e}");
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -176,20 +183,27 @@ fn serve(path: &std::path::Path) -> Result<()> {
                 let accepted = match listener.try_accept_with(|peer| peer.uid == own_uid) {
                     Ok(accepted) => accepted,
                     Err(Error::WouldBlock) => break,
-                    Err(e) => return Err(e.into()),
+                    // One failed accept does not stop the daemon. At the fd
+                    // limit (EMFILE) the connection stays queued, so the
+                    // listener is left unwatched until a client leaves.
+                    Err(e) => {
+                        println!("daemon: accept failed: {e}; not accepting until a client leaves");
+                        accepting = false;
+                        break;
+                    }
                 };
-                let pid = accepted.peer.pid;
+                let peer = accepted.peer;
                 // A few frames of room: a client that falls that far
                 // behind is dropped.
                 set_socket_send_buffer_size(&accepted.channel, SNDBUF)?;
                 let client = Client {
                     channel: accepted.channel,
-                    pid,
+                    peer,
                     subscribed: false,
                 };
                 match clients.push(client) {
-                    Ok(()) => println!("daemon: accepted pid {pid} uid {}", own_uid.as_raw()),
-                    Err(_) => println!("daemon: client table full; turned pid {pid} away"),
+                    Ok(()) => println!("daemon: accepted {peer}"),
+                    Err(_) => println!("daemon: client table full; turned {peer} away"),
                 }
             }
         }
@@ -211,13 +225,15 @@ fn serve(path: &std::path::Path) -> Result<()> {
                     Ok(()) => sent += 1,
                     Err(Error::WouldBlock) => {
                         println!(
-                            "daemon: pid {} stopped reading (socket full at frame {frame}); dropped it",
-                            clients[i].pid
+                            "daemon: {} stopped reading (socket full at frame {frame}); dropped it",
+                            clients[i].peer
                         );
+                        accepting = true;
                         clients.swap_remove(i);
                     }
                     Err(Error::Disconnected) => {
-                        println!("daemon: pid {} is gone; removed it", clients[i].pid);
+                        println!("daemon: {} is gone; removed it", clients[i].peer);
+                        accepting = true;
                         clients.swap_remove(i);
                     }
                     Err(e) => return Err(e.into()),

@@ -209,8 +209,7 @@ fn authenticate(bootstrap: Channel<1>, worker: &Child) -> Result<Channel<BUFFERS
     let worker_pid = Pid::from_child(worker);
     let creator = bootstrap.peer_credentials()?;
     println!(
-        "pipeline: bootstrap channel: SO_PEERCRED names pid {} (socketpair records its creator: this pipeline)",
-        creator.pid
+        "pipeline: bootstrap channel: SO_PEERCRED names {creator} (socketpair records its creator: this pipeline)"
     );
 
     // The worker answers with the frame channel, a socket pair it created.
@@ -224,23 +223,15 @@ fn authenticate(bootstrap: Channel<1>, worker: &Child) -> Result<Channel<BUFFERS
     drop(bootstrap);
 
     let peer = channel.peer_credentials()?;
-    if peer.pid != worker_pid || peer.uid != getuid() || peer.gid != getgid() {
+    if peer.pid != Some(worker_pid) || peer.uid != getuid() || peer.gid != getgid() {
         return Err(format!(
-            "frame channel belongs to pid {} uid {} gid {}, expected the worker: pid {worker_pid} uid {} gid {}",
-            peer.pid,
-            peer.uid.as_raw(),
-            peer.gid.as_raw(),
+            "frame channel belongs to {peer}, expected the worker: pid {worker_pid} uid {} gid {}",
             getuid().as_raw(),
             getgid().as_raw()
         )
         .into());
     }
-    println!(
-        "pipeline: frame channel: SO_PEERCRED names pid {} uid {} gid {}: the worker, as expected",
-        peer.pid,
-        peer.uid.as_raw(),
-        peer.gid.as_raw()
-    );
+    println!("pipeline: frame channel: SO_PEERCRED names {peer}: the worker, as expected");
     Ok(channel)
 }
 

@@ -8,15 +8,15 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use rustix::io::{Errno, FdFlags, IoSlice, IoSliceMut, fcntl_setfd, retry_on_intr};
 use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
-    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType, UCred, recvmsg,
-    sendmsg, socketpair, sockopt,
+    AddressFamily, RecvAncillaryBuffer, RecvFlags, ReturnFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, SocketFlags, SocketType, recvmsg, sendmsg, socketpair,
+    sockopt,
 };
 use rustix::time::{ClockId, clock_gettime};
 
-use crate::Error;
 use crate::cmsg::CmsgBuffer;
 use crate::header::{HEADER_LEN, Header, MAX_FDS_PER_MESSAGE, Record, validate};
+use crate::{Credentials, Error};
 
 /// What a successful receive delivered.
 ///
@@ -673,8 +673,8 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
     /// # Ok::<(), ipc_unixsocket::Error>(())
     /// ```
     #[doc(alias = "SO_PEERCRED")]
-    pub fn peer_credentials(&self) -> Result<UCred, Error> {
-        Ok(sockopt::socket_peercred(&self.fd)?)
+    pub fn peer_credentials(&self) -> Result<Credentials, Error> {
+        crate::credentials::peer_credentials(&self.fd)
     }
 
     fn recv_split<const CAP: usize>(
@@ -742,28 +742,23 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
             }
         };
 
+        // The kernel wrote `msg` into `space`; the fds are taken from there
+        // with the crate's own walk, so rustix's decoder (which the
+        // buffer's drop would run) never sees the messages.
+        core::mem::forget(control);
         // Take ownership of every fd at once; those past the capacity (the
         // alignment slack) are counted and discarded here.
         let mut fds_received = 0;
-        for message in control.drain() {
-            if let RecvAncillaryMessage::ScmRights(rights) = message {
-                for fd in rights {
-                    fds_received += 1;
-                    if let Err(extra) = fds.push(fd) {
-                        discard(extra);
-                    }
-                }
+        let control_messages = space.take_fds(|fd| {
+            fds_received += 1;
+            if let Err(extra) = fds.push(fd) {
+                discard(extra);
             }
-        }
-        drop(control);
-        // Fd-carrying messages that rustix does not decode (a pidfd with
-        // `SO_PASSPIDFD`) are never delivered: close them too.
-        let (control_messages, pidfds) = space.finish();
-        pidfds.for_each(drop);
+        });
         let fds_truncated = msg.flags.contains(ReturnFlags::CTRUNC);
         // End-of-file reads as a 0-byte record; a record that came with any
         // control message (fds, credentials, a pidfd) is a record.
-        if msg.bytes == 0 && control_messages == 0 && !fds_truncated && self.peer_is_gone()? {
+        if msg.bytes == 0 && control_messages == 0 && !fds_truncated && self.peer_is_gone() {
             debug!("recv: peer disconnected");
             return Err(Error::Disconnected);
         }
@@ -775,31 +770,28 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
     }
 
     /// Tells end-of-file from a 0-byte record without fds, which `recvmsg`
-    /// reports the same way on `SOCK_SEQPACKET`: the peer is gone when it
-    /// has hung up and no record at all is left in the queue. An empty
-    /// record without fds that was the last one before the hang-up cannot
-    /// be told from end-of-file, and counts as it.
+    /// reports the same way on `SOCK_SEQPACKET`, after such a read.
     ///
-    /// Whether a record is queued is seen by a peek with no control buffer
-    /// while `SO_PASSCRED` is on: the kernel then attaches credentials to
-    /// every record, which do not fit and show as `MSG_CTRUNC` (nothing is
-    /// installed), even for an empty record without fds. End-of-file has
-    /// no credentials. The option is restored before returning.
-    fn peer_is_gone(&self) -> Result<bool, Error> {
-        let mut watch = [PollFd::new(&self.fd, PollFlags::RDHUP)];
-        retry_on_intr(|| poll(&mut watch, Some(&Timespec::default())))?;
-        let hung_up = watch[0]
-            .revents()
-            .intersects(PollFlags::HUP | PollFlags::RDHUP);
-        if !hung_up {
-            return Ok(false);
-        }
-        let passcred = sockopt::socket_passcred(&self.fd)?;
-        if !passcred {
-            sockopt::set_socket_passcred(&self.fd, true)?;
-        }
+    /// The channel turns `SO_PASSCRED` on, for good: from then on the
+    /// kernel attaches credentials to every record (the control buffer of
+    /// every receive has room for them, so a receive on another thread
+    /// loses nothing), and end-of-file has none. A peek with no control
+    /// buffer then shows any queued record as `MSG_CTRUNC` (or by its
+    /// length), an empty queue with the peer alive as `EAGAIN`, and
+    /// end-of-file as 0 bytes and nothing else. So only the first empty
+    /// record, if it is the last one before the hang-up, reads as
+    /// end-of-file; every later one carries credentials.
+    ///
+    /// Where `setsockopt` is refused (a seccomp filter that allows the
+    /// receive but not socket options), the peek alone cannot tell an empty
+    /// record without fds from end-of-file: a `poll` for the hang-up decides
+    /// (and if `poll` too is refused, a hang-up is assumed). Then an empty
+    /// record without fds queued right before a hang-up reads as
+    /// end-of-file, and a record after it would come after `Disconnected`.
+    fn peer_is_gone(&self) -> bool {
+        let exact = sockopt::set_socket_passcred(&self.fd, true).is_ok();
         let mut no_control = RecvAncillaryBuffer::new(&mut []);
-        let peek = RecvFlags::PEEK | RecvFlags::DONTWAIT;
+        let peek = RecvFlags::PEEK | RecvFlags::DONTWAIT | RecvFlags::TRUNC;
         let next = loop {
             match recvmsg(&self.fd, &mut [], &mut no_control, peek) {
                 // The peer may die (leaving a one-shot ECONNRESET) between
@@ -809,20 +801,39 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
                 result => break result,
             }
         };
-        if !passcred {
-            sockopt::set_socket_passcred(&self.fd, false)?;
+        match next {
+            Ok(next) if next.bytes == 0 && !next.flags.contains(ReturnFlags::CTRUNC) => {
+                if exact {
+                    return true;
+                }
+                let mut watch = [PollFd::new(&self.fd, PollFlags::RDHUP)];
+                match retry_on_intr(|| poll(&mut watch, Some(&Timespec::default()))) {
+                    Ok(_) => watch[0]
+                        .revents()
+                        .intersects(PollFlags::HUP | PollFlags::RDHUP),
+                    Err(_) => true,
+                }
+            }
+            // A record is queued, or none and the peer is alive: the 0
+            // bytes were a record.
+            _ => false,
         }
-        Ok(!next?.flags.contains(ReturnFlags::CTRUNC))
     }
 }
 
-/// Closes an fd the caller will not get, without waiting: a socket is
-/// first set to `SO_LINGER {on, 0}`, so that closing a TCP socket with
-/// unsent data and a linger time set by the peer aborts it (RST) instead of
-/// blocking for the linger time. Anything else is closed as it is (the
-/// `setsockopt` fails with `ENOTSOCK`).
+/// Closes an fd the caller will not get, without waiting for it: a socket
+/// whose `SO_LINGER` is on with a non-zero time (a TCP socket with unsent
+/// data would block `close` for that time) is first set to `SO_LINGER {on,
+/// 0}`, so closing it aborts the connection (RST) instead. Nothing else is
+/// changed: socket options belong to the open file description, which the
+/// sender still holds, and its own later close must behave as it expects.
+/// A non-socket, or a socket without a linger time, is closed as it is.
 pub(crate) fn discard(fd: OwnedFd) {
-    let _ = sockopt::set_socket_linger(&fd, Some(Duration::ZERO));
+    if let Ok(Some(linger)) = sockopt::socket_linger(&fd)
+        && !linger.is_zero()
+    {
+        let _ = sockopt::set_socket_linger(&fd, Some(Duration::ZERO));
+    }
     drop(fd);
 }
 

@@ -1,12 +1,13 @@
 //! Stack control-message buffers sized by a const generic.
 //!
 //! Stable Rust cannot write `[u8; cmsg_space!(ScmRights(N))]` for a generic
-//! `N`, so the buffer is a `repr(C)` struct laid out exactly like a
-//! `cmsghdr` followed by `N` fds. Its size is `CMSG_SPACE(N * 4)`: the header,
-//! the fds, and the padding up to the next `cmsghdr` boundary. That padding
-//! is the "alignment slack" that lets the kernel deliver more than `N` fds
-//! (for `N = 1` on 64-bit Linux, room for two), which the receiver counts and
-//! closes.
+//! `N`, so the buffer is a `repr(C)` struct laid out exactly like an
+//! `SCM_CREDENTIALS` message followed by a `cmsghdr` and `N` fds. Its size is
+//! `CMSG_SPACE(12) + CMSG_SPACE(N * 4)`: room for credentials, the header,
+//! the fds, and the padding up to the next `cmsghdr` boundary. While no
+//! credentials arrive, the credentials' room and the padding (the
+//! "alignment slack") let the kernel deliver more than `N` fds (for `N = 1`
+//! on 64-bit Linux, room for ten), which the receiver counts and closes.
 #![allow(unsafe_code)]
 
 use core::ffi::c_int;
@@ -21,6 +22,9 @@ const SOL_SOCKET: c_int = 1;
 /// received on a socket with `SO_PASSPIDFD` set.
 const SCM_PIDFD: c_int = 4;
 
+/// `SCM_RIGHTS`: the fds of the record.
+const SCM_RIGHTS: c_int = 1;
+
 /// Same size and alignment as the C `struct cmsghdr` on Linux: `cmsg_len`
 /// is `size_t` (glibc, bionic) or a 32-bit length padded to `size_t` (musl),
 /// followed by two `int`s.
@@ -31,9 +35,26 @@ struct CmsgHeader {
     _type: c_int,
 }
 
-/// Uninitialised space for one `SCM_RIGHTS` message with `N` fds.
+/// Room for one `SCM_CREDENTIALS` message (`struct ucred`: pid, uid, gid),
+/// `CMSG_SPACE(12)` bytes.
+#[repr(C)]
+struct CredentialsSpace {
+    _header: CmsgHeader,
+    _ucred: [c_int; 3],
+}
+
+/// Uninitialised space for one `SCM_CREDENTIALS` message followed by one
+/// `SCM_RIGHTS` message with `N` fds.
+///
+/// The credentials' room is there for the receiver: once a channel has
+/// turned `SO_PASSCRED` on (to tell end-of-file from an empty record), the
+/// kernel puts credentials first in every record, and a receive running at
+/// that moment on another thread must still have room for its fds. Until
+/// then the kernel may use that room for fds, which the receiver counts and
+/// closes like any past its capacity.
 #[repr(C)]
 pub(crate) struct CmsgBuffer<const N: usize> {
+    _credentials: MaybeUninit<CredentialsSpace>,
     _header: MaybeUninit<CmsgHeader>,
     _fds: [MaybeUninit<c_int>; N],
 }
@@ -42,6 +63,7 @@ impl<const N: usize> CmsgBuffer<N> {
     /// A buffer whose bytes are all uninitialised; building it costs nothing.
     pub(crate) const fn new() -> Self {
         Self {
+            _credentials: MaybeUninit::uninit(),
             _header: MaybeUninit::uninit(),
             _fds: [MaybeUninit::uninit(); N],
         }
@@ -82,32 +104,48 @@ impl<const N: usize> Zeroed<'_, N> {
         self.0.as_bytes()
     }
 
-    /// Walks the control messages the kernel wrote, after rustix has taken
-    /// the `SCM_RIGHTS` fds out, and takes ownership of the fds rustix does
-    /// not know: those of `SCM_PIDFD` messages. Returns the number of control
-    /// messages and those fds (closed when dropped).
+    /// Walks the control messages the kernel wrote and takes ownership of
+    /// every fd in them: the fds of `SCM_RIGHTS` messages go to `rights`, in
+    /// order; those of `SCM_PIDFD` messages (a pidfd of the sender, with
+    /// `SO_PASSPIDFD`) are closed. Returns the number of control messages.
+    ///
+    /// rustix's decoder is not used: it reads `SCM_CREDENTIALS` into a
+    /// `UCred` whose pid is non-zero, and the kernel writes pid 0 there for
+    /// a sender outside this pid namespace.
     ///
     /// Takes `self` so that the fds can be taken only once.
-    pub(crate) fn finish(self) -> (usize, impl Iterator<Item = OwnedFd>) {
+    pub(crate) fn take_fds(self, mut rights: impl FnMut(OwnedFd)) -> usize {
         let len = size_of::<CmsgBuffer<N>>();
         // SAFETY: `Zeroed` is only made by `CmsgBuffer::zeroed`, which wrote
         // every byte of the buffer (padding included) and whose mutable
-        // borrow keeps the buffer from moving since; rustix and the kernel
-        // only ever write initialised bytes into it. So all `len` bytes are
+        // borrow keeps the buffer from moving since; the kernel only ever
+        // writes initialised bytes into it. So all `len` bytes are
         // initialised, and `self` borrows them exclusively.
         let bytes: &[u8] =
             unsafe { core::slice::from_raw_parts(self.0.as_bytes().as_ptr().cast::<u8>(), len) };
-        let messages = Messages { bytes, at: 0 };
-        let count = messages.clone().count();
-        let pidfds = messages
-            .filter(|m| m.level == SOL_SOCKET && m.kind == SCM_PIDFD)
-            .flat_map(|m| m.data.chunks_exact(size_of::<c_int>()))
-            .filter_map(|raw| raw.try_into().ok().map(c_int::from_ne_bytes))
-            // SAFETY: the kernel installed this fd in our table for this
-            // `recvmsg` alone, rustix's drain leaves `SCM_PIDFD` untouched,
-            // and `finish` consumes the buffer, so nothing else owns it.
-            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
-        (count, pidfds)
+        let mut count = 0;
+        for message in (Messages { bytes, at: 0 }) {
+            count += 1;
+            let owned = message.level == SOL_SOCKET
+                && (message.kind == SCM_RIGHTS || message.kind == SCM_PIDFD);
+            if !owned {
+                continue;
+            }
+            for raw in message.data.chunks_exact(size_of::<c_int>()) {
+                let Ok(raw) = raw.try_into().map(c_int::from_ne_bytes) else {
+                    continue;
+                };
+                // SAFETY: the kernel installed this fd in our table for this
+                // `recvmsg` alone (a truncated message lists only the fds it
+                // installed, whole), nothing else has read the buffer, and
+                // `take_fds` consumes it, so nothing else owns the fd.
+                let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+                if message.kind == SCM_RIGHTS {
+                    rights(fd);
+                }
+            }
+        }
+        count
     }
 }
 
@@ -155,15 +193,25 @@ mod tests {
     use super::*;
     use core::mem::align_of;
 
-    /// The C library's `CMSG_SPACE` for `fds` fds, for the target.
-    fn cmsg_space(fds: usize) -> usize {
-        let bytes = u32::try_from(fds * size_of::<c_int>()).expect("small");
+    /// The C library's `CMSG_SPACE` for `bytes` bytes of data.
+    fn c_cmsg_space(bytes: usize) -> usize {
+        let bytes = u32::try_from(bytes).expect("small");
         // SAFETY: CMSG_SPACE is a pure computation on its argument.
         usize::try_from(unsafe { libc::CMSG_SPACE(bytes) }).expect("fits")
     }
 
+    /// Room for a `struct ucred` message and an `SCM_RIGHTS` message of
+    /// `fds` fds, by the C library's `CMSG_SPACE`.
+    fn cmsg_space(fds: usize) -> usize {
+        c_cmsg_space(size_of::<libc::ucred>()) + c_cmsg_space(fds * size_of::<c_int>())
+    }
+
     #[test]
-    fn size_is_the_c_cmsg_space_for_n_fds() {
+    fn size_is_the_c_cmsg_space_for_credentials_and_n_fds() {
+        assert_eq!(
+            size_of::<CredentialsSpace>(),
+            c_cmsg_space(size_of::<libc::ucred>())
+        );
         assert_eq!(size_of::<CmsgBuffer<0>>(), cmsg_space(0));
         assert_eq!(size_of::<CmsgBuffer<1>>(), cmsg_space(1));
         assert_eq!(size_of::<CmsgBuffer<3>>(), cmsg_space(3));
@@ -177,6 +225,7 @@ mod tests {
         assert_eq!(size_of::<CmsgHeader>(), size_of::<libc::cmsghdr>());
         assert_eq!(align_of::<CmsgHeader>(), align_of::<libc::cmsghdr>());
         assert_eq!(SOL_SOCKET, libc::SOL_SOCKET);
+        assert_eq!(SCM_RIGHTS, libc::SCM_RIGHTS);
     }
 
     /// Writes one control message the way the kernel does, at `at`.
@@ -213,8 +262,8 @@ mod tests {
     #[test]
     fn is_no_larger_than_rustix_cmsg_space() {
         // rustix adds one alignment unit so an unaligned buffer can be aligned.
-        assert!(size_of::<CmsgBuffer<8>>() <= rustix::cmsg_space!(ScmRights(8)));
-        assert!(size_of::<CmsgBuffer<1>>() <= rustix::cmsg_space!(ScmRights(1)));
+        assert!(size_of::<CmsgBuffer<8>>() <= rustix::cmsg_space!(ScmCredentials(1), ScmRights(8)));
+        assert!(size_of::<CmsgBuffer<1>>() <= rustix::cmsg_space!(ScmCredentials(1), ScmRights(1)));
     }
 
     #[test]

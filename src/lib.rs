@@ -12,6 +12,7 @@ mod fmt;
 pub mod calls;
 mod channel;
 mod cmsg;
+mod credentials;
 mod error;
 mod header;
 mod listener;
@@ -21,9 +22,9 @@ pub mod logger;
 mod payload;
 
 pub use channel::{Channel, Received};
+pub use credentials::Credentials;
 pub use error::Error;
 pub use header::{HEADER_LEN, Header, MAGIC, MAX_FDS_PER_MESSAGE, VERSION};
 pub use listener::{Accepted, Listener};
 pub use payload::Payload;
 pub use rustix::fs::Mode;
-pub use rustix::net::UCred;

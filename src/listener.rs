@@ -17,14 +17,14 @@ use rustix::fs::{openat, unlink};
 use rustix::io::{Errno, retry_on_intr};
 use rustix::net::sockopt::{self, Timeout};
 use rustix::net::{
-    AddressFamily, SocketAddrUnix, SocketFlags, SocketType, UCred, accept_with, bind, connect,
-    listen, socket_with,
+    AddressFamily, SocketAddrUnix, SocketFlags, SocketType, accept_with, bind, connect, listen,
+    socket_with,
 };
 use rustix::path::{Arg, DecInt};
 
-use crate::Error;
 use crate::channel::{Channel, monotonic_now};
 use crate::header::MAX_FDS_PER_MESSAGE;
+use crate::{Credentials, Error};
 
 /// The `listen` backlog: connections the kernel queues before `accept`.
 /// The kernel caps it at `net.core.somaxconn`.
@@ -42,7 +42,7 @@ const BACKLOG: i32 = 128;
 /// let listener = Listener::<1>::bind_abstract(name.as_bytes())?;
 /// let _client = Channel::<1>::connect_abstract(name.as_bytes())?;
 /// let Accepted { channel, peer } = listener.accept()?;
-/// assert_eq!(peer.pid, rustix::process::getpid());
+/// assert_eq!(peer.pid, Some(rustix::process::getpid()));
 /// # drop(channel);
 /// # Ok::<(), ipc_unixsocket::Error>(())
 /// ```
@@ -54,7 +54,7 @@ pub struct Accepted<const MAX_FDS: usize> {
     /// kernel recorded them at that moment (`SO_PEERCRED`). The uid and gid
     /// are reliable; the pid may belong to another process by the time you
     /// read it if the client has exited.
-    pub peer: UCred,
+    pub peer: Credentials,
 }
 
 /// A listening `AF_UNIX` `SOCK_SEQPACKET` socket bound to a filesystem path
@@ -329,7 +329,7 @@ impl<const MAX_FDS: usize> Listener<MAX_FDS> {
     /// ```
     pub fn accept_with(
         &self,
-        mut policy: impl FnMut(&UCred) -> bool,
+        mut policy: impl FnMut(&Credentials) -> bool,
     ) -> Result<Accepted<MAX_FDS>, Error> {
         loop {
             match self.try_accept_with(&mut policy) {
@@ -367,7 +367,7 @@ impl<const MAX_FDS: usize> Listener<MAX_FDS> {
     /// ```
     pub fn try_accept_with(
         &self,
-        mut policy: impl FnMut(&UCred) -> bool,
+        mut policy: impl FnMut(&Credentials) -> bool,
     ) -> Result<Accepted<MAX_FDS>, Error> {
         loop {
             let fd = match retry_on_intr(|| accept_with(&self.fd, SocketFlags::CLOEXEC)) {
@@ -375,14 +375,9 @@ impl<const MAX_FDS: usize> Listener<MAX_FDS> {
                 Err(Errno::AGAIN) => return Err(Error::WouldBlock),
                 Err(errno) => return Err(errno.into()),
             };
-            let peer = sockopt::socket_peercred(&fd)?;
-            let (pid, uid, gid) = (
-                peer.pid.as_raw_nonzero().get(),
-                peer.uid.as_raw(),
-                peer.gid.as_raw(),
-            );
+            let peer = crate::credentials::peer_credentials(&fd)?;
             if policy(&peer) {
-                debug!("accept: pid {=i32} uid {=u32} gid {=u32}", pid, uid, gid);
+                debug!("accept: {}", peer);
                 return Ok(Accepted {
                     channel: Channel::from_fd(fd),
                     peer,
@@ -390,10 +385,7 @@ impl<const MAX_FDS: usize> Listener<MAX_FDS> {
             }
             drop(fd);
             self.refused.fetch_add(1, Ordering::Relaxed);
-            warn!(
-                "accept: policy refused pid {=i32} uid {=u32} gid {=u32}; closed the connection",
-                pid, uid, gid
-            );
+            warn!("accept: policy refused {}; closed the connection", peer);
         }
     }
 

@@ -107,7 +107,12 @@ fn worker(fd: Option<RawFd>) -> ExitCode {
             PIDS => {
                 let peer = channel.peer_credentials().expect("SO_PEERCRED");
                 let mut reply = [0u8; 8];
-                reply[..4].copy_from_slice(&peer.pid.as_raw_nonzero().get().to_le_bytes());
+                reply[..4].copy_from_slice(
+                    &peer
+                        .pid
+                        .map_or(0, |pid| pid.as_raw_nonzero().get())
+                        .to_le_bytes(),
+                );
                 reply[4..].copy_from_slice(&std::process::id().to_le_bytes());
                 channel.send(&reply, &[])
             }

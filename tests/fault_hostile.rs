@@ -43,8 +43,9 @@ fn rss_kib() -> u64 {
 /// provoked record really makes the kernel install fds in this process, so
 /// a receiver that forgot to close them would be caught by the fd count.
 fn raw_recv_fds(socket: impl AsFd, capacity: usize) -> (usize, Vec<OwnedFd>) {
-    // CMSG_SPACE(capacity * 4) of the target, as src/cmsg.rs lays it out.
-    let space_len = common::platform::cmsg_space(capacity * 4);
+    // CMSG_SPACE(12) + CMSG_SPACE(capacity * 4) of the target, as
+    // src/cmsg.rs lays it out.
+    let space_len = common::platform::control_space(capacity);
     let mut space = vec![MaybeUninit::<u8>::uninit(); space_len];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut data = [0u8; 256];
@@ -496,18 +497,16 @@ fn scm_credentials_with_so_passcred_is_delivered_or_rejected_without_leaks() {
     }
 }
 
-/// Pins what the crate does today with `SO_PASSCRED` on: the kernel writes
-/// an `SCM_CREDENTIALS` message (`CMSG_SPACE(sizeof(struct ucred))`, 32
-/// bytes on 64-bit, 24 on 32-bit) first into the crate's `CMSG_SPACE(4 * N)`
-/// control buffer; the record is delivered only if the fds fit in what is
-/// left, and is otherwise rejected (`MSG_CTRUNC`) as `FdsTruncated` (or
-/// `TooManyFds` past the capacity) with whatever fds did fit closed; a
-/// record with no fds at all is `FdCountMismatch` when not even the
-/// credentials fit.
+/// With `SO_PASSCRED` on (the channel turns it on after its first 0-byte
+/// read), the kernel writes an `SCM_CREDENTIALS` message
+/// (`CMSG_SPACE(sizeof(struct ucred))`, 32 bytes on 64-bit, 24 on 32-bit)
+/// first into the crate's control buffer, which has room for it besides
+/// the `CMSG_SPACE(4 * N)` of the fds: every record the capacity holds is
+/// delivered; past it, `TooManyFds` with the fds that did fit closed.
 #[test]
-fn so_passcred_costs_the_credentials_space_in_the_control_buffer() {
+fn with_so_passcred_on_every_capacity_still_receives_its_fds() {
     fn predicted(capacity: usize, k: usize) -> String {
-        let space = common::platform::cmsg_space(capacity * 4);
+        let space = common::platform::control_space(capacity);
         let credentials = common::platform::cmsg_space(size_of::<libc::ucred>());
         // Without room for the credentials the kernel truncates every record;
         // with no fds declared and none received, the header is surely wrong.

@@ -26,12 +26,10 @@ use common::signals::{
     OnTarget, install_handler_without_sa_restart, interrupt_while_blocked, this_thread,
 };
 use common::{identity, memfd, open_fds, platform, serial};
-use ipc_unixsocket::{Channel, Error, Listener, Mode, Received};
+use ipc_unixsocket::{Channel, Credentials, Error, Listener, Mode, Received};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::io::{Errno, FdFlags, fcntl_getfd};
-use rustix::net::{
-    AddressFamily, SocketAddrUnix, SocketFlags, SocketType, UCred, bind, socket_with,
-};
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType, bind, socket_with};
 use rustix::process::{Gid, Pid, Uid, getpid};
 
 type Fds<const N: usize> = heapless::Vec<OwnedFd, N>;
@@ -318,7 +316,7 @@ fn path_of_a_live_listener_is_refused_and_left_alone() {
     // The probe is the one connection in the live listener's queue, and it
     // has hung up.
     let probe = live.try_accept().unwrap();
-    assert_eq!(probe.peer.pid, getpid());
+    assert_eq!(probe.peer.pid, Some(getpid()));
     let mut data = [0u8; 8];
     assert_eq!(
         probe
@@ -486,7 +484,7 @@ fn abstract_names_bind_connect_and_refuse_a_second_bind() {
         Ok(None)
     );
     let accepted = accept_within(&listener);
-    assert_eq!(accepted.peer.pid, getpid());
+    assert_eq!(accepted.peer.pid, Some(getpid()));
     let frame = memfd(b"frame");
     accepted.channel.send(b"frame 1", &[frame.as_fd()]).unwrap();
     let mut data = [0u8; 16];
@@ -569,7 +567,7 @@ fn accept_resumes_after_signals_without_sa_restart() {
             handled, ROUNDS,
             "signals handled by the thread blocked in accept"
         );
-        assert_eq!(accepted.peer.pid, getpid());
+        assert_eq!(accepted.peer.pid, Some(getpid()));
         client.send(b"late", &[]).unwrap();
         let mut data = [0u8; 8];
         let got = accepted
@@ -651,7 +649,7 @@ fn uid_policy_refuses_another_uid_counts_it_and_admits_an_allowed_one() {
     assert_eq!(next_line(&mut root_out), "connected");
 
     let allowed = [Uid::ROOT];
-    let mut seen: Vec<UCred> = Vec::new();
+    let mut seen: Vec<Credentials> = Vec::new();
     let accepted = listener
         .try_accept_with(|peer| {
             seen.push(*peer);
@@ -662,13 +660,13 @@ fn uid_policy_refuses_another_uid_counts_it_and_admits_an_allowed_one() {
     assert_eq!(listener.try_accept().unwrap_err(), Error::WouldBlock);
 
     // The credentials name the processes that connected.
-    let expected_nobody = UCred {
-        pid: Pid::from_child(&nobody),
+    let expected_nobody = Credentials {
+        pid: Some(Pid::from_child(&nobody)),
         uid: Uid::from_raw(NOBODY),
         gid: Gid::from_raw(NOBODY),
     };
-    let expected_root = UCred {
-        pid: Pid::from_child(&root),
+    let expected_root = Credentials {
+        pid: Some(Pid::from_child(&root)),
         uid: Uid::ROOT,
         gid: rustix::process::getgid(),
     };
@@ -709,7 +707,7 @@ fn client_killed_mid_message_leaves_the_daemon_serving_the_others() {
         .parse()
         .unwrap();
     let served = accept_within(&listener);
-    assert_eq!(served.peer.pid, Pid::from_child(&victim));
+    assert_eq!(served.peer.pid, Some(Pid::from_child(&victim)));
     // Killed while blocked sending record number `full`.
     while !some_task_blocked_in(victim.id(), libc::SYS_sendmsg) {
         assert!(victim.try_wait().unwrap().is_none(), "victim exited");
@@ -789,7 +787,7 @@ fn two_hundred_clients_connecting_and_disconnecting_keep_fds_and_rss_flat() {
     let mut fds = Fds::<1>::new();
     let mut serve = |i: u32| {
         let accepted = accept_within(&listener);
-        assert_eq!(accepted.peer.pid, Pid::from_child(&churn));
+        assert_eq!(accepted.peer.pid, Some(Pid::from_child(&churn)));
         let got = accepted
             .channel
             .recv_timeout(&mut data, &mut fds, WATCHDOG)

@@ -32,15 +32,23 @@ pub fn fds_fitting_in(space: usize) -> usize {
     space.saturating_sub(cmsg_len(0)) / size_of::<c_int>()
 }
 
-/// The most fds a receiver of capacity `capacity` gets from the kernel: its
-/// control buffer is `CMSG_SPACE(4 * capacity)` bytes, so this is the
-/// capacity plus the alignment slack.
-pub fn fds_fitting(capacity: usize) -> usize {
-    fds_fitting_in(cmsg_space(capacity * size_of::<c_int>()))
+/// The bytes of a receiver's control buffer for capacity `capacity`: room
+/// for an `SCM_CREDENTIALS` message (`CMSG_SPACE(12)`) and for `capacity`
+/// fds (`CMSG_SPACE(4 * capacity)`).
+pub fn control_space(capacity: usize) -> usize {
+    cmsg_space(size_of::<libc::ucred>()) + cmsg_space(capacity * size_of::<c_int>())
 }
 
-/// The fds the kernel delivers past `capacity` without `MSG_CTRUNC`: one
-/// for an odd capacity on 64-bit, none on 32-bit.
+/// The most fds a receiver of capacity `capacity` gets from the kernel
+/// while no credentials arrive (`SO_PASSCRED` off): the capacity plus the
+/// credentials' room and the alignment slack.
+pub fn fds_fitting(capacity: usize) -> usize {
+    fds_fitting_in(control_space(capacity))
+}
+
+/// The fds the kernel delivers past `capacity` without `MSG_CTRUNC` while
+/// no credentials arrive: the credentials' room (8 fds on 64-bit, 6 on
+/// 32-bit) plus one for an odd capacity on 64-bit.
 pub fn slack(capacity: usize) -> usize {
     fds_fitting(capacity) - capacity
 }
