@@ -123,7 +123,7 @@ pub(crate) fn peer_credentials(socket: impl AsFd) -> Result<Credentials, Error> 
 }
 
 /// The calling thread's `errno`, right after a failed libc call.
-fn errno() -> i32 {
+pub(crate) fn errno() -> i32 {
     // SAFETY: `__errno_location` returns a valid pointer to the calling
     // thread's errno, readable for the thread's lifetime.
     unsafe { *libc::__errno_location() }

@@ -130,8 +130,12 @@ impl<const MAX_FDS: usize> Listener<MAX_FDS> {
     /// away, a `chmod` of the new file, and only then `listen` (backlog
     /// 128): nobody can connect before the file has its final mode. The
     /// `chmod` goes through an `O_PATH | O_NOFOLLOW` fd checked to be the
-    /// socket file just created (`/proc/self/fd/N`), so it never follows a
-    /// symbolic link someone put in its place.
+    /// socket file just created, so it never follows a symbolic link
+    /// someone put in its place: `fchmodat2(fd, "", AT_EMPTY_PATH)` on Linux
+    /// 6.6 and later, which needs no `/proc`; on older kernels through
+    /// `/proc/self/fd/N`, so there, with `/proc` not mounted and a umask
+    /// that removes requested bits, `bind` fails with `Os(ENOENT)` (set the
+    /// umask to 0 around it, or mount `/proc`).
     ///
     /// If the path is taken:
     /// - by a socket file nobody listens on (a daemon died without removing
@@ -669,6 +673,12 @@ fn set_mode(path: &[u8], id: (u64, u64), mode: Mode) -> Result<(), Error> {
     if !is_socket(&stat) || file_id(&stat) != id {
         return Err(Error::AddressInUse);
     }
+    // Linux 6.6 and later change the mode of the file an `O_PATH` fd
+    // refers to; older kernels need `/proc`.
+    match chmod_o_path(&file, mode) {
+        Err(Errno::NOSYS | Errno::INVAL | Errno::OPNOTSUPP) => {}
+        changed => return Ok(changed?),
+    }
     let fds = openat(
         CWD,
         c"/proc/self/fd",
@@ -677,4 +687,30 @@ fn set_mode(path: &[u8], id: (u64, u64), mode: Mode) -> Result<(), Error> {
     )?;
     chmodat(&fds, DecInt::from_fd(&file), mode, AtFlags::empty())?;
     Ok(())
+}
+
+/// `fchmodat2(fd, "", mode, AT_EMPTY_PATH)`: the mode of the file `fd` (an
+/// `O_PATH` fd) refers to, without following anything. rustix has no
+/// `fchmodat2`, so this is a raw `libc::syscall`; the number is 452 on every
+/// architecture the crate is built for (the kernel's common table).
+#[allow(unsafe_code)]
+fn chmod_o_path(fd: &OwnedFd, mode: Mode) -> Result<(), Errno> {
+    const SYS_FCHMODAT2: libc::c_long = 452;
+    // SAFETY: fchmodat2 reads only its arguments: a live fd borrowed for
+    // the call, a NUL-terminated empty path that outlives it, and two
+    // integers; it writes no memory of this process.
+    let rc = unsafe {
+        libc::syscall(
+            SYS_FCHMODAT2,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::c_uint::from(mode.bits()),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Errno::from_raw_os_error(crate::credentials::errno()))
+    }
 }
