@@ -115,6 +115,7 @@ impl<P: Protocol, const MAX_FDS: usize> fmt::Debug for Incoming<'_, P, MAX_FDS> 
 enum Step {
     Reply { cookie: u32, arrived: Arrived },
     Event(Arrived),
+    BadEvent(Error),
     Failed { cookie: u32, error: Error },
     Nothing,
 }
@@ -137,6 +138,12 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
         out: &'b mut [u8],
         inbox: &'b mut [u8],
     ) -> Result<Self, Error> {
+        const {
+            assert!(
+                CALLS > 0,
+                "a Caller needs room for at least one call (CALLS >= 1)"
+            );
+        }
         Ok(Self {
             end: Endpoint::new::<P>(channel, out, inbox)?,
             pending: Vec::new(),
@@ -212,9 +219,26 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
         let deadline = monotonic_now().checked_add(timeout);
         let wait = deadline.map_or(Wait::Forever, Wait::Until);
         let mine = self.send_request(request, fds, deadline, wait)?;
-        let arrived = loop {
+        let outcome = self.wait_for(mine, deadline, wait, &mut on_event);
+        // Every way out of the wait, error or not, ends the call.
+        self.finish(mine);
+        let arrived = outcome?;
+        let fds = self.end.claims();
+        Ok((decode(self.end.body(arrived))?, fds))
+    }
+
+    /// Steps until the reply to `mine` arrives, the call fails, or its own
+    /// `deadline` passes (checked here, whatever the table of calls holds).
+    fn wait_for(
+        &mut self,
+        mine: u32,
+        deadline: Option<Duration>,
+        wait: Wait,
+        on_event: &mut impl FnMut(P::Event<'_>, Claims<MAX_FDS>),
+    ) -> Result<Arrived, Error> {
+        loop {
             match self.step(wait)? {
-                Step::Reply { cookie, arrived } if cookie == mine => break arrived,
+                Step::Reply { cookie, arrived } if cookie == mine => return Ok(arrived),
                 Step::Failed { cookie, error } if cookie == mine => return Err(error),
                 Step::Event(arrived) => {
                     let fds = self.end.claims();
@@ -223,11 +247,13 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
                         Err(_) => self.discarded += 1,
                     }
                 }
+                Step::BadEvent(_) => self.discarded += 1,
                 Step::Reply { .. } | Step::Failed { .. } | Step::Nothing => {}
             }
-        };
-        let fds = self.end.claims();
-        Ok((decode(self.end.body(arrived))?, fds))
+            if deadline.is_some_and(|deadline| monotonic_now() >= deadline) {
+                return Err(Error::TimedOut);
+            }
+        }
     }
 
     /// Sends `request` with `fds` as a call whose reply (or failure) will
@@ -365,6 +391,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
                 Err(error) => Incoming::BadEvent(error),
             },
             Step::Failed { cookie, error } => Incoming::Failed { cookie, error },
+            Step::BadEvent(error) => Incoming::BadEvent(error),
             Step::Nothing => return Ok(None),
         }))
     }
@@ -502,7 +529,16 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     /// record sorted by kind, or nothing, waiting as `wait` allows. Bodies
     /// are not decoded here.
     fn step(&mut self, wait: Wait) -> Result<Step, Error> {
+        // Records dropped without a word to the caller (late replies,
+        // stray requests, rejected records) in this step: a non-blocking
+        // step returns after this many, so a flood of them cannot hold the
+        // caller's loop; the socket stays readable for the next step.
+        const DROPS_PER_STEP: u32 = 32;
+        let mut drops = 0;
         loop {
+            if drops == DROPS_PER_STEP && matches!(wait, Wait::Now) {
+                return Ok(Step::Nothing);
+            }
             // A dead peer, or one that speaks another protocol, ends every
             // call in flight, one per step, and then every step.
             let ended = match self.end.peer {
@@ -519,17 +555,8 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
                     None => Err(error),
                 };
             }
-            let now = monotonic_now();
-            let expired = self
-                .pending
-                .iter()
-                .position(|p| p.deadline.is_some_and(|d| d <= now));
-            if let Some(at) = expired {
-                let call = self.pending.remove(at);
-                return Ok(Step::Failed {
-                    cookie: call.cookie,
-                    error: Error::TimedOut,
-                });
+            if let Some(expired) = self.expire() {
+                return Ok(expired);
             }
             // Wait no longer than the first deadline.
             let wait = match (wait, self.next_deadline()) {
@@ -541,19 +568,52 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
             let arrived = match self.end.receive(wait) {
                 Ok(arrived) => arrived,
                 Err(Error::WouldBlock) => return Ok(Step::Nothing),
-                // The deadline check above reports the call.
-                Err(Error::TimedOut) => continue,
+                // A call whose deadline passed is reported first; else the
+                // wait's own deadline passed.
+                Err(Error::TimedOut) => return Ok(self.expire().unwrap_or(Step::Nothing)),
                 Err(Error::Disconnected) => {
                     self.disconnected = true;
                     continue;
                 }
                 Err(error) if error.is_rejected_record() => {
                     self.discarded += 1;
+                    drops += 1;
                     continue;
                 }
                 Err(error) => return Err(error),
             };
             let cookie = arrived.header.cookie;
+            if self.end.peer == Peer::Unknown && arrived.header.kind != Kind::Hello {
+                // The responder says hello before anything else, and records
+                // arrive in order: this peer does not speak the protocol.
+                discard_all(&mut self.end.fds);
+                warn!(
+                    "calls: a record of kind {} before the peer's hello",
+                    arrived.header.kind
+                );
+                self.end.peer = Peer::Mismatched(Error::ProtocolMismatch {
+                    same_name: false,
+                    peer_version: 0,
+                });
+                continue;
+            }
+            if let Some(error) = arrived.too_large {
+                // Only the record's first bytes arrived (its fds are
+                // closed): enough to tell whose it was and to say so now.
+                match arrived.header.kind {
+                    Kind::Reply | Kind::ErrorReply if self.finish(cookie) => {
+                        return Ok(Step::Failed { cookie, error });
+                    }
+                    Kind::Reply | Kind::ErrorReply => self.late += 1,
+                    Kind::Event => return Ok(Step::BadEvent(error)),
+                    Kind::Hello => {
+                        let _ = self.end.hello::<P>(arrived);
+                    }
+                    Kind::Request => self.discarded += 1,
+                }
+                drops += 1;
+                continue;
+            }
             match arrived.header.kind {
                 // A mismatch is reported at the top of the loop.
                 Kind::Hello => {
@@ -562,6 +622,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
                 Kind::Reply | Kind::ErrorReply if !self.finish(cookie) => {
                     discard_all(&mut self.end.fds);
                     self.late += 1;
+                    drops += 1;
                 }
                 Kind::Reply => return Ok(Step::Reply { cookie, arrived }),
                 Kind::ErrorReply => {
@@ -576,9 +637,24 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
                 Kind::Request => {
                     discard_all(&mut self.end.fds);
                     self.discarded += 1;
+                    drops += 1;
                 }
             }
         }
+    }
+
+    /// Ends the first call in flight whose deadline has passed.
+    fn expire(&mut self) -> Option<Step> {
+        let now = monotonic_now();
+        let at = self
+            .pending
+            .iter()
+            .position(|p| p.deadline.is_some_and(|d| d <= now))?;
+        let call = self.pending.remove(at);
+        Some(Step::Failed {
+            cookie: call.cookie,
+            error: Error::TimedOut,
+        })
     }
 }
 

@@ -116,6 +116,10 @@ enum Wait {
 struct Arrived {
     header: CallHeader,
     body_len: usize,
+    /// `Some(Error::Truncated { .. })` when the record did not fit the
+    /// inbox: only its first bytes (the call header) arrived, its fds are
+    /// closed, and it has no body.
+    too_large: Option<Error>,
 }
 
 /// What both ends share: the channel, the two buffers, the fds of the last
@@ -160,7 +164,9 @@ impl<'b, const MAX_FDS: usize> Endpoint<'b, MAX_FDS> {
         };
         let hello = (P::NAME, P::VERSION);
         let len = end.encode(Kind::Hello, 0, &hello)?;
-        end.send(len, &[], Wait::Forever)?;
+        // The first record on the channel: it does not wait for room (a
+        // full socket here means the peer has stopped reading).
+        end.send(len, &[], Wait::Now)?;
         Ok(end)
     }
 
@@ -187,16 +193,25 @@ impl<'b, const MAX_FDS: usize> Endpoint<'b, MAX_FDS> {
             Wait::Now => self.channel.try_recv_frame(self.inbox, &mut self.fds),
             Wait::Forever => self.channel.recv_frame(self.inbox, &mut self.fds),
             Wait::Until(deadline) => self.recv_until(deadline),
-        }?;
-        let data = &self.inbox[HEADER_LEN..][..got.data_len];
+        };
+        let (data_len, too_large) = match got {
+            Ok(got) => (got.data_len, None),
+            // The kernel delivered the record's first bytes (the inbox has
+            // room for the call header) and the channel closed its fds:
+            // the call header still says whose record it was.
+            Err(error @ Error::Truncated { .. }) => (CALL_HEADER_LEN, Some(error)),
+            Err(error) => return Err(error),
+        };
+        let data = &self.inbox[HEADER_LEN..][..data_len];
         match CallHeader::decode(data) {
             Ok(header) => Ok(Arrived {
                 header,
-                body_len: got.data_len - CALL_HEADER_LEN,
+                body_len: data_len - CALL_HEADER_LEN,
+                too_large,
             }),
             Err(error) => {
                 discard_all(&mut self.fds);
-                Err(error)
+                Err(too_large.unwrap_or(error))
             }
         }
     }
@@ -238,16 +253,22 @@ impl<'b, const MAX_FDS: usize> Endpoint<'b, MAX_FDS> {
     /// Checks the peer's hello, remembers the outcome and returns it.
     fn hello<P: Protocol>(&mut self, arrived: Arrived) -> Result<(), Error> {
         discard_all(&mut self.fds);
-        let outcome = match decode::<(&str, u32)>(self.body(arrived)) {
-            Ok((name, version)) if name == P::NAME && version == P::VERSION => Peer::Matched,
-            Ok((name, version)) => Peer::Mismatched(Error::ProtocolMismatch {
-                same_name: name == P::NAME,
-                peer_version: version,
-            }),
-            Err(_) => Peer::Mismatched(Error::ProtocolMismatch {
-                same_name: false,
-                peer_version: 0,
-            }),
+        let unreadable = Peer::Mismatched(Error::ProtocolMismatch {
+            same_name: false,
+            peer_version: 0,
+        });
+        // A hello that does not fit the inbox cannot be checked: that is a
+        // failure of the protocol, not something to pass over.
+        let outcome = match arrived.too_large {
+            Some(_) => unreadable,
+            None => match decode::<(&str, u32)>(self.body(arrived)) {
+                Ok((name, version)) if name == P::NAME && version == P::VERSION => Peer::Matched,
+                Ok((name, version)) => Peer::Mismatched(Error::ProtocolMismatch {
+                    same_name: name == P::NAME,
+                    peer_version: version,
+                }),
+                Err(_) => unreadable,
+            },
         };
         self.peer = outcome;
         match outcome {

@@ -2,6 +2,7 @@
 
 use core::fmt;
 use core::marker::PhantomData;
+use core::time::Duration;
 
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
@@ -9,7 +10,7 @@ use super::{
     Arrived, Attach, BODY, Claims, Endpoint, Kind, Peer, Protocol, Rejection, Wait, decode, encode,
     encode_rejection, send,
 };
-use crate::channel::discard_all;
+use crate::channel::{discard_all, monotonic_now};
 use crate::{Channel, Error};
 
 /// The responding end of protocol `P` over a channel: receive one request,
@@ -28,6 +29,7 @@ use crate::{Channel, Error};
 pub struct Responder<'b, P: Protocol, const MAX_FDS: usize> {
     end: Endpoint<'b, MAX_FDS>,
     discarded: u32,
+    send_timeout: Option<Duration>,
     protocol: PhantomData<fn() -> P>,
 }
 
@@ -82,6 +84,7 @@ pub struct Call<'a, 'c, 'f, P: Protocol, const MAX_FDS: usize> {
 pub struct Emitter<'c, P: Protocol, const MAX_FDS: usize> {
     channel: &'c Channel<MAX_FDS>,
     out: &'c mut [u8],
+    timeout: Option<Duration>,
     protocol: PhantomData<fn() -> P>,
 }
 
@@ -131,7 +134,7 @@ impl<P: Protocol, const MAX_FDS: usize> Emitter<'_, P, MAX_FDS> {
     /// ```
     pub fn emit(&mut self, event: &P::Event<'_>, fds: &[BorrowedFd<'_>]) -> Result<(), Error> {
         let len = encode(self.out, Kind::Event, 0, event)?;
-        send(self.channel, &mut self.out[..len], fds, Wait::Forever)
+        send(self.channel, &mut self.out[..len], fds, wait(self.timeout))
     }
 }
 
@@ -174,6 +177,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
         Ok(Self {
             end: Endpoint::new::<P>(channel, out, inbox)?,
             discarded: 0,
+            send_timeout: None,
             protocol: PhantomData,
         })
     }
@@ -279,6 +283,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
         Emitter {
             channel: &self.end.channel,
             out: self.end.out,
+            timeout: self.send_timeout,
             protocol: PhantomData::<fn() -> P>,
         }
         .emit(event, fds)
@@ -316,6 +321,38 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
     }
 
     /// A record the channel rejected, or that had no call header: counted.
+    /// Bounds every send of this responder (replies, error replies and
+    /// events, also those of [`Call::events`]) to `timeout` each: a caller
+    /// that has stopped reading then costs the worker at most that long per
+    /// record, and the send fails with [`Error::TimedOut`]. `None` (the
+    /// default) waits for room as long as it takes.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use ipc_unixsocket::Channel;
+    /// use ipc_unixsocket::calls::{Protocol, Responder};
+    ///
+    /// struct Ping;
+    /// impl Protocol for Ping {
+    ///     const NAME: &'static str = "ping";
+    ///     const VERSION: u32 = 1;
+    ///     type Request<'a> = u8;
+    ///     type Reply<'a> = u8;
+    ///     type Event<'a> = ();
+    /// }
+    ///
+    /// let (_pipeline, worker) = Channel::<0>::pair()?;
+    /// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
+    /// let mut responder = Responder::<Ping, 0>::new(worker, &mut out, &mut inbox)?;
+    /// responder.set_send_timeout(Some(Duration::from_millis(200)));
+    /// # Ok::<(), ipc_unixsocket::Error>(())
+    /// ```
+    pub fn set_send_timeout(&mut self, timeout: Option<Duration>) {
+        self.send_timeout = timeout;
+    }
+
     fn refuse_record(&mut self, error: Error) -> Result<Served, Error> {
         if error.is_rejected_record() {
             self.discarded += 1;
@@ -331,8 +368,20 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
         handler: impl for<'a, 'c> FnOnce(Call<'a, 'c, 'f, P, MAX_FDS>) -> Result<P::Reply<'a>, Error>,
     ) -> Result<Served, Error> {
         let cookie = arrived.header.cookie;
+        let timeout = self.send_timeout;
         match arrived.header.kind {
             Kind::Hello => return self.end.hello::<P>(arrived).map(|()| Served::Hello),
+            // Only its first bytes arrived, and its fds are closed.
+            Kind::Request if arrived.too_large.is_some() => {
+                self.discarded += 1;
+                return refuse(
+                    &self.end.channel,
+                    self.end.out,
+                    cookie,
+                    Rejection::TooLarge,
+                    timeout,
+                );
+            }
             Kind::Request => {}
             Kind::Reply | Kind::ErrorReply | Kind::Event => {
                 discard_all(&mut self.end.fds);
@@ -347,7 +396,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
         };
         if let Some(rejection) = refused {
             discard_all(&mut self.end.fds);
-            return refuse(&self.end.channel, self.end.out, cookie, rejection);
+            return refuse(&self.end.channel, self.end.out, cookie, rejection, timeout);
         }
         let mut claims = self.end.claims();
         let mut attach = Attach::new();
@@ -366,7 +415,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
                     Error::UnknownVariant => Rejection::UnknownVariant,
                     _ => Rejection::BadBody,
                 };
-                return refuse(channel, out, cookie, rejection);
+                return refuse(channel, out, cookie, rejection, timeout);
             }
         };
         let reply = handler(Call {
@@ -376,6 +425,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
             events: Emitter {
                 channel,
                 out,
+                timeout,
                 protocol: PhantomData,
             },
         });
@@ -384,17 +434,17 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
         let reply = match reply {
             Ok(reply) => reply,
             Err(Error::BadFdSlot { .. } | Error::FdSlotClaimed { .. }) => {
-                return refuse(channel, out, cookie, Rejection::BadFdSlot);
+                return refuse(channel, out, cookie, Rejection::BadFdSlot, timeout);
             }
-            Err(_) => return refuse(channel, out, cookie, Rejection::HandlerFailed),
+            Err(_) => return refuse(channel, out, cookie, Rejection::HandlerFailed, timeout),
         };
         if cookie == 0 {
             return Ok(Served::OneWay);
         }
         let Ok(len) = encode(out, Kind::Reply, cookie, &reply) else {
-            return refuse(channel, out, cookie, Rejection::HandlerFailed);
+            return refuse(channel, out, cookie, Rejection::HandlerFailed, timeout);
         };
-        send(channel, &mut out[..len], attach.as_slice(), Wait::Forever)?;
+        send(channel, &mut out[..len], attach.as_slice(), wait(timeout))?;
         Ok(Served::Replied { cookie })
     }
 }
@@ -405,10 +455,11 @@ fn refuse<const MAX_FDS: usize>(
     out: &mut [u8],
     cookie: u32,
     rejection: Rejection,
+    timeout: Option<Duration>,
 ) -> Result<Served, Error> {
     if cookie != 0 {
         let len = encode_rejection(out, cookie, rejection);
-        send(channel, &mut out[..len], &[], Wait::Forever)?;
+        send(channel, &mut out[..len], &[], wait(timeout))?;
     }
     Ok(Served::Refused { cookie, rejection })
 }
@@ -434,4 +485,12 @@ impl<P: Protocol, const MAX_FDS: usize> AsRawFd for Responder<'_, P, MAX_FDS> {
     fn as_raw_fd(&self) -> RawFd {
         self.end.channel.as_raw_fd()
     }
+}
+
+/// How long a send may wait for room: until `timeout` from now, or for
+/// ever.
+fn wait(timeout: Option<Duration>) -> Wait {
+    timeout
+        .and_then(|timeout| monotonic_now().checked_add(timeout))
+        .map_or(Wait::Forever, Wait::Until)
 }

@@ -141,6 +141,7 @@ impl CallHeader {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Rejection {
     /// The request's body did not decode as the protocol's request type.
     BadBody = 1,
@@ -156,6 +157,9 @@ pub enum Rejection {
     Unexpected = 5,
     /// The handler failed.
     HandlerFailed = 6,
+    /// The request did not fit the responder's inbox (only its first bytes
+    /// arrived; its fds were closed).
+    TooLarge = 7,
     /// A code this version of the crate does not know.
     Other = 255,
 }
@@ -179,6 +183,7 @@ impl Rejection {
             4 => Self::ProtocolMismatch,
             5 => Self::Unexpected,
             6 => Self::HandlerFailed,
+            7 => Self::TooLarge,
             _ => Self::Other,
         }
     }

@@ -1,0 +1,394 @@
+//! The call layer's promises in its corners (issue 17): every exit from
+//! `call()` ends the call; records too large for the inbox fail their call
+//! at once with the sizes; the caller checks the hello before anything;
+//! dropped records are closed and counted; refusals are answered only
+//! where an answer is owed. Each test names the defect or planted bug it
+//! catches. Peers are threads of this process or raw channels that write
+//! records by hand; every wait has its own deadline of a few seconds.
+
+mod calls_protocol;
+mod common;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use calls_protocol::{CALLS, Isp, MAX_FDS, Reply, Request, memfd};
+use common::{Watchdog, open_fds, serial};
+use ipc_unixsocket::calls::{
+    Attach, CallHeader, Caller, Claims, Kind, Protocol, Rejection, Responder, Served,
+};
+use ipc_unixsocket::{Channel, Error, HEADER_LEN};
+
+/// Deadline of the calls that must not reach it: a test that waits this
+/// long has failed, and fails within seconds.
+const BOUND: Duration = Duration::from_secs(5);
+
+/// One record of protocol `Isp` as a raw peer writes it: call header, then
+/// the postcard body.
+fn record(kind: Kind, cookie: u32, body: &[u8]) -> Vec<u8> {
+    let mut data = CallHeader { kind, cookie }.encode().to_vec();
+    data.extend_from_slice(body);
+    data
+}
+
+/// `value` as postcard writes it.
+fn encode(value: &impl serde::Serialize) -> Vec<u8> {
+    let mut buffer = [0u8; 512];
+    postcard::to_slice(value, &mut buffer)
+        .expect("encode")
+        .to_vec()
+}
+
+fn hello_body() -> Vec<u8> {
+    encode(&(Isp::NAME, Isp::VERSION))
+}
+
+/// Receives one record on a raw channel: `(call header, body)`.
+fn raw_recv(channel: &Channel<MAX_FDS>) -> (CallHeader, Vec<u8>) {
+    let mut data = [0u8; 4096];
+    let mut fds = heapless::Vec::<OwnedFd, MAX_FDS>::new();
+    let got = channel
+        .recv_timeout(&mut data, &mut fds, BOUND)
+        .expect("raw receive");
+    let header = CallHeader::decode(&data[..got.data_len]).expect("call header");
+    (header, data[8..got.data_len].to_vec())
+}
+
+/// A worker thread serving `channel` with the protocol's handler, its
+/// buffers `inbox` bytes long; returns what each serve gave.
+fn worker(channel: Channel<MAX_FDS>, inbox: usize) -> thread::JoinHandle<Vec<Served>> {
+    thread::spawn(move || {
+        let mut out = [0u8; 1024];
+        let mut inbox = vec![0u8; inbox];
+        let mut responder =
+            Responder::<Isp, MAX_FDS>::new(channel, &mut out, &mut inbox).expect("Responder");
+        let mut served = Vec::new();
+        loop {
+            match responder.serve(|call| match call.request {
+                Request::Ping(n) => Ok(Reply::Pong(n)),
+                Request::Echo { text, bytes } => Ok(Reply::Echoed { text, bytes }),
+                // A handler's own failure.
+                Request::Note(_) => Err(Error::Os(rustix::io::Errno::INVAL)),
+                _ => Ok(Reply::Done),
+            }) {
+                Ok(s) => served.push(s),
+                Err(Error::Disconnected) => return served,
+                Err(e) => panic!("serve: {e}"),
+            }
+        }
+    })
+}
+
+const TEXT: &str = "a text of two hundred bytes, far more than a sixty-four byte inbox \
+holds: the kernel delivers its first bytes and says how long it was, and the call \
+must fail at once with the sizes, not wait for its deadline.";
+
+#[test]
+fn a_reply_larger_than_the_inbox_fails_its_call_at_once_with_the_sizes() {
+    // Defect 7: the 200-byte reply into a 64-byte inbox was dropped and the
+    // call waited for its whole deadline (TimedOut, discarded() == 1).
+    let _watchdog = Watchdog::for_test();
+    assert!(TEXT.len() > 180);
+    let (pipeline, worker_end) = Channel::<MAX_FDS>::pair().unwrap();
+    let worker = worker(worker_end, 1024);
+    let (mut out, mut inbox) = ([0u8; 1024], [0u8; 64]);
+    let mut caller = Caller::<Isp, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
+    let echo = Request::Echo {
+        text: TEXT,
+        bytes: &[],
+    };
+    match caller.call(&echo, &[], BOUND, |_, _| {}) {
+        Err(Error::Truncated { len, capacity }) => {
+            assert!(len > TEXT.len(), "{len}");
+            assert_eq!(capacity, 64 - HEADER_LEN);
+        }
+        other => panic!("expected Truncated, got {other:?}"),
+    }
+    assert_eq!(caller.in_flight(), 0);
+    assert_eq!(caller.discarded(), 0);
+    // The channel goes on.
+    let (pong, _) = caller
+        .call(&Request::Ping(7), &[], BOUND, |_, _| {})
+        .unwrap();
+    assert_eq!(pong, Reply::Pong(7));
+    drop(caller);
+    worker.join().unwrap();
+}
+
+#[test]
+fn a_request_larger_than_the_responder_inbox_is_refused_too_large() {
+    // Defect 7: the responder ignored it and the caller timed out.
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, worker_end) = Channel::<MAX_FDS>::pair().unwrap();
+    let worker = worker(worker_end, 64);
+    let (mut out, mut inbox) = ([0u8; 1024], [0u8; 1024]);
+    let mut caller = Caller::<Isp, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
+    let echo = Request::Echo {
+        text: TEXT,
+        bytes: &[],
+    };
+    assert_eq!(
+        caller.call(&echo, &[], BOUND, |_, _| {}).unwrap_err(),
+        Error::Rejected(Rejection::TooLarge)
+    );
+    let (pong, _) = caller
+        .call(&Request::Ping(8), &[], BOUND, |_, _| {})
+        .unwrap();
+    assert_eq!(pong, Reply::Pong(8));
+    drop(caller);
+    let served = worker.join().unwrap();
+    assert!(
+        served.contains(&Served::Refused {
+            cookie: 1,
+            rejection: Rejection::TooLarge
+        }),
+        "{served:?}"
+    );
+}
+
+#[test]
+fn a_hello_larger_than_the_inbox_is_a_protocol_mismatch() {
+    // Defect 7: with an inbox too small for the hello, the worker's
+    // protocol was never checked and calls succeeded.
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, worker_end) = Channel::<MAX_FDS>::pair().unwrap();
+    let worker = worker(worker_end, 1024);
+    // Room for the call header and 4 body bytes: ("test.isp", 3) needs 10.
+    let (mut out, mut inbox) = ([0u8; 1024], [0u8; HEADER_LEN + 8 + 4]);
+    let mut caller = Caller::<Isp, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
+    assert!(matches!(
+        caller.call(&Request::Ping(1), &[], BOUND, |_, _| {}),
+        Err(Error::ProtocolMismatch { .. })
+    ));
+    assert_eq!(caller.in_flight(), 0);
+    drop(caller);
+    worker.join().unwrap();
+}
+
+#[test]
+fn replies_before_the_peers_hello_are_a_protocol_mismatch() {
+    // Defect 8: a raw peer that never says hello got its replies delivered.
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, raw) = Channel::<MAX_FDS>::pair().unwrap();
+    let peer = thread::spawn(move || {
+        let (hello, _) = raw_recv(&raw);
+        assert_eq!(hello.kind, Kind::Hello);
+        let (request, _) = raw_recv(&raw);
+        let body = encode(&Reply::Pong(5));
+        raw.send(&record(Kind::Reply, request.cookie, &body), &[])
+            .unwrap();
+        raw
+    });
+    let (mut out, mut inbox) = ([0u8; 1024], [0u8; 1024]);
+    let mut caller = Caller::<Isp, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
+    let answer = caller.call(&Request::Ping(5), &[], BOUND, |_, _| {});
+    assert_eq!(
+        answer.map(|(reply, _)| reply),
+        Err(Error::ProtocolMismatch {
+            same_name: false,
+            peer_version: 0
+        })
+    );
+    assert_eq!(caller.in_flight(), 0);
+    drop(peer.join().unwrap());
+}
+
+#[test]
+fn a_timed_out_call_ends_at_its_deadline_not_later() {
+    // Planted bug: a call that waited twice its deadline passed every test.
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, raw) = Channel::<MAX_FDS>::pair().unwrap();
+    raw.send(&record(Kind::Hello, 0, &hello_body()), &[])
+        .unwrap();
+    let (mut out, mut inbox) = ([0u8; 1024], [0u8; 1024]);
+    let mut caller = Caller::<Isp, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
+    let deadline = Duration::from_millis(500);
+    let started = Instant::now();
+    let answer = caller.call(&Request::Ping(1), &[], deadline, |_, _| {});
+    let waited = started.elapsed();
+    assert_eq!(answer.map(|(reply, _)| reply), Err(Error::TimedOut));
+    assert!(waited >= deadline, "returned early: {waited:?}");
+    // The bound the issue asks for: well under twice the deadline.
+    assert!(waited < deadline * 19 / 10, "waited {waited:?}");
+    assert_eq!(caller.in_flight(), 0);
+    drop(raw);
+}
+
+#[test]
+fn late_reply_fds_are_closed_when_the_reply_is_read() {
+    // Planted bug: a late reply's fds stayed open until the next receive.
+    let _serial = serial();
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, raw) = Channel::<MAX_FDS>::pair().unwrap();
+    raw.send(&record(Kind::Hello, 0, &hello_body()), &[])
+        .unwrap();
+    let (mut out, mut inbox) = ([0u8; 1024], [0u8; 1024]);
+    let mut caller = Caller::<Isp, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
+    let cookie = caller
+        .start(&Request::Ping(1), &[], Some(Duration::ZERO))
+        .unwrap();
+    // The call is over before anything arrives.
+    assert!(matches!(
+        caller.poll().unwrap(),
+        Some(ipc_unixsocket::calls::Incoming::Failed {
+            error: Error::TimedOut,
+            ..
+        })
+    ));
+    let baseline = open_fds();
+    {
+        let file = memfd(b"late");
+        let body = encode(&Reply::Pong(1));
+        raw.send(&record(Kind::Reply, cookie, &body), &[file.as_fd()])
+            .unwrap();
+    }
+    assert_eq!(open_fds(), baseline, "the sender's copy is closed");
+    assert!(caller.poll().unwrap().is_none());
+    assert_eq!(caller.late_replies(), 1);
+    assert_eq!(open_fds(), baseline, "the late reply's fd is closed");
+}
+
+/// A responder on a raw pipeline: the raw end has sent the hello when
+/// `greet`, and the responder has served it. Its buffers live as long as
+/// the test binary.
+fn raw_pipeline(greet: bool) -> (Channel<MAX_FDS>, Responder<'static, Isp, MAX_FDS>) {
+    let (raw, worker_end) = Channel::<MAX_FDS>::pair().unwrap();
+    let out: &'static mut [u8] = Box::leak(Box::new([0u8; 1024]));
+    let inbox: &'static mut [u8] = Box::leak(Box::new([0u8; 1024]));
+    let mut responder = Responder::<Isp, MAX_FDS>::new(worker_end, out, inbox).unwrap();
+    let (hello, _) = raw_recv(&raw);
+    assert_eq!(hello.kind, Kind::Hello);
+    if greet {
+        raw.send(&record(Kind::Hello, 0, &hello_body()), &[])
+            .unwrap();
+        assert_eq!(responder.serve(|_| Ok(Reply::Done)), Ok(Served::Hello));
+    }
+    (raw, responder)
+}
+
+#[test]
+fn requests_before_the_callers_hello_are_refused_unexpected() {
+    // Planted bug: requests that arrived before the hello were served.
+    let _watchdog = Watchdog::for_test();
+    let (raw, mut responder) = raw_pipeline(false);
+    let body = encode(&Request::Ping(3));
+    raw.send(&record(Kind::Request, 9, &body), &[]).unwrap();
+    assert_eq!(
+        responder.serve(|_| panic!("served before the hello")),
+        Ok(Served::Refused {
+            cookie: 9,
+            rejection: Rejection::Unexpected
+        })
+    );
+    let (reply, body) = raw_recv(&raw);
+    assert_eq!((reply.kind, reply.cookie), (Kind::ErrorReply, 9));
+    assert_eq!(body, [Rejection::Unexpected as u8]);
+}
+
+#[test]
+fn a_handler_error_is_refused_and_serving_goes_on() {
+    // Planted bug: a handler error ended serve and sent no reply.
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, worker_end) = Channel::<MAX_FDS>::pair().unwrap();
+    let worker = worker(worker_end, 1024);
+    let (mut out, mut inbox) = ([0u8; 1024], [0u8; 1024]);
+    let mut caller = Caller::<Isp, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
+    assert_eq!(
+        caller
+            .call(&Request::Note("fail"), &[], BOUND, |_, _| {})
+            .unwrap_err(),
+        Error::Rejected(Rejection::HandlerFailed)
+    );
+    let (pong, _) = caller
+        .call(&Request::Ping(2), &[], BOUND, |_, _| {})
+        .unwrap();
+    assert_eq!(pong, Reply::Pong(2));
+    drop(caller);
+    let served = worker.join().unwrap();
+    assert_eq!(
+        served[1],
+        Served::Refused {
+            cookie: 1,
+            rejection: Rejection::HandlerFailed
+        }
+    );
+}
+
+#[test]
+fn records_the_responder_drops_are_counted_and_their_fds_closed() {
+    // Planted bugs: well-formed events, replies and error replies sent to
+    // the responder were not counted; a record with a bad call header kept
+    // its fds open after serve returned Ignored.
+    let _serial = serial();
+    let _watchdog = Watchdog::for_test();
+    let (raw, mut responder) = raw_pipeline(true);
+    let baseline = open_fds();
+    let event = encode(&calls_protocol::Event::Progress { seq: 1 });
+    let reply = encode(&Reply::Pong(1));
+    let sent = [
+        record(Kind::Event, 0, &event),
+        record(Kind::Reply, 4, &reply),
+        record(Kind::ErrorReply, 5, &[Rejection::BadBody as u8]),
+        vec![9, 0, 0, 0, 1, 0, 0, 0], // no such kind
+    ];
+    for data in &sent {
+        let file = memfd(b"dropped");
+        raw.send(data, &[file.as_fd()]).unwrap();
+    }
+    for _ in &sent {
+        assert_eq!(
+            responder.serve(|_| panic!("not a request")),
+            Ok(Served::Ignored)
+        );
+        assert_eq!(open_fds(), baseline, "the dropped record's fd is closed");
+    }
+    assert_eq!(responder.discarded(), 4);
+}
+
+#[test]
+fn a_refused_one_way_request_gets_no_reply() {
+    // Planted bug: a refused one-way request got an error reply.
+    let _watchdog = Watchdog::for_test();
+    let (raw, mut responder) = raw_pipeline(true);
+    raw.send(&record(Kind::Request, 0, &[]), &[]).unwrap();
+    assert_eq!(
+        responder.serve(|_| panic!("a bad body was served")),
+        Ok(Served::Refused {
+            cookie: 0,
+            rejection: Rejection::BadBody
+        })
+    );
+    let mut data = [0u8; 64];
+    let mut fds = heapless::Vec::<OwnedFd, MAX_FDS>::new();
+    assert_eq!(raw.try_recv(&mut data, &mut fds), Err(Error::WouldBlock));
+}
+
+#[test]
+fn claiming_the_slot_one_past_the_fds_is_a_bad_slot() {
+    // Planted bug: `claim(slot == len)` was reported as already claimed
+    // (only a doc example caught it).
+    let file = memfd(b"one");
+    let mut attach = Attach::<2>::new();
+    let _first = attach.attach(file.as_fd()).unwrap();
+    let second = attach.attach(file.as_fd()).unwrap();
+    let mut received = heapless::Vec::<OwnedFd, 2>::new();
+    received.push(memfd(b"only")).unwrap();
+    let mut claims = Claims::from(received);
+    assert_eq!(
+        claims.claim(second).unwrap_err(),
+        Error::BadFdSlot { slot: 1, fds: 1 }
+    );
+}
+
+#[test]
+fn recv_frame_into_exactly_the_header_takes_an_empty_message() {
+    // Planted bug: a frame of exactly HEADER_LEN bytes was refused.
+    let (a, b) = Channel::<0>::pair().unwrap();
+    a.send(b"", &[]).unwrap();
+    let mut frame = [0u8; HEADER_LEN];
+    let got = b
+        .recv_frame(&mut frame, &mut heapless::Vec::<OwnedFd, 0>::new())
+        .unwrap();
+    assert_eq!(got.data_len, 0);
+}
