@@ -18,7 +18,7 @@ use calls_protocol::{
     BUF, CALLS, Event, Forged, Isp, MAX_FDS, Reply, Request, Wire, WorkerLog, contents, fnv, memfd,
     run_worker,
 };
-use common::{TEST_BOUND, Watchdog, open_fds, serial};
+use common::{Watchdog, open_fds, serial};
 use ipc_unixsocket::calls::{
     Attach, CallHeader, Caller, Claims, FdSlot, Incoming, Kind, Protocol, Rejection, Responder,
     Served,
@@ -28,8 +28,10 @@ use rustix::event::{PollFd, PollFlags, poll};
 
 type TestCaller<'b> = Caller<'b, Isp, MAX_FDS, CALLS>;
 
-/// Far beyond what any reply takes here; reaching it fails the test.
-const LONG: Duration = Duration::from_secs(60);
+/// Far beyond what any reply takes here (a round trip between threads
+/// takes microseconds); reaching it fails the test, within seconds rather
+/// than at the watchdog.
+const LONG: Duration = Duration::from_secs(5);
 
 // ---------------------------------------------------------------------------
 // Helpers.
@@ -65,7 +67,7 @@ impl Worker {
     /// Waits until a `Slow` request is at the gate.
     fn wait_at_gate(&self) {
         self.entered
-            .recv_timeout(TEST_BOUND)
+            .recv_timeout(LONG)
             .expect("the worker never reached its gate");
     }
 
@@ -82,20 +84,20 @@ impl Worker {
 }
 
 /// Waits until the caller's socket is readable or the first call deadline
-/// has passed; fails the test if neither happens within `TEST_BOUND`.
+/// has passed; fails the test if neither happens within `LONG`.
 fn wait_for(caller: &TestCaller<'_>) {
     wait_readable(caller.as_fd(), caller.poll_timeout());
 }
 
 fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, deadline_in: Option<Duration>) {
-    let bound = deadline_in.map_or(TEST_BOUND, |left| left.min(TEST_BOUND));
+    let bound = deadline_in.map_or(LONG, |left| left.min(LONG));
     let timeout = rustix::event::Timespec {
         tv_sec: bound.as_secs() as _,
         tv_nsec: bound.subsec_nanos() as _,
     };
     let mut watch = [PollFd::new(&fd, PollFlags::IN)];
     match poll(&mut watch, Some(&timeout)) {
-        Ok(0) if deadline_in.is_none() => panic!("nothing arrived within {TEST_BOUND:?}"),
+        Ok(0) if deadline_in.is_none() => panic!("nothing arrived within {LONG:?}"),
         Ok(_) | Err(rustix::io::Errno::INTR) => {}
         Err(errno) => panic!("poll: {errno}"),
     }
@@ -197,7 +199,7 @@ fn raw_recv(channel: &Channel<MAX_FDS>) -> (CallHeader, Vec<u8>, Vec<OwnedFd>) {
     let mut data = [0u8; BUF];
     let mut fds = heapless::Vec::<OwnedFd, MAX_FDS>::new();
     let got = channel
-        .recv_timeout(&mut data, &mut fds, TEST_BOUND)
+        .recv_timeout(&mut data, &mut fds, LONG)
         .expect("raw recv");
     let header = CallHeader::decode(&data[..got.data_len]).expect("call header");
     (
@@ -711,7 +713,7 @@ fn mismatch<P: Protocol + 'static>(same_name: bool) {
     assert_eq!(caller.poll().unwrap_err(), theirs);
     // The worker's side: the hello, then the one request that was sent
     // before the caller saw the worker's hello, refused unhandled.
-    let served = || reports.recv_timeout(TEST_BOUND).expect("worker stopped");
+    let served = || reports.recv_timeout(LONG).expect("worker stopped");
     assert_eq!(served(), Err(ours));
     let refused = served();
     assert!(

@@ -122,17 +122,37 @@ enum Step {
 
 impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MAX_FDS, CALLS> {
     /// Takes the channel and two buffers (outgoing and incoming records,
-    /// each at least 16 bytes) and sends the hello.
+    /// each at least 16 bytes) and sends the hello, without waiting for
+    /// room (a fresh channel always has it).
+    ///
+    /// `CALLS`, the calls that may be in flight at once, must be at least 1:
+    /// zero fails to compile.
     ///
     /// # Errors
     ///
     /// [`Error::NoHeaderRoom`] for a buffer under 16 bytes,
     /// [`Error::EncodeFailed`] if the hello does not fit, or what sending
-    /// it returns.
+    /// it returns ([`Error::WouldBlock`] if the peer has stopped reading).
     ///
     /// # Example
     ///
-    /// See [`Caller::call`].
+    /// See [`Caller::call`]. A table for no call is refused when built:
+    ///
+    /// ```compile_fail
+    /// # use ipc_unixsocket::{Channel, calls::{Caller, Protocol}};
+    /// # struct P;
+    /// # impl Protocol for P {
+    /// #     const NAME: &'static str = "p";
+    /// #     const VERSION: u32 = 1;
+    /// #     type Request<'a> = u8;
+    /// #     type Reply<'a> = u8;
+    /// #     type Event<'a> = u8;
+    /// # }
+    /// let (a, _b) = Channel::<0>::pair()?;
+    /// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
+    /// let caller = Caller::<P, 0, 0>::new(a, &mut out, &mut inbox)?;
+    /// # Ok::<(), ipc_unixsocket::Error>(())
+    /// ```
     pub fn new(
         channel: Channel<MAX_FDS>,
         out: &'b mut [u8],
@@ -168,8 +188,11 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     ///
     /// [`Error::TimedOut`] at the deadline, [`Error::Disconnected`] as soon
     /// as the peer is gone, [`Error::Rejected`] if the responder refused
-    /// the request, [`Error::ProtocolMismatch`] if its hello named another
-    /// protocol, [`Error::BadBody`]/[`Error::UnknownVariant`] for a reply
+    /// the request ([`Rejection::TooLarge`] if it did not fit the
+    /// responder's inbox), [`Error::Truncated`] at once if the reply does
+    /// not fit the inbox (with its length and the room there was),
+    /// [`Error::ProtocolMismatch`] if the peer's hello named another
+    /// protocol, did not fit the inbox, or something came before it, [`Error::BadBody`]/[`Error::UnknownVariant`] for a reply
     /// that does not decode, [`Error::EncodeFailed`] for a request that does
     /// not fit the outgoing buffer, and the channel's errors.
     ///
@@ -329,7 +352,12 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     ///
     /// Replies to calls that are no longer in flight are dropped and
     /// counted; records that are not replies or events are dropped and
-    /// counted ([`discarded`](Self::discarded)). When the peer is gone,
+    /// counted ([`discarded`](Self::discarded)); their fds are closed as
+    /// they are read. One `poll` drops at most 32 such records before it
+    /// returns `None`, so a flood of them cannot hold the loop: the channel
+    /// then stays readable and the next `poll` goes on. A reply too large
+    /// for the inbox fails its call ([`Error::Truncated`]), an event too
+    /// large is [`Incoming::BadEvent`]. When the peer is gone,
     /// every call in flight comes back as [`Incoming::Failed`] with
     /// [`Error::Disconnected`], then `poll` returns that error.
     ///
