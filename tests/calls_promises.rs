@@ -392,3 +392,61 @@ fn recv_frame_into_exactly_the_header_takes_an_empty_message() {
         .unwrap();
     assert_eq!(got.data_len, 0);
 }
+
+/// Defect 2: a `call()` that failed with an error the call layer does not
+/// handle itself (here `Os(EPERM)` from `ppoll`, as under a seccomp filter
+/// that refuses it) stayed in flight for ever, and every later `call()`
+/// was `CallsInFlight`. The filter is installed on a thread of its own
+/// (seccomp filters belong to the thread that installs them).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[test]
+fn a_call_that_fails_in_its_wait_leaves_no_call_in_flight() {
+    use seccompiler::{SeccompAction, SeccompFilter};
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, raw) = Channel::<MAX_FDS>::pair().unwrap();
+    raw.send(&record(Kind::Hello, 0, &hello_body()), &[])
+        .unwrap();
+    let refused: std::collections::BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
+        [libc::SYS_ppoll, libc::SYS_pselect6]
+            .into_iter()
+            .chain(poll_number())
+            .map(|nr| (nr, Vec::new()))
+            .collect();
+    let filter = SeccompFilter::new(
+        refused,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        std::env::consts::ARCH.try_into().unwrap(),
+    )
+    .unwrap();
+    let program: seccompiler::BpfProgram = filter.try_into().unwrap();
+    let confined = thread::spawn(move || {
+        seccompiler::apply_filter(&program).unwrap();
+        let (mut out, mut inbox) = ([0u8; 1024], [0u8; 1024]);
+        let mut caller =
+            Caller::<Isp, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
+        let first = caller
+            .call(&Request::Ping(1), &[], BOUND, |_, _| {})
+            .map(|_| ());
+        let in_flight = caller.in_flight();
+        let second = caller
+            .call(&Request::Ping(2), &[], BOUND, |_, _| {})
+            .map(|_| ());
+        (first, in_flight, second)
+    });
+    let (first, in_flight, second) = confined.join().unwrap();
+    assert_eq!(first, Err(Error::Os(rustix::io::Errno::PERM)));
+    assert_eq!(in_flight, 0, "the failed call is no longer in flight");
+    assert_eq!(second, Err(Error::Os(rustix::io::Errno::PERM)));
+    drop(raw);
+}
+
+/// `poll(2)`, where the architecture has it (x86_64; aarch64 has only
+/// `ppoll`).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn poll_number() -> Option<i64> {
+    #[cfg(target_arch = "x86_64")]
+    return Some(libc::SYS_poll);
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
