@@ -149,9 +149,13 @@ impl<const MAX_FDS: usize> Listener<MAX_FDS> {
     ///
     /// The directory must not be writable by anyone you do not trust:
     /// whoever can write it can replace the socket file at any time (see
-    /// the README's threat model). Two daemons started at the same moment
-    /// on the same stale path race; serialise their start (a lock file,
-    /// the service manager) if that can happen.
+    /// the README's threat model). In particular, the socket file's
+    /// identity (device and inode, by which drop removes it) is read with
+    /// `lstat` right after `bind`: nothing proves that file is this
+    /// listener's socket, so someone who swaps it in that moment makes drop
+    /// remove their file instead (and only if it is a socket). Two daemons
+    /// started at the same moment on the same stale path race; serialise
+    /// their start (a lock file, the service manager) if that can happen.
     ///
     /// # Errors
     ///
@@ -313,8 +317,13 @@ impl<const MAX_FDS: usize> Listener<MAX_FDS> {
     ///
     /// # Errors
     ///
-    /// [`Error::Os`] if `accept4`, `getsockopt` or `poll` fail (`EMFILE`,
-    /// say: the connection then stays queued).
+    /// [`Error::Os`] if `accept4`, `getsockopt` or `poll` fail. At the fd
+    /// limit (`EMFILE`, `ENFILE`) the connection stays queued and the
+    /// listener stays readable: a `poll` loop that goes on after the error
+    /// must stop watching the listener until an fd is freed (a client
+    /// leaves), or it spins; `examples/camera_daemon.rs` does so. The
+    /// client's pid in [`Credentials`] is `None` when it is not visible in
+    /// this pid namespace; that is never an error.
     ///
     /// # Example
     ///

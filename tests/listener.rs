@@ -629,6 +629,33 @@ fn connect_resumes_after_signals_without_sa_restart() {
 // ---------------------------------------------------------------------------
 // Clients in other processes
 
+/// Planted bug: a refused connection was read before it was closed; only
+/// a doc example hung. A refused client that sends nothing must not block
+/// `try_accept_with`, which must close the connection unread.
+#[test]
+fn a_refused_client_that_sends_nothing_does_not_block_try_accept() {
+    let _guard = serial();
+    let name = abstract_name("silent");
+    let listener = Listener::<1>::bind_abstract(&name).unwrap();
+    let client = Channel::<1>::connect_abstract(&name).unwrap();
+    let (done, outcome) = std::sync::mpsc::channel();
+    let acceptor = std::thread::spawn(move || {
+        let refused = listener.try_accept_with(|_| false).map(|_| ());
+        done.send((refused, listener.refused())).unwrap();
+    });
+    let (refused, count) = outcome
+        .recv_timeout(Duration::from_secs(5))
+        .expect("try_accept_with blocked on a silent refused client");
+    assert_eq!(refused, Err(Error::WouldBlock));
+    assert_eq!(count, 1);
+    acceptor.join().unwrap();
+    let mut data = [0u8; 8];
+    assert_eq!(
+        client.recv_timeout(&mut data, &mut Fds::<1>::new(), WATCHDOG),
+        Err(Error::Disconnected)
+    );
+}
+
 #[test]
 fn uid_policy_refuses_another_uid_counts_it_and_admits_an_allowed_one() {
     let _guard = serial();
