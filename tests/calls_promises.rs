@@ -450,3 +450,38 @@ fn poll_number() -> Option<i64> {
     #[cfg(not(target_arch = "x86_64"))]
     None
 }
+
+/// Also examined in issue 17: `Caller::poll()` drained dropped records
+/// without a bound (one `poll()` took 460 ms under a flood of late
+/// replies). Now one `poll()` drops at most 32 and returns `None`, the
+/// channel still readable; the next ones go on.
+#[test]
+fn one_poll_drops_a_bounded_number_of_records() {
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, raw) = Channel::<MAX_FDS>::pair().unwrap();
+    raw.send(&record(Kind::Hello, 0, &hello_body()), &[])
+        .unwrap();
+    let (mut out, mut inbox) = ([0u8; 1024], [0u8; 1024]);
+    let mut caller = Caller::<Isp, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
+    let cookie = caller
+        .start(&Request::Ping(1), &[], Some(Duration::ZERO))
+        .unwrap();
+    assert!(matches!(
+        caller.poll().unwrap(),
+        Some(ipc_unixsocket::calls::Incoming::Failed {
+            error: Error::TimedOut,
+            ..
+        })
+    ));
+    let body = encode(&Reply::Pong(1));
+    for _ in 0..100 {
+        raw.send(&record(Kind::Reply, cookie, &body), &[]).unwrap();
+    }
+    let mut seen = Vec::new();
+    while caller.late_replies() < 100 {
+        assert!(caller.poll().unwrap().is_none());
+        seen.push(caller.late_replies());
+        assert!(seen.len() <= 4, "{seen:?}");
+    }
+    assert_eq!(seen, [32, 64, 96, 100]);
+}
