@@ -57,7 +57,9 @@ use ipc_unixsocket::calls::{
     CALL_HEADER_LEN, Call, Caller, Claims, FdSlot, Incoming, Protocol, Rejection, Responder, Served,
 };
 use ipc_unixsocket::{Channel, Error, HEADER_LEN, MAGIC, VERSION};
-use ipc_unixsocket_fuzz::{Fixtures, MAX_RAW_FDS, expected_outcome, identity, open_fds, send_raw};
+use ipc_unixsocket_fuzz::{
+    Fixtures, MAX_RAW_FDS, expected_outcome, identity, open_fds, send_raw, turns_on_credentials,
+};
 use libfuzzer_sys::fuzz_target;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use serde::{Deserialize, Serialize};
@@ -242,8 +244,20 @@ fn predict_decode<'a, T: Deserialize<'a>>(
     }
 }
 
+/// The outcome of a hello: `None` for a match. One too large for the inbox
+/// cannot be checked, which is a mismatch.
+fn predict_hello(seen: &Seen<'_>) -> Option<Error> {
+    match seen.too_large {
+        Some(_) => Some(Error::ProtocolMismatch {
+            same_name: false,
+            peer_version: 0,
+        }),
+        None => predict_hello_body(seen.body),
+    }
+}
+
 /// The outcome of a hello with `body`: `None` for a match.
-fn predict_hello(body: &[u8]) -> Option<Error> {
+fn predict_hello_body(body: &[u8]) -> Option<Error> {
     match predict_decode::<(&str, u32)>(body, None) {
         Ok((name, version)) if name == Fuzz::NAME && version == Fuzz::VERSION => None,
         Ok((name, version)) => Some(Error::ProtocolMismatch {
@@ -355,19 +369,39 @@ fn parse(mut input: &[u8], cookie: impl Fn(u8) -> u32) -> Vec<RawRecord> {
     records
 }
 
+/// A record as the call layer sees it: its call header and body, or, for
+/// a record too large for the inbox (`too_large`), only its call header.
+struct Seen<'a> {
+    kind: u8,
+    cookie: u32,
+    body: &'a [u8],
+    too_large: Option<Error>,
+}
+
 /// What the receiving end must make of `record` before the call layer
-/// looks at the kind: `Err` for a record it drops (counted as discarded),
-/// else the call header and the body.
-fn predict_record(record: &RawRecord) -> Result<(u8, u32, &[u8]), ()> {
-    let (data_len, _) =
-        expected_outcome(&record.bytes, record.fds, N, INBOX_LEN - HEADER_LEN).map_err(|_| ())?;
-    let data = &record.bytes[HEADER_LEN..][..data_len];
+/// looks at the kind (`credentials`: the receiver has `SO_PASSCRED` on):
+/// `Err` for a record it drops (counted as discarded), else what it sees.
+/// A record too large for the inbox still shows its call header (the
+/// kernel delivers its first bytes).
+fn predict_record(record: &RawRecord, credentials: bool) -> Result<Seen<'_>, ()> {
+    let capacity = INBOX_LEN - HEADER_LEN;
+    let (data, too_large) =
+        match expected_outcome(&record.bytes, record.fds, N, capacity, credentials) {
+            Ok((data_len, _)) => (&record.bytes[HEADER_LEN..][..data_len], None),
+            Err(error @ Error::Truncated { .. }) => (&record.bytes[HEADER_LEN..], Some(error)),
+            Err(_) => return Err(()),
+        };
     match data.first_chunk::<CALL_HEADER_LEN>() {
-        Some(&[kind @ HELLO..=EVENT, 0, 0, 0, c0, c1, c2, c3]) => Ok((
+        Some(&[kind @ HELLO..=EVENT, 0, 0, 0, c0, c1, c2, c3]) => Ok(Seen {
             kind,
-            u32::from_le_bytes([c0, c1, c2, c3]),
-            &data[CALL_HEADER_LEN..],
-        )),
+            cookie: u32::from_le_bytes([c0, c1, c2, c3]),
+            body: if too_large.is_some() {
+                &[]
+            } else {
+                &data[CALL_HEADER_LEN..]
+            },
+            too_large,
+        }),
         _ => Err(()),
     }
 }
@@ -540,10 +574,12 @@ enum Expect<'a> {
 }
 
 /// Predicts the handling of a request with `cookie` and `body` in `state`.
-fn predict_request<'a>(state: PeerState, body: &'a [u8], fds: usize, cookie: u32) -> Expect<'a> {
+fn predict_request<'a>(state: PeerState, seen: &Seen<'a>, fds: usize) -> Expect<'a> {
+    let (body, cookie) = (seen.body, seen.cookie);
     let outcome = match state {
         PeerState::Unknown => Err(Rejection::Unexpected),
         PeerState::Mismatched => Err(Rejection::ProtocolMismatch),
+        PeerState::Matched if seen.too_large.is_some() => Err(Rejection::TooLarge),
         PeerState::Matched => match predict_decode::<Request<'_>>(body, Some(REQUEST_VARIANTS)) {
             Err(Error::UnknownVariant) => Err(Rejection::UnknownVariant),
             Err(_) => Err(Rejection::BadBody),
@@ -568,11 +604,12 @@ fn fuzz_responder(fixtures: &'static Fixtures, flags: u8, input: &[u8]) {
     // Its hello.
     let (kind, cookie, body, fds) = recv_call(&peer).expect("the responder's hello");
     assert_eq!((kind, cookie), (HELLO, 0));
-    assert_eq!(predict_hello(&body), None, "the responder's hello");
+    assert_eq!(predict_hello_body(&body), None, "the responder's hello");
     assert!(fds.is_empty());
 
     let mut state = PeerState::Unknown;
     let mut discarded = 0u32;
+    let mut credentials = false;
     if flags & PEER_HELLO != 0 {
         send_call(&peer, HELLO, 0, &(Fuzz::NAME, Fuzz::VERSION), &[]);
         let got = responder.try_serve(|call| handler(call, fixtures, &mut Log::default()));
@@ -594,16 +631,18 @@ fn fuzz_responder(fixtures: &'static Fixtures, flags: u8, input: &[u8]) {
         );
         let back = recv_call(&peer);
 
-        let Ok((kind, cookie, body)) = predict_record(record) else {
+        let predicted = predict_record(record, credentials);
+        credentials |= turns_on_credentials(&record.bytes, record.fds);
+        let Ok(seen) = predicted else {
             discarded += 1;
             assert_eq!(got, Ok(Some(Served::Ignored)), "{what}");
             assert!(back.is_none(), "{what}");
             assert!(!log.ran, "{what}");
             continue;
         };
-        match kind {
+        match seen.kind {
             HELLO => {
-                let mismatch = predict_hello(body);
+                let mismatch = predict_hello(&seen);
                 match mismatch {
                     None => assert_eq!(got, Ok(Some(Served::Hello)), "{what}"),
                     Some(error) => assert_eq!(got, Err(error), "{what}"),
@@ -622,8 +661,8 @@ fn fuzz_responder(fixtures: &'static Fixtures, flags: u8, input: &[u8]) {
             }
             _ => {
                 check_handled(
-                    predict_request(state, body, record.fds, cookie),
-                    cookie,
+                    predict_request(state, &seen, record.fds),
+                    seen.cookie,
                     got,
                     back,
                     &reply_fds,
@@ -646,8 +685,14 @@ fn fuzz_responder(fixtures: &'static Fixtures, flags: u8, input: &[u8]) {
     let got = responder.try_serve(|call| handler(call, fixtures, &mut log));
     let back = recv_call(&peer);
     let body = to_postcard(&take);
+    let seen = Seen {
+        kind: REQUEST,
+        cookie: LAST_COOKIE,
+        body: &body,
+        too_large: None,
+    };
     check_handled(
-        predict_request(state, &body, 2, LAST_COOKIE),
+        predict_request(state, &seen, 2),
         LAST_COOKIE,
         got,
         back,
@@ -742,6 +787,11 @@ struct Model {
     /// Set when the peer is dead to the caller (a mismatched hello, or a
     /// hang-up): every later poll fails with it.
     dead: Option<Error>,
+    /// The peer's matching hello has arrived: anything else before it is a
+    /// protocol mismatch.
+    hello: bool,
+    /// The caller has turned `SO_PASSCRED` on (after an empty record).
+    credentials: bool,
     late: u32,
     discarded: u32,
 }
@@ -752,7 +802,7 @@ fn fuzz_caller(fixtures: &'static Fixtures, flags: u8, input: &[u8]) {
     let mut caller = Caller::<Fuzz, N, CALLS>::new(end, &mut out, &mut inbox).expect("the caller");
     let (kind, cookie, body, fds) = recv_call(&peer).expect("the caller's hello");
     assert_eq!((kind, cookie), (HELLO, 0));
-    assert_eq!(predict_hello(&body), None, "the caller's hello");
+    assert_eq!(predict_hello_body(&body), None, "the caller's hello");
     assert!(fds.is_empty());
 
     if flags & PEER_HELLO != 0 {
@@ -765,6 +815,8 @@ fn fuzz_caller(fixtures: &'static Fixtures, flags: u8, input: &[u8]) {
         started: Vec::new(),
         delivered: BTreeSet::new(),
         dead: None,
+        hello: flags & PEER_HELLO != 0,
+        credentials: false,
         late: 0,
         discarded: 0,
     };
@@ -864,7 +916,12 @@ fn fuzz_caller(fixtures: &'static Fixtures, flags: u8, input: &[u8]) {
     } else if let Some(error) = model.dead {
         assert!(caller.poll().err() == Some(error), "dead for good");
     } else {
-        // A genuine reply for every call still in flight arrives.
+        // A genuine reply for every call still in flight arrives (after
+        // the hello, if the peer has not said it yet).
+        if !model.hello {
+            send_call(&peer, HELLO, 0, &(Fuzz::NAME, Fuzz::VERSION), &[]);
+            assert!(matches!(caller.poll(), Ok(None)), "the late hello");
+        }
         let reply_fd = [fixtures.memfds[5].as_fd()];
         for &cookie in &model.pending {
             send_call(&peer, REPLY, cookie, &Reply::Len(cookie), &reply_fd);
@@ -938,23 +995,46 @@ fn predict_caller(model: &mut Model, record: &RawRecord) -> Vec<Delivery> {
         // Nothing more is read.
         return Vec::new();
     }
-    let Ok((kind, cookie, body)) = predict_record(record) else {
+    let predicted = predict_record(record, model.credentials);
+    model.credentials |= turns_on_credentials(&record.bytes, record.fds);
+    let Ok(seen) = predicted else {
         model.discarded += 1;
         return Vec::new();
     };
-    match kind {
-        HELLO => match predict_hello(body) {
-            None => Vec::new(),
-            Some(error) => {
-                model.dead = Some(error);
-                let failed = model
-                    .pending
-                    .iter()
-                    .map(|&c| Delivery::Failed(c, error))
-                    .collect();
-                model.pending.clear();
-                failed
+    let (kind, cookie, body) = (seen.kind, seen.cookie, seen.body);
+    if !model.hello && kind != HELLO {
+        // The responder says hello first: this peer does not speak the
+        // protocol.
+        return model.die(Error::ProtocolMismatch {
+            same_name: false,
+            peer_version: 0,
+        });
+    }
+    if let Some(error) = seen.too_large {
+        // Only the call header arrived: whose record it was.
+        return match kind {
+            HELLO => model.die(predict_hello(&seen).unwrap_or(error)),
+            REPLY | ERROR_REPLY if model.pending.remove(&cookie) => {
+                vec![Delivery::Failed(cookie, error)]
             }
+            REPLY | ERROR_REPLY => {
+                model.late += 1;
+                Vec::new()
+            }
+            EVENT => vec![Delivery::BadEvent(error)],
+            _ => {
+                model.discarded += 1;
+                Vec::new()
+            }
+        };
+    }
+    match kind {
+        HELLO => match predict_hello(&seen) {
+            None => {
+                model.hello = true;
+                Vec::new()
+            }
+            Some(error) => model.die(error),
         },
         REPLY | ERROR_REPLY if !model.pending.remove(&cookie) => {
             model.late += 1;
@@ -1009,6 +1089,19 @@ fn check_caller(
 }
 
 impl Model {
+    /// The peer is dead to the caller with `error`: every call in flight
+    /// fails with it, in any order.
+    fn die(&mut self, error: Error) -> Vec<Delivery> {
+        self.dead = Some(error);
+        let failed = self
+            .pending
+            .iter()
+            .map(|&c| Delivery::Failed(c, error))
+            .collect();
+        self.pending.clear();
+        failed
+    }
+
     /// Records the cookies of `got`: each one `start` returned, none
     /// delivered before.
     fn deliver(&mut self, got: &[Delivery], what: &str) {

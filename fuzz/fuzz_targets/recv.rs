@@ -33,6 +33,7 @@ use heapless::Vec as StackVec;
 use ipc_unixsocket::{Channel, Error, HEADER_LEN, MAGIC, VERSION};
 use ipc_unixsocket_fuzz::{
     Fixtures, MAX_RAW_FDS, expected_outcome, identity, is_cloexec, open_fds, send_raw,
+    turns_on_credentials,
 };
 use libfuzzer_sys::fuzz_target;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -118,6 +119,8 @@ fn check<const N: usize>(fixtures: &Fixtures, records: &[RawRecord], hang_up: bo
     let mut data = [0u8; DATA_CAPACITY];
     // Never cleared here: each receive must close what the last one left.
     let mut fds = StackVec::<OwnedFd, N>::new();
+    // Whether the reader has turned SO_PASSCRED on (after an empty record).
+    let mut credentials = false;
 
     for (i, record) in records.iter().enumerate() {
         let sent: Vec<BorrowedFd<'_>> = (0..record.fds)
@@ -131,7 +134,8 @@ fn check<const N: usize>(fixtures: &Fixtures, records: &[RawRecord], hang_up: bo
         }
 
         let got = reader.try_recv(&mut data, &mut fds);
-        let want = expected_outcome(&record.bytes, record.fds, N, DATA_CAPACITY);
+        let want = expected_outcome(&record.bytes, record.fds, N, DATA_CAPACITY, credentials);
+        credentials |= turns_on_credentials(&record.bytes, record.fds);
         let context = || {
             format!(
                 "record {i}: {} bytes starting {:02x?}, {} fds sent, capacity {N}",

@@ -111,18 +111,42 @@ pub fn send_raw(socket: impl AsFd, bytes: &[u8], fds: &[BorrowedFd<'_>]) {
 }
 
 /// How many fds the kernel installs at most for a receiver with capacity
-/// `capacity`: its control buffer is `CMSG_SPACE(capacity * 4)` bytes, and
-/// the padding up to the next `cmsghdr` boundary holds extra fds.
+/// `capacity`: its control buffer is `CMSG_SPACE(12) + CMSG_SPACE(capacity
+/// * 4)` bytes (room for credentials, then for the fds, padded to the next
+/// `cmsghdr` boundary). Once the receiver has `SO_PASSCRED` on
+/// (`credentials`), every record's credentials take their room first;
+/// until then the kernel may fill it with fds too.
 #[must_use]
-pub const fn fd_slots(capacity: usize) -> usize {
-    let align = align_of::<usize>();
-    let bytes = capacity * size_of::<i32>();
-    bytes.div_ceil(align) * align / size_of::<i32>()
+pub const fn fd_slots(capacity: usize, credentials: bool) -> usize {
+    /// `CMSG_SPACE(len)`.
+    const fn space(len: usize) -> usize {
+        let align = align_of::<usize>();
+        let header = (size_of::<usize>() + 2 * size_of::<i32>()).next_multiple_of(align);
+        header + len.next_multiple_of(align)
+    }
+    let header = space(0);
+    let credentials_room = space(3 * size_of::<i32>());
+    let rights = space(capacity * size_of::<i32>());
+    let room = if credentials {
+        rights
+    } else {
+        credentials_room + rights
+    };
+    (room - header) / size_of::<i32>()
+}
+
+/// Whether a receiver turns `SO_PASSCRED` on for good when it receives
+/// this record: a 0-byte record without fds reads like end-of-file, and
+/// telling the two apart turns the option on.
+#[must_use]
+pub const fn turns_on_credentials(bytes: &[u8], fds_sent: usize) -> bool {
+    bytes.is_empty() && fds_sent == 0
 }
 
 /// What a receiver with `fd_capacity` fds and a `data_capacity`-byte buffer
-/// must report for a record of `bytes` sent with `fds_sent` fds: the
-/// message's data length and fd count, or the rejection.
+/// (with `SO_PASSCRED` on when `credentials`) must report for a record of
+/// `bytes` sent with `fds_sent` fds: the message's data length and fd
+/// count, or the rejection.
 ///
 /// The rules, in order: shorter than the header; bad magic; other version;
 /// `data_len` differs from the record's data; the header's `fd_count`
@@ -142,6 +166,7 @@ pub fn expected_outcome(
     fds_sent: usize,
     fd_capacity: usize,
     data_capacity: usize,
+    credentials: bool,
 ) -> Result<(usize, usize), Error> {
     let Some(head) = bytes.first_chunk::<HEADER_LEN>() else {
         return Err(Error::ShortRecord { len: bytes.len() });
@@ -162,7 +187,7 @@ pub fn expected_outcome(
         });
     }
     let declared = usize::from(fd_count);
-    let slots = fd_slots(fd_capacity);
+    let slots = fd_slots(fd_capacity, credentials);
     let installed = fds_sent.min(slots);
     let dropped = fds_sent > slots;
     let certain_mismatch = if dropped {

@@ -371,17 +371,6 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
         let timeout = self.send_timeout;
         match arrived.header.kind {
             Kind::Hello => return self.end.hello::<P>(arrived).map(|()| Served::Hello),
-            // Only its first bytes arrived, and its fds are closed.
-            Kind::Request if arrived.too_large.is_some() => {
-                self.discarded += 1;
-                return refuse(
-                    &self.end.channel,
-                    self.end.out,
-                    cookie,
-                    Rejection::TooLarge,
-                    timeout,
-                );
-            }
             Kind::Request => {}
             Kind::Reply | Kind::ErrorReply | Kind::Event => {
                 discard_all(&mut self.end.fds);
@@ -390,6 +379,8 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
             }
         }
         let refused = match self.end.peer {
+            // Only its first bytes arrived, and its fds are closed.
+            Peer::Matched if arrived.too_large.is_some() => Some(Rejection::TooLarge),
             Peer::Matched => None,
             Peer::Mismatched(_) => Some(Rejection::ProtocolMismatch),
             Peer::Unknown => Some(Rejection::Unexpected),
