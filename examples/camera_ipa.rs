@@ -28,7 +28,7 @@
 //! on the pipeline's end names the worker's pid and uid. The pid cannot be
 //! reused while the worker is an unreaped child. A worker that sends any
 //! other socket fails the check; anything that is not a `SOCK_SEQPACKET`
-//! socket fails `Channel::bind`.
+//! socket fails `Channel::adopt`.
 //!
 //! # The protocol
 //!
@@ -220,7 +220,7 @@ fn authenticate(bootstrap: Channel<1>, worker: &Child) -> Result<Channel<BUFFERS
     let (true, 1, Some(end)) = (&hello[..got.data_len] == HELLO, got.fd_count, fds.pop()) else {
         return Err("the worker's hello is not a greeting with one fd".into());
     };
-    let channel = Channel::<BUFFERS>::bind(end)?; // refuses anything but SOCK_SEQPACKET
+    let channel = Channel::<BUFFERS>::adopt(end)?; // refuses anything but SOCK_SEQPACKET
     drop(bootstrap);
 
     let peer = channel.peer_credentials()?;
@@ -496,7 +496,7 @@ impl Stats {
 // ---------------------------------------------------------------------------
 
 fn worker(fd_arg: &str) -> Result<()> {
-    let bootstrap = Channel::<1>::bind(inherited_fd(fd_arg)?)?;
+    let bootstrap = Channel::<1>::adopt(inherited_fd(fd_arg)?)?;
     // Create the frame channel here, so that the pipeline's SO_PEERCRED
     // names this process, and hand the pipeline its end.
     let (channel, pipeline_end) = Channel::<BUFFERS>::create()?;

@@ -27,3 +27,12 @@ pub use listener::{Accepted, Listener};
 pub use payload::Payload;
 pub use rustix::fs::Mode;
 pub use rustix::net::UCred;
+
+/// The `heapless` this crate is built with: [`heapless::Vec`] is the fd
+/// vector of every receive. Name it through this re-export and its version
+/// cannot drift from the crate's.
+pub use heapless;
+/// The `rustix` this crate is built with: `OwnedFd`, `BorrowedFd`, `Errno`
+/// and `Mode` in the signatures are its types. Name it through this
+/// re-export and its version cannot drift from the crate's.
+pub use rustix;
