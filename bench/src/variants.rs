@@ -379,7 +379,7 @@ impl End for StdDatagram {
 }
 
 // ---------------------------------------------------------------------------
-// (6) crates.io alternatives.
+// (6) alternatives from the package registry.
 
 /// `nix::sys::socket::{sendmsg, recvmsg}` with `ControlMessage::ScmRights`
 /// on `SOCK_SEQPACKET`. The `cmsg_space!` buffer is allocated once and
