@@ -116,10 +116,12 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
     /// end as an [`OwnedFd`] to hand to another process.
     ///
     /// The remote fd is close-on-exec, like every fd this crate creates. To
-    /// pass it across `exec`, clear the flag on it just before spawning the
-    /// child, pass its number (for example as an argument), and drop the
-    /// parent's copy once the child runs; the child adopts it with
-    /// [`Channel::adopt`].
+    /// pass it across `exec`, leave the flag alone in this process (another
+    /// thread spawning a process meanwhile would inherit the fd) and place
+    /// the fd in the child only: a `pre_exec` hook that `dup2`s it to the
+    /// number the child expects (`dup2` leaves the copy without the flag).
+    /// Drop the parent's copy once the child runs; the child adopts it with
+    /// [`Channel::adopt`]. The README's "Getting started" shows both sides.
     ///
     /// # Errors
     ///
@@ -128,15 +130,28 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
     /// # Example
     ///
     /// ```no_run
+    /// use std::os::unix::process::CommandExt;
     /// use ipc_unixsocket::Channel;
     /// use rustix::fd::AsRawFd;
-    /// use rustix::io::{fcntl_setfd, FdFlags};
     ///
     /// let (local, remote) = Channel::<8>::create()?;
-    /// fcntl_setfd(&remote, FdFlags::empty())?; // inheritable by the child only
-    /// let child = std::process::Command::new("/usr/libexec/ipa-worker")
-    ///     .arg(remote.as_raw_fd().to_string())
-    ///     .spawn()?;
+    /// let remote_fd = remote.as_raw_fd();
+    /// let mut worker = std::process::Command::new("/usr/libexec/ipa-worker");
+    /// // SAFETY: runs in the child between fork and exec, and calls only
+    /// // async-signal-safe functions.
+    /// unsafe {
+    ///     worker.pre_exec(move || {
+    ///         // At fd 3 without close-on-exec, in the child only (if the end
+    ///         // is fd 3 already, clear its flag instead).
+    ///         let placed = if remote_fd == 3 {
+    ///             libc::fcntl(3, libc::F_SETFD, 0)
+    ///         } else {
+    ///             libc::dup2(remote_fd, 3)
+    ///         };
+    ///         if placed == -1 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+    ///     });
+    /// }
+    /// let child = worker.spawn()?;
     /// drop(remote); // the child holds its own copy now
     /// # drop((local, child));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
