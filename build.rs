@@ -23,7 +23,8 @@
 //!
 //! Link arguments from a build script reach only this package's targets, so
 //! a downstream binary passes them itself; the script's directory is added to
-//! the library search path for that (see "Logging with defmt" in README.md).
+//! the library search path for that (see "Linking a Linux binary" in
+//! docs/logging.md).
 
 use std::env;
 use std::fs;

@@ -1,5 +1,5 @@
-//! Links this package's binaries the way the README's "Linking a Linux
-//! binary" tells a downstream user of the `defmt` feature to: with the
+//! Links this package's binaries the way "Linking a Linux binary" in
+//! docs/logging.md tells a downstream user of the `defmt` feature to: with the
 //! crate's linker script, which its build script put on the search path,
 //! and non-PIE.
 

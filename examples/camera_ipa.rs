@@ -28,7 +28,7 @@
 //! on the pipeline's end names the worker's pid and uid. The pid cannot be
 //! reused while the worker is an unreaped child. A worker that sends any
 //! other socket fails the check; anything that is not a `SOCK_SEQPACKET`
-//! socket fails `Channel::bind`.
+//! socket fails `Channel::adopt`.
 //!
 //! # The protocol
 //!
@@ -49,7 +49,7 @@
 use std::error::Error as StdError;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitCode};
 use std::time::{Duration, Instant};
 
@@ -57,7 +57,7 @@ use ipc_unixsocket::calls::{Attach, Call, Caller, FdSlot, Incoming, Protocol, Re
 use ipc_unixsocket::{Channel, Error};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, fcntl_get_seals, fstat, memfd_create};
-use rustix::io::{Errno, FdFlags, fcntl_setfd};
+use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags, mmap, munmap};
 use rustix::process::{Pid, getgid, getpid, getuid};
 use rustix::time::{
@@ -186,13 +186,23 @@ fn pipeline() -> Result<()> {
 /// Spawns the worker; returns the bootstrap channel and the child.
 fn spawn_worker() -> Result<(Channel<1>, Child)> {
     let (bootstrap, remote) = Channel::<1>::create()?;
-    // The remote end is close-on-exec. Make it inheritable just before the
-    // spawn and drop our copy right after, so that only the worker holds it
-    // (this program spawns nothing else meanwhile).
-    fcntl_setfd(&remote, FdFlags::empty())?;
-    let child = Command::new(std::env::current_exe()?)
-        .arg(remote.as_raw_fd().to_string())
-        .spawn()?;
+    // The remote end is close-on-exec, and stays so in this process. The
+    // child clears the flag on its own copy, between fork and exec, so that
+    // only the worker inherits it; we drop our copy right after the spawn.
+    let remote_fd = remote.as_raw_fd();
+    let mut command = Command::new(std::env::current_exe()?);
+    command.arg(remote_fd.to_string());
+    // SAFETY: the closure runs in the child between fork and exec and makes
+    // one async-signal-safe call (fcntl); it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::fcntl(remote_fd, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn()?;
     drop(remote);
     println!(
         "pipeline: pid {}, uid {}; spawned the IPA worker, pid {}",
@@ -219,7 +229,7 @@ fn authenticate(bootstrap: Channel<1>, worker: &Child) -> Result<Channel<BUFFERS
     let (true, 1, Some(end)) = (&hello[..got.data_len] == HELLO, got.fd_count, fds.pop()) else {
         return Err("the worker's hello is not a greeting with one fd".into());
     };
-    let channel = Channel::<BUFFERS>::bind(end)?; // refuses anything but SOCK_SEQPACKET
+    let channel = Channel::<BUFFERS>::adopt(end)?; // refuses anything but SOCK_SEQPACKET
     drop(bootstrap);
 
     let peer = channel.peer_credentials()?;
@@ -487,7 +497,7 @@ impl Stats {
 // ---------------------------------------------------------------------------
 
 fn worker(fd_arg: &str) -> Result<()> {
-    let bootstrap = Channel::<1>::bind(inherited_fd(fd_arg)?)?;
+    let bootstrap = Channel::<1>::adopt(inherited_fd(fd_arg)?)?;
     // Create the frame channel here, so that the pipeline's SO_PEERCRED
     // names this process, and hand the pipeline its end.
     let (channel, pipeline_end) = Channel::<BUFFERS>::create()?;

@@ -65,7 +65,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let channel = match Channel::<MAX_FDS>::bind(fd) {
+    let channel = match Channel::<MAX_FDS>::adopt(fd) {
         Ok(channel) => channel,
         Err(error) => {
             eprintln!("echo: {error}");

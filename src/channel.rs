@@ -116,10 +116,12 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
     /// end as an [`OwnedFd`] to hand to another process.
     ///
     /// The remote fd is close-on-exec, like every fd this crate creates. To
-    /// pass it across `exec`, clear the flag on it just before spawning the
-    /// child, pass its number (for example as an argument), and drop the
-    /// parent's copy once the child runs; the child adopts it with
-    /// [`Channel::bind`].
+    /// pass it across `exec`, leave the flag alone in this process (another
+    /// thread spawning a process meanwhile would inherit the fd) and place
+    /// the fd in the child only: a `pre_exec` hook that `dup2`s it to the
+    /// number the child expects (`dup2` leaves the copy without the flag).
+    /// Drop the parent's copy once the child runs; the child adopts it with
+    /// [`Channel::adopt`]. The README's "Getting started" shows both sides.
     ///
     /// # Errors
     ///
@@ -128,15 +130,28 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
     /// # Example
     ///
     /// ```no_run
+    /// use std::os::unix::process::CommandExt;
     /// use ipc_unixsocket::Channel;
     /// use rustix::fd::AsRawFd;
-    /// use rustix::io::{fcntl_setfd, FdFlags};
     ///
     /// let (local, remote) = Channel::<8>::create()?;
-    /// fcntl_setfd(&remote, FdFlags::empty())?; // inheritable by the child only
-    /// let child = std::process::Command::new("/usr/libexec/ipa-worker")
-    ///     .arg(remote.as_raw_fd().to_string())
-    ///     .spawn()?;
+    /// let remote_fd = remote.as_raw_fd();
+    /// let mut worker = std::process::Command::new("/usr/libexec/ipa-worker");
+    /// // SAFETY: runs in the child between fork and exec, and calls only
+    /// // async-signal-safe functions.
+    /// unsafe {
+    ///     worker.pre_exec(move || {
+    ///         // At fd 3 without close-on-exec, in the child only (if the end
+    ///         // is fd 3 already, clear its flag instead).
+    ///         let placed = if remote_fd == 3 {
+    ///             libc::fcntl(3, libc::F_SETFD, 0)
+    ///         } else {
+    ///             libc::dup2(remote_fd, 3)
+    ///         };
+    ///         if placed == -1 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+    ///     });
+    /// }
+    /// let child = worker.spawn()?;
     /// drop(remote); // the child holds its own copy now
     /// # drop((local, child));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -146,12 +161,15 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
         Ok((local, remote.fd))
     }
 
-    /// Adopts an inherited fd as a channel end, after checking that it is an
-    /// `AF_UNIX` `SOCK_SEQPACKET` socket.
+    /// Adopts an fd (inherited across `exec`, or received in a message) as
+    /// a channel end, after checking that it is an `AF_UNIX`
+    /// `SOCK_SEQPACKET` socket.
     ///
     /// Reads `SO_DOMAIN` and `SO_TYPE` with `getsockopt`, then sets
     /// `FD_CLOEXEC` so the channel does not leak into processes this one
-    /// spawns. The fd is closed if it is refused.
+    /// spawns. The fd is closed if it is refused. It binds no address (that
+    /// is [`Listener::bind`](crate::Listener::bind)); `TryFrom<OwnedFd>`
+    /// does the same.
     ///
     /// # Errors
     ///
@@ -166,14 +184,15 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
     /// use ipc_unixsocket::{Channel, Error};
     ///
     /// let (_local, remote) = Channel::<1>::create()?;
-    /// let worker = Channel::<1>::bind(remote)?;
+    /// let worker = Channel::<1>::adopt(remote)?;
     ///
     /// let (reader, _writer) = rustix::pipe::pipe()?;
-    /// assert_eq!(Channel::<1>::bind(reader).unwrap_err(), Error::NotSeqpacketSocket);
+    /// assert_eq!(Channel::<1>::adopt(reader).unwrap_err(), Error::NotSeqpacketSocket);
     /// # drop(worker);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn bind(fd: OwnedFd) -> Result<Self, Error> {
+    #[doc(alias = "from_raw_fd")]
+    pub fn adopt(fd: OwnedFd) -> Result<Self, Error> {
         let checked =
             sockopt::socket_domain(&fd).and_then(|domain| {
                 Ok(domain == AddressFamily::UNIX
@@ -183,14 +202,14 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
             Ok(true) => {}
             Ok(false) | Err(Errno::NOTSOCK) => {
                 warn!(
-                    "bind: fd {=i32} is not an AF_UNIX SOCK_SEQPACKET socket; closed it",
+                    "adopt: fd {=i32} is not an AF_UNIX SOCK_SEQPACKET socket; closed it",
                     fd.as_raw_fd()
                 );
                 return Err(Error::NotSeqpacketSocket);
             }
             Err(errno) => {
                 warn!(
-                    "bind: getsockopt on fd {=i32} failed with errno {=i32}; closed it",
+                    "adopt: getsockopt on fd {=i32} failed with errno {=i32}; closed it",
                     fd.as_raw_fd(),
                     errno.raw_os_error()
                 );
@@ -911,5 +930,76 @@ pub(crate) fn timespec(duration: Duration) -> Timespec {
     Timespec {
         tv_sec: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
         tv_nsec: duration.subsec_nanos().into(),
+    }
+}
+
+impl<const MAX_FDS: usize> Channel<MAX_FDS> {
+    /// The former name of [`Channel::adopt`], which it calls.
+    ///
+    /// Renamed because it binds no address: [`Listener::bind`](crate::Listener::bind)
+    /// does.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Channel::adopt`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # #![allow(deprecated)]
+    /// let (_local, remote) = ipc_unixsocket::Channel::<1>::create()?;
+    /// let worker = ipc_unixsocket::Channel::<1>::bind(remote)?; // now `adopt`
+    /// # drop(worker);
+    /// # Ok::<(), ipc_unixsocket::Error>(())
+    /// ```
+    #[deprecated(since = "0.1.0", note = "renamed to `Channel::adopt`")]
+    pub fn bind(fd: OwnedFd) -> Result<Self, Error> {
+        Self::adopt(fd)
+    }
+}
+
+/// [`Channel::adopt`]: checks that the fd is an `AF_UNIX` `SOCK_SEQPACKET`
+/// socket (closing it if not) and sets `FD_CLOEXEC` on it.
+///
+/// # Example
+///
+/// ```
+/// use ipc_unixsocket::{Channel, Error};
+///
+/// let (_local, remote) = Channel::<1>::create()?;
+/// let worker = Channel::<1>::try_from(remote)?;
+///
+/// let (reader, _writer) = rustix::pipe::pipe()?;
+/// assert_eq!(Channel::<1>::try_from(reader).unwrap_err(), Error::NotSeqpacketSocket);
+/// # drop(worker);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl<const MAX_FDS: usize> TryFrom<OwnedFd> for Channel<MAX_FDS> {
+    type Error = Error;
+
+    fn try_from(fd: OwnedFd) -> Result<Self, Error> {
+        Self::adopt(fd)
+    }
+}
+
+/// Gives up the channel and returns its socket, still open (and still
+/// close-on-exec).
+///
+/// # Example
+///
+/// ```
+/// use ipc_unixsocket::Channel;
+/// use rustix::fd::OwnedFd;
+///
+/// let (a, b) = Channel::<0>::pair()?;
+/// let socket = OwnedFd::from(a);
+/// let a = Channel::<0>::adopt(socket)?; // and back
+/// a.send(b"still connected", &[])?;
+/// # drop(b);
+/// # Ok::<(), ipc_unixsocket::Error>(())
+/// ```
+impl<const MAX_FDS: usize> From<Channel<MAX_FDS>> for OwnedFd {
+    fn from(channel: Channel<MAX_FDS>) -> Self {
+        channel.fd
     }
 }

@@ -32,7 +32,9 @@ use rustix::io::Errno;
 pub enum Error {
     /// A non-blocking call found no record to read, or no room to send.
     WouldBlock,
-    /// `recv_timeout` saw no record before its deadline.
+    /// A deadline passed: `recv_timeout` saw no record before it, a
+    /// `connect_timeout` found the listener's backlog still full, or a
+    /// typed call got no reply in time.
     TimedOut,
     /// The peer closed its end: `recv` returns this once every queued record
     /// has been read; `send` returns it on `EPIPE`, `ECONNRESET` or
@@ -111,7 +113,7 @@ pub enum Error {
         /// Fds the kernel installed (and the crate closed).
         received: usize,
     },
-    /// [`Channel::bind`](crate::Channel::bind) was given an fd that is not an
+    /// [`Channel::adopt`](crate::Channel::adopt) was given an fd that is not an
     /// `AF_UNIX` `SOCK_SEQPACKET` socket.
     NotSeqpacketSocket,
     /// A frame passed to a `*_frame` call is shorter than the header it
@@ -239,7 +241,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::WouldBlock => f.write_str("operation would block"),
-            Self::TimedOut => f.write_str("timed out waiting for a record"),
+            Self::TimedOut => f.write_str("timed out: the deadline passed"),
             Self::Disconnected => f.write_str("peer disconnected"),
             Self::SendTooManyFds { count, max } => {
                 write!(
@@ -339,3 +341,73 @@ impl fmt::Display for Error {
 }
 
 impl core::error::Error for Error {}
+
+#[cfg(feature = "std")]
+extern crate std;
+
+/// For code that speaks `std::io::Error` (the `?` of a function returning
+/// `std::io::Result`), with the `std` feature.
+///
+/// The kinds: `WouldBlock` and `TimedOut` are the same kinds;
+/// `Disconnected` is [`BrokenPipe`](std::io::ErrorKind::BrokenPipe),
+/// what std reports for writing to a socket whose peer is gone (the crate
+/// does not tell an orderly close from a crash, so it never claims a
+/// reset with `ConnectionReset`); `Os(errno)` is that errno
+/// (`from_raw_os_error`); `AddressInUse` is `AddrInUse` and `NameTooLong`
+/// `InvalidFilename`; arguments refused before any system call
+/// (`SendTooManyFds`, `SendTooLarge`, `NoHeaderRoom`, `NotASocket`,
+/// `NotSeqpacketSocket`, `EncodeFailed`) are `InvalidInput`; rejected
+/// records and messages that do not decode are `InvalidData`; anything
+/// else is `Other`. Every kind but `WouldBlock` and `TimedOut` carries the
+/// crate's [`Error`] (its `Display` text, and `downcast` gives it back).
+///
+/// # Example
+///
+/// ```
+/// use ipc_unixsocket::{Channel, Error};
+/// use std::io::ErrorKind;
+///
+/// fn ping(channel: &Channel<0>) -> std::io::Result<()> {
+///     channel.send(b"ping", &[])?;
+///     Ok(())
+/// }
+///
+/// let (a, b) = Channel::<0>::pair()?;
+/// drop(b);
+/// let error = ping(&a).unwrap_err();
+/// assert_eq!(error.kind(), ErrorKind::BrokenPipe);
+/// assert_eq!(error.to_string(), "peer disconnected");
+/// assert_eq!(error.downcast::<Error>().ok(), Some(Error::Disconnected));
+/// # Ok::<(), Error>(())
+/// ```
+#[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
+impl From<Error> for std::io::Error {
+    fn from(error: Error) -> Self {
+        use std::io::ErrorKind;
+        let kind = match error {
+            Error::Os(errno) => return Self::from_raw_os_error(errno.raw_os_error()),
+            Error::WouldBlock => return ErrorKind::WouldBlock.into(),
+            Error::TimedOut => return ErrorKind::TimedOut.into(),
+            Error::Disconnected => ErrorKind::BrokenPipe,
+            Error::AddressInUse => ErrorKind::AddrInUse,
+            Error::NameTooLong => ErrorKind::InvalidFilename,
+            Error::SendTooManyFds { .. }
+            | Error::SendTooLarge { .. }
+            | Error::NoHeaderRoom { .. }
+            | Error::NotASocket
+            | Error::NotSeqpacketSocket => ErrorKind::InvalidInput,
+            #[cfg(feature = "calls")]
+            Error::EncodeFailed => ErrorKind::InvalidInput,
+            #[cfg(feature = "calls")]
+            Error::ProtocolMismatch { .. }
+            | Error::BadBody
+            | Error::UnknownVariant
+            | Error::BadFdSlot { .. }
+            | Error::FdSlotClaimed { .. } => ErrorKind::InvalidData,
+            error if error.is_rejected_record() => ErrorKind::InvalidData,
+            _ => ErrorKind::Other,
+        };
+        Self::new(kind, error)
+    }
+}

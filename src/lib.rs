@@ -3,6 +3,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs, missing_debug_implementations, unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
+// The README shows a `build.rs` for binaries using `defmt`: its `fn main` is
+// the point of the example.
+#![allow(clippy::needless_doctest_main)]
 
 #[macro_use]
 mod fmt;
@@ -28,3 +31,33 @@ pub use header::{HEADER_LEN, Header, MAGIC, MAX_FDS_PER_MESSAGE, VERSION};
 pub use listener::{Accepted, Listener};
 pub use payload::Payload;
 pub use rustix::fs::Mode;
+/// The `heapless` this crate is built with: [`heapless::Vec`] is the fd
+/// vector of every receive. Name it through this re-export and its version
+/// cannot drift from the crate's.
+pub use heapless;
+/// The `rustix` this crate is built with: `OwnedFd`, `BorrowedFd`, `Errno`
+/// and `Mode` in the signatures are its types. Name it through this
+/// re-export and its version cannot drift from the crate's.
+pub use rustix;
+
+/// The maintainer pages under `docs/`, so that `cargo test --doc` compiles
+/// their code blocks as it does the README's.
+#[cfg(doctest)]
+mod docs {
+    #[doc = include_str!("../docs/checks.md")]
+    struct Checks;
+    #[doc = include_str!("../docs/fuzzing.md")]
+    struct Fuzzing;
+    #[doc = include_str!("../docs/logging.md")]
+    struct Logging;
+    #[doc = include_str!("../docs/performance.md")]
+    struct Performance;
+    #[doc = include_str!("../docs/platforms.md")]
+    struct Platforms;
+    #[doc = include_str!("../docs/testing.md")]
+    struct Testing;
+    #[doc = include_str!("../docs/threat-model.md")]
+    struct ThreatModel;
+    #[doc = include_str!("../docs/wire-format.md")]
+    struct WireFormat;
+}

@@ -17,8 +17,8 @@
 //! with its own `#[defmt::global_logger]` keeps it, without a duplicate
 //! symbol. The crate's own tests, examples and doctests are linked with the
 //! script whenever the feature is on; a downstream binary adds two link
-//! arguments (see "Logging with defmt" in the crate's README, which is also
-//! the [crate-level documentation](crate)).
+//! arguments (see "Logging" in the crate's README, which is also the
+//! [crate-level documentation](crate), and `docs/logging.md`).
 //!
 //! # Concurrency, re-entry, long frames
 //!

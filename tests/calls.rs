@@ -953,9 +953,9 @@ fn junk_records_are_discarded_with_their_fds_closed() {
     let (pipeline, channel) = Channel::<MAX_FDS>::pair().unwrap();
     // Second handles on both sockets, to write junk into them.
     let to_caller =
-        Channel::<MAX_FDS>::bind(channel.as_fd().try_clone_to_owned().unwrap()).unwrap();
+        Channel::<MAX_FDS>::adopt(channel.as_fd().try_clone_to_owned().unwrap()).unwrap();
     let to_worker =
-        Channel::<MAX_FDS>::bind(pipeline.as_fd().try_clone_to_owned().unwrap()).unwrap();
+        Channel::<MAX_FDS>::adopt(pipeline.as_fd().try_clone_to_owned().unwrap()).unwrap();
     let worker = Worker::spawn(channel);
     let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
     let mut caller = TestCaller::new(pipeline, &mut out, &mut inbox).unwrap();

@@ -72,7 +72,7 @@ fn child_main(args: &[String]) -> ExitCode {
     let raw: i32 = fd.parse().expect("fd number");
     // SAFETY: the parent cleared FD_CLOEXEC on exactly this fd and passed
     // its number; nothing else in this process owns or closes it.
-    let channel = Channel::bind(unsafe { OwnedFd::from_raw_fd(raw) }).expect("bind");
+    let channel = Channel::adopt(unsafe { OwnedFd::from_raw_fd(raw) }).expect("bind");
     let log = run_worker(channel, || {
         println!("gate");
         let mut rest = Vec::new();

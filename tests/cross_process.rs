@@ -68,7 +68,7 @@ fn worker(fd: Option<RawFd>) -> ExitCode {
     // clearing FD_CLOEXEC on it, so it is open in this process, and nothing
     // else here owns it.
     let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    let Ok(channel) = Channel::<MAX_FDS>::bind(fd) else {
+    let Ok(channel) = Channel::<MAX_FDS>::adopt(fd) else {
         return ExitCode::from(EXIT_BIND_FAILED);
     };
 

@@ -311,7 +311,8 @@ fn socket_fd_with_fds_in_flight_is_delivered_intact() {
     let mut fds = Fds::<2>::new();
     let got = rx.recv(&mut data, &mut fds).unwrap();
     assert_eq!(got.fd_count, 1);
-    let inner = Channel::<1>::bind(fds.pop().unwrap()).expect("delivered fd is a SEQPACKET socket");
+    let inner =
+        Channel::<1>::adopt(fds.pop().unwrap()).expect("delivered fd is a SEQPACKET socket");
     let mut inner_fds = Fds::<1>::new();
     assert_eq!(
         inner.recv(&mut data, &mut inner_fds),

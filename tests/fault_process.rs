@@ -224,14 +224,14 @@ fn socketpair_peer_credentials_name_the_creator_not_the_worker() {
     }
 }
 
-/// Close-on-exec: both ends of a channel (from `pair`, and from `bind` of an
+/// Close-on-exec: both ends of a channel (from `pair`, and from `adopt` of an
 /// fd whose flag was cleared), and every fd received, carry `FD_CLOEXEC`,
 /// and a process spawned afterwards holds none of them.
 fn channel_and_received_fds_do_not_survive_exec() {
     let (a, b) = Channel::<CAP>::pair().unwrap();
     let (_local, remote) = Channel::<CAP>::create().unwrap();
     fcntl_setfd(&remote, FdFlags::empty()).unwrap();
-    let bound = Channel::<CAP>::bind(remote).unwrap();
+    let bound = Channel::<CAP>::adopt(remote).unwrap();
     let file = rustix::fs::memfd_create("no-cloexec", rustix::fs::MemfdFlags::empty()).unwrap();
     assert!(
         !rustix::io::fcntl_getfd(&file)
@@ -309,7 +309,7 @@ fn adopt(fd: &str) -> Channel<CAP> {
     // SAFETY: the parent cleared FD_CLOEXEC on exactly this fd and passed
     // its number; nothing else in this process owns or closes it.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    Channel::bind(fd).expect("bind inherited channel fd")
+    Channel::adopt(fd).expect("adopt inherited channel fd")
 }
 
 fn sigpipe_probe(how: &str) {

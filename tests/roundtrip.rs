@@ -391,11 +391,11 @@ fn recv_timeout_returns_a_queued_message() {
 fn bind_refuses_a_pipe() {
     let (reader, writer) = rustix::pipe::pipe().unwrap();
     assert_eq!(
-        Channel::<1>::bind(reader).unwrap_err(),
+        Channel::<1>::adopt(reader).unwrap_err(),
         Error::NotSeqpacketSocket
     );
     assert_eq!(
-        Channel::<1>::bind(writer).unwrap_err(),
+        Channel::<1>::adopt(writer).unwrap_err(),
         Error::NotSeqpacketSocket
     );
 }
@@ -404,7 +404,7 @@ fn bind_refuses_a_pipe() {
 fn bind_refuses_a_regular_file() {
     let file = std::fs::File::open(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
     assert_eq!(
-        Channel::<1>::bind(file.into()).unwrap_err(),
+        Channel::<1>::adopt(file.into()).unwrap_err(),
         Error::NotSeqpacketSocket
     );
 }
@@ -417,7 +417,7 @@ fn unix_socket_pair(kind: SocketType) -> (OwnedFd, OwnedFd) {
 fn bind_refuses_a_stream_socket() {
     let (one, _other) = unix_socket_pair(SocketType::STREAM);
     assert_eq!(
-        Channel::<1>::bind(one).unwrap_err(),
+        Channel::<1>::adopt(one).unwrap_err(),
         Error::NotSeqpacketSocket
     );
 }
@@ -426,7 +426,7 @@ fn bind_refuses_a_stream_socket() {
 fn bind_refuses_a_datagram_socket() {
     let (one, _other) = unix_socket_pair(SocketType::DGRAM);
     assert_eq!(
-        Channel::<1>::bind(one).unwrap_err(),
+        Channel::<1>::adopt(one).unwrap_err(),
         Error::NotSeqpacketSocket
     );
 }
@@ -437,7 +437,7 @@ fn bind_accepts_a_seqpacket_socket_and_sets_close_on_exec() {
     // From create(), as a child process would inherit it (flag cleared).
     let (local, remote) = Channel::<2>::create().unwrap();
     fcntl_setfd(&remote, FdFlags::empty()).unwrap();
-    let bound = Channel::<2>::bind(remote).unwrap();
+    let bound = Channel::<2>::adopt(remote).unwrap();
     assert!(fcntl_getfd(&bound).unwrap().contains(FdFlags::CLOEXEC));
     assert_round_trip(&local, &bound, b"to the worker", &[memfd(b"x")]);
     assert_round_trip(&bound, &local, b"to the pipeline", &[memfd(b"y")]);
@@ -445,8 +445,8 @@ fn bind_accepts_a_seqpacket_socket_and_sets_close_on_exec() {
     // A plain socketpair made without the crate.
     let (one, other) = unix_socket_pair(SocketType::SEQPACKET);
     let (one, other) = (
-        Channel::<2>::bind(one).unwrap(),
-        Channel::<2>::bind(other).unwrap(),
+        Channel::<2>::adopt(one).unwrap(),
+        Channel::<2>::adopt(other).unwrap(),
     );
     assert_round_trip(&one, &other, b"bound both ends", &[]);
 }

@@ -365,7 +365,7 @@ fn peer(args: &[String]) {
     // SAFETY: the parent cleared FD_CLOEXEC on exactly this fd and passed
     // its number; nothing else in this process owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(fd.parse().unwrap()) };
-    let channel = Channel::<CAP>::bind(fd).unwrap();
+    let channel = Channel::<CAP>::adopt(fd).unwrap();
     let messages = parse(messages);
     let watchdog = Watchdog::new("soak peer", PROGRESS_BOUND);
     let report = run_side(

@@ -441,9 +441,9 @@ fn spawn(instance: Instance, shape: Shape, placement: &Placement) -> io::Result<
 
 fn worker(instance: Instance, fd: OwnedFd) -> io::Result<PeerStats> {
     match instance {
-        Instance::Channel => channel_worker(Channel::bind(fd).map_err(channel_error)?),
+        Instance::Channel => channel_worker(Channel::adopt(fd).map_err(channel_error)?),
         Instance::Call | Instance::CallForever => {
-            typed_worker(Channel::bind(fd).map_err(channel_error)?)
+            typed_worker(Channel::adopt(fd).map_err(channel_error)?)
         }
         Instance::IpcPipe => ipcpipe_worker(IpcUnixSocket { fd }),
     }
@@ -648,7 +648,7 @@ impl TypedBench {
         // (two per instance).
         let out: &'static mut [u8] = Box::leak(vec![0u8; BUF].into_boxed_slice());
         let inbox: &'static mut [u8] = Box::leak(vec![0u8; BUF].into_boxed_slice());
-        let channel = Channel::bind(fd).map_err(channel_error)?;
+        let channel = Channel::adopt(fd).map_err(channel_error)?;
         let caller = Caller::new(channel, out, inbox).map_err(channel_error)?;
         let mut bench = Self {
             caller,
@@ -1229,7 +1229,7 @@ fn start(
     let (fd, peer) = spawn(instance, shape, placement)?;
     Ok(match instance {
         Instance::Channel => Box::new(ChannelBench {
-            channel: Channel::bind(fd).map_err(channel_error)?,
+            channel: Channel::adopt(fd).map_err(channel_error)?,
             memfds: Memfds::new()?,
             fds: heapless::Vec::new(),
             small: record_frame(Case::Small),

@@ -1,6 +1,7 @@
 //! Benchmark for `ipc-unixsocket`: round-trip latency, one-way throughput,
 //! allocations and memory, against the raw-syscall floor, libcamera's
-//! two-datagram design, std's `UnixDatagram` and crates.io alternatives.
+//! two-datagram design, std's `UnixDatagram` and alternatives from the
+//! package registry.
 //!
 //! ```text
 //! cargo run --release --manifest-path bench/Cargo.toml -- [options]

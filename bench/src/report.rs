@@ -275,7 +275,7 @@ fn timing_alternatives(results: &Results, metric: Metric, suffix: &str, out: &mu
         });
     }
 
-    // crates.io alternatives.
+    // alternatives from the package registry.
     let mut misses = Vec::new();
     let mut closest: Option<(f64, String)> = None;
     for cell in cells.iter().filter(|c| c.variant == Variant::Crate) {
@@ -302,7 +302,7 @@ fn timing_alternatives(results: &Results, metric: Metric, suffix: &str, out: &mu
     if let Some((w, at)) = closest {
         out.push(Target {
             name: format!(
-                "no slower than any crates.io alternative (nix, sendfd, uds) at any cell{suffix}"
+                "no slower than any alternative from the package registry (nix, sendfd, uds) at any cell{suffix}"
             ),
             met: misses.is_empty(),
             detail: if misses.is_empty() {

@@ -110,7 +110,7 @@ impl<const POLL: bool> End for Crate<POLL> {
 
     fn from_fd(fd: OwnedFd) -> io::Result<Self> {
         Ok(Self {
-            channel: Channel::bind(fd).map_err(channel_error)?,
+            channel: Channel::adopt(fd).map_err(channel_error)?,
             memfds: Memfds::new()?,
             fds: heapless::Vec::new(),
         })
@@ -159,7 +159,7 @@ impl End for CrateFrame {
 
     fn from_fd(fd: OwnedFd) -> io::Result<Self> {
         Ok(Self {
-            channel: Channel::bind(fd).map_err(channel_error)?,
+            channel: Channel::adopt(fd).map_err(channel_error)?,
             memfds: Memfds::new()?,
             fds: heapless::Vec::new(),
         })
@@ -379,7 +379,7 @@ impl End for StdDatagram {
 }
 
 // ---------------------------------------------------------------------------
-// (6) crates.io alternatives.
+// (6) alternatives from the package registry.
 
 /// `nix::sys::socket::{sendmsg, recvmsg}` with `ControlMessage::ScmRights`
 /// on `SOCK_SEQPACKET`. The `cmsg_space!` buffer is allocated once and

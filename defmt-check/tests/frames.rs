@@ -126,12 +126,12 @@ fn frames_decode_to_the_expected_messages() {
         "received Received { data_len: 5, fd_count: 0 }",
     );
 
-    // `bind` refuses a pipe and closes it; the child logged the fd number.
+    // `adopt` refuses a pipe and closes it; the child logged the fd number.
     let pipe = expect_prefix(&logged, "child: pipe fd ");
     expect(
         &logged,
         "warn",
-        &format!("bind: fd {pipe} is not an AF_UNIX SOCK_SEQPACKET socket; closed it"),
+        &format!("adopt: fd {pipe} is not an AF_UNIX SOCK_SEQPACKET socket; closed it"),
     );
 
     // The peer goes away: both directions report it.
@@ -208,7 +208,7 @@ fn child_provokes_events() {
     let (reader, _writer) = rustix::pipe::pipe().unwrap();
     defmt::info!("child: pipe fd {=i32}", reader.as_raw_fd());
     assert_eq!(
-        Channel::<1>::bind(reader).unwrap_err(),
+        Channel::<1>::adopt(reader).unwrap_err(),
         Error::NotSeqpacketSocket
     );
 
