@@ -4,11 +4,15 @@
 //!
 //! A hostile peer can pass a TCP socket with unsent data and `SO_LINGER`
 //! set: a plain `close()` of the last reference then blocks for the linger
-//! time. The crate sets `SO_LINGER {on, 0}` first, which turns the close
-//! into an abort: the kernel sends a RST at once. The tests observe the RST
-//! on the other end of the TCP connection (`SO_ERROR` is `ECONNRESET`); a
-//! blocking close instead waits out the linger time and sends no RST, so the
-//! check fails.
+//! time. The crate sets `SO_LINGER {on, 0}` first on such a socket (linger
+//! on with a non-zero time), which turns the close into an abort: the
+//! kernel sends a RST at once. The tests observe the RST on the other end
+//! of the TCP connection (`SO_ERROR` is `ECONNRESET`); a blocking close
+//! instead waits out the linger time and sends no RST, so the check fails.
+//!
+//! Any other socket is closed as it is: its options belong to the open file
+//! description, which the sender may still hold, and a `SO_LINGER {on, 0}`
+//! set there would turn the sender's own later close into a reset too.
 
 mod common;
 
@@ -180,6 +184,98 @@ fn lingering_socket_left_in_the_vector_is_closed_at_once_by_the_next_recv() {
     assert!(was_reset(&server), "the hostile socket was not aborted");
     drop((writer, reader, server));
     assert_eq!(open_fds(), baseline);
+}
+
+/// A connected loopback TCP pair with every option as the kernel made it
+/// (no `SO_LINGER`): the client end and the server end.
+fn plain_tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+    let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (server, _) = listener.accept().expect("accept");
+    (client, server)
+}
+
+/// The sender passes its own TCP socket (no linger time) in a record that
+/// the receiver does not keep: `first` receives it and must give
+/// `expected`, and the receive of the `next` record behind it must
+/// deliver. The socket the receiver closes shares its open file
+/// description (and so its socket options) with the sender's, which the
+/// sender keeps using: it writes its last words and closes the connection
+/// the ordinary way, and the TCP peer must read those words and then
+/// end-of-file, not a reset (`ECONNRESET`) that also drops unread data.
+fn senders_close_after_the_receiver_discards_its_socket<const N: usize>(
+    what: &str,
+    record: &[u8],
+    expected: Result<Received, Error>,
+) {
+    let baseline = open_fds();
+    let (writer, reader) = Channel::<N>::pair().expect("socketpair");
+    let (mut ours, mut peer) = plain_tcp_pair();
+    send_raw(&writer, record, &[ours.as_fd()]);
+    writer.send(b"next", &[]).expect("send");
+
+    let mut data = [0u8; 16];
+    let mut fds = heapless::Vec::<OwnedFd, N>::new();
+    assert_eq!(reader.try_recv(&mut data, &mut fds), expected, "{what}");
+    assert_eq!(
+        reader.try_recv(&mut data, &mut fds),
+        Ok(Received {
+            data_len: 4,
+            fd_count: 0
+        }),
+        "{what}: the record behind"
+    );
+    assert!(fds.is_empty(), "{what}");
+    let linger = sockopt::socket_linger(&ours).expect("SO_LINGER");
+
+    ours.write_all(b"last words").expect("write the last words");
+    drop(ours); // an ordinary close: FIN after the data
+    peer.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    let mut got = Vec::new();
+    let end = std::io::Read::read_to_end(&mut peer, &mut got);
+    assert_eq!(
+        (end.map_err(|e| e.kind()), String::from_utf8_lossy(&got)),
+        (Ok(10), "last words".into()),
+        "{what}: the TCP peer reads the last words, then end-of-file"
+    );
+    assert_eq!(
+        linger, None,
+        "{what}: the sender's SO_LINGER changed under it"
+    );
+    drop((writer, reader, peer));
+    assert_eq!(open_fds(), baseline, "{what}");
+}
+
+#[test]
+fn discarding_a_passed_tcp_socket_leaves_the_senders_close_ordinary() {
+    let _serial = serial();
+    let _watchdog = common::Watchdog::for_test();
+    senders_close_after_the_receiver_discards_its_socket::<1>(
+        "a rejected record (declares 0 fds, carries 1)",
+        &header(0, 0),
+        Err(Error::FdCountMismatch {
+            declared: 0,
+            received: 1,
+            truncated: false,
+        }),
+    );
+    senders_close_after_the_receiver_discards_its_socket::<0>(
+        "an fd past the capacity (Channel<0>)",
+        &header(1, 0),
+        Err(Error::TooManyFds {
+            count: 1,
+            capacity: 0,
+        }),
+    );
+    senders_close_after_the_receiver_discards_its_socket::<1>(
+        "an fd left in the vector, closed by the next receive",
+        &header(1, 0),
+        Ok(Received {
+            data_len: 0,
+            fd_count: 1,
+        }),
+    );
 }
 
 /// `SO_PASSPIDFD` (Linux 6.5) is not in rustix: set it with libc.
