@@ -126,10 +126,12 @@ fn lingering_socket_past_the_capacity_is_closed_at_once() {
     let (writer, reader) = Channel::<1>::pair().expect("socketpair");
     let (hostile, server) = lingering_socket();
     let file = memfd(b"frame");
-    // Two fds to a capacity of one. Where the control buffer has alignment
-    // slack (64-bit) the socket goes second: it lands in the slack and the
-    // crate must close it. Without slack (32-bit) the second fd is never
-    // installed (MSG_CTRUNC) and the kernel closes it inside recvmsg, so the
+    // Two fds to a capacity of one. Where the control buffer has room past
+    // the capacity (the credentials' room, and the alignment slack on
+    // 64-bit: every target, while no credentials arrive) the socket goes
+    // second: it lands past the capacity and the crate must close it.
+    // Without such room the second fd would never be installed
+    // (MSG_CTRUNC) and the kernel would close it inside recvmsg, so the
     // socket goes first: it is installed, the record is over the capacity,
     // and the crate must close it. Either way the record is rejected.
     let fds = if common::platform::slack(1) > 0 {
@@ -300,15 +302,20 @@ fn set_passpidfd(socket: impl AsFd) {
     );
 }
 
-/// `CMSG_SPACE` and `CMSG_LEN` of the target, from libc.
-fn cmsg_space(bytes: usize) -> usize {
-    // SAFETY: CMSG_SPACE is a pure computation.
-    unsafe { libc::CMSG_SPACE(bytes as u32) as usize }
-}
-
-fn cmsg_len(bytes: usize) -> usize {
-    // SAFETY: CMSG_LEN is a pure computation.
-    unsafe { libc::CMSG_LEN(bytes as u32) as usize }
+/// For a record of `fds` fds to a `Channel<CAP>` with `SO_PASSPIDFD` on
+/// (and `SO_PASSCRED` too when `passcred`): whether the pidfd message fits
+/// in the control buffer. The kernel writes the credentials first (into
+/// the room the crate keeps for them), then the fds, then the pidfd
+/// message, if `CMSG_LEN(4)` bytes are left.
+fn pidfd_fits<const CAP: usize>(fds: usize, passcred: bool) -> bool {
+    use common::platform::{cmsg_len, cmsg_space, control_space};
+    let credentials = if passcred {
+        cmsg_space(size_of::<libc::ucred>())
+    } else {
+        0
+    };
+    let rights = if fds == 0 { 0 } else { cmsg_space(4 * fds) };
+    credentials + rights + cmsg_len(4) <= control_space(CAP)
 }
 
 #[test]
@@ -317,54 +324,69 @@ fn so_passpidfd_pidfds_are_closed_and_never_leak() {
     let _serial = serial();
     let file = memfd(b"frame");
     let baseline = open_fds();
-    let (writer, reader) = Channel::<CAP>::pair().expect("socketpair");
-    set_passpidfd(&reader);
-    let with_channel = open_fds();
-    // The kernel writes the fds first and the pidfd message after them, if
-    // CMSG_LEN(4) bytes are left of the control buffer (CMSG_SPACE(4 * CAP)).
-    let pidfd_fits = |fds: usize| {
-        let rights = if fds == 0 { 0 } else { cmsg_space(4 * fds) };
-        rights + cmsg_len(4) <= cmsg_space(4 * CAP)
-    };
-    assert!(!pidfd_fits(CAP), "the pidfd costs fds on this target");
+    // Without credentials, the credentials' room leaves space for the pidfd
+    // beside every record the capacity holds; with them (`SO_PASSCRED`,
+    // which the channel turns on itself after its first empty read), the
+    // pidfd is cut off when the fds fill the rest.
+    assert!(
+        pidfd_fits::<CAP>(CAP, false),
+        "the pidfd fits beside CAP fds"
+    );
+    assert!(
+        !pidfd_fits::<CAP>(CAP, true),
+        "the pidfd costs fds on this target"
+    );
+    for passcred in [false, true] {
+        let (writer, reader) = Channel::<CAP>::pair().expect("socketpair");
+        set_passpidfd(&reader);
+        if passcred {
+            sockopt::set_socket_passcred(&reader, true).expect("SO_PASSCRED");
+        }
+        let with_channel = open_fds();
 
-    let mut data = [0u8; 64];
-    let mut fds = heapless::Vec::<OwnedFd, CAP>::new();
-    for round in 0..100 {
-        let count = round % (CAP + 1);
-        let sent: Vec<_> = (0..count).map(|_| file.as_fd()).collect();
-        writer.send(b"frame", &sent).expect("send");
-        let got = reader.try_recv(&mut data, &mut fds);
-        let expected = if pidfd_fits(count) {
-            Ok(Received {
-                data_len: 5,
-                fd_count: count,
-            })
-        } else {
-            // Every fd arrived but the pidfd was cut off: MSG_CTRUNC, which
-            // the receiver cannot tell from more fds sent than declared.
-            Err(Error::FdCountMismatch {
-                declared: count as u8,
-                received: count,
-                truncated: true,
-            })
-        };
-        assert_eq!(got, expected, "round {round}");
-        fds.clear();
-        assert_eq!(open_fds(), with_channel, "round {round}: an fd leaked");
+        let mut data = [0u8; 64];
+        let mut fds = heapless::Vec::<OwnedFd, CAP>::new();
+        for round in 0..100 {
+            let count = round % (CAP + 1);
+            let sent: Vec<_> = (0..count).map(|_| file.as_fd()).collect();
+            writer.send(b"frame", &sent).expect("send");
+            let got = reader.try_recv(&mut data, &mut fds);
+            let expected = if pidfd_fits::<CAP>(count, passcred) {
+                Ok(Received {
+                    data_len: 5,
+                    fd_count: count,
+                })
+            } else {
+                // Every fd arrived but the pidfd was cut off: MSG_CTRUNC,
+                // which the receiver cannot tell from more fds sent than
+                // declared.
+                Err(Error::FdCountMismatch {
+                    declared: count as u8,
+                    received: count,
+                    truncated: true,
+                })
+            };
+            assert_eq!(got, expected, "SO_PASSCRED {passcred}, round {round}");
+            fds.clear();
+            assert_eq!(
+                open_fds(),
+                with_channel,
+                "SO_PASSCRED {passcred}, round {round}: an fd leaked"
+            );
+        }
+        // Rejected records and empty records carry a pidfd too.
+        send_raw(&writer, b"XX", &[]);
+        send_raw(&writer, b"", &[]);
+        assert_eq!(
+            reader.try_recv(&mut data, &mut fds),
+            Err(Error::ShortRecord { len: 2 })
+        );
+        assert_eq!(
+            reader.try_recv(&mut data, &mut fds),
+            Err(Error::ShortRecord { len: 0 })
+        );
+        assert_eq!(open_fds(), with_channel);
+        drop((writer, reader));
+        assert_eq!(open_fds(), baseline);
     }
-    // Rejected records and empty records carry a pidfd too.
-    send_raw(&writer, b"XX", &[]);
-    send_raw(&writer, b"", &[]);
-    assert_eq!(
-        reader.try_recv(&mut data, &mut fds),
-        Err(Error::ShortRecord { len: 2 })
-    );
-    assert_eq!(
-        reader.try_recv(&mut data, &mut fds),
-        Err(Error::ShortRecord { len: 0 })
-    );
-    assert_eq!(open_fds(), with_channel);
-    drop((writer, reader));
-    assert_eq!(open_fds(), baseline);
 }
