@@ -1,6 +1,11 @@
 //! End-of-file against 0-byte records, and the peer's death at any moment:
 //! `Disconnected` is final and true (nothing is left to read), and a peer's
 //! death never surfaces as `Os(ECONNRESET)`.
+//!
+//! After its first 0-byte read without control messages, the channel turns
+//! `SO_PASSCRED` on for good: from then on every record carries
+//! credentials and end-of-file none. So only that first empty record, if
+//! it is also the last record before the hang-up, reads as end-of-file.
 
 mod common;
 
@@ -39,36 +44,62 @@ fn empty_records_queued_before_a_hang_up_are_all_read_before_disconnected() {
         drop(writer);
         assert_eq!(drain(&reader), [EMPTY, EMPTY, EMPTY, GONE, GONE]);
         assert!(
-            !sockopt::socket_passcred(&reader).expect("SO_PASSCRED"),
-            "SO_PASSCRED restored"
+            sockopt::socket_passcred(&reader).expect("SO_PASSCRED"),
+            "SO_PASSCRED stays on after the first empty read"
         );
     }
     assert_eq!(open_fds(), baseline, "every fd closed");
 }
 
 #[test]
-fn a_last_empty_record_without_fds_reads_as_end_of_file() {
-    // The documented limit: after the hang-up, the kernel reports an empty
-    // record and end-of-file alike, so the last one is taken for it.
+fn only_a_first_empty_record_that_is_also_the_last_reads_as_end_of_file() {
+    // The documented limit: the first empty record without fds is read
+    // before SO_PASSCRED is on, so it carries no credentials; if it was the
+    // last record before the hang-up, the kernel reports it and end-of-file
+    // alike, and it is taken for end-of-file.
     let _serial = serial();
+    let last = Ok(Received {
+        data_len: 10,
+        fd_count: 0,
+    });
+    let (writer, reader) = Channel::<4>::pair().expect("socketpair");
+    send_raw(&writer, b"", &[]);
+    drop(writer);
+    assert_eq!(drain(&reader), [GONE, GONE]);
+
+    let (writer, reader) = Channel::<4>::pair().expect("socketpair");
+    writer.send(b"last words", &[]).expect("send");
+    send_raw(&writer, b"", &[]);
+    drop(writer);
+    assert_eq!(drain(&reader), [last, GONE, GONE]);
+
+    // Every later empty record carries credentials: a record, even the
+    // last one.
     let (writer, reader) = Channel::<4>::pair().expect("socketpair");
     send_raw(&writer, b"", &[]);
     send_raw(&writer, b"", &[]);
     drop(writer);
-    assert_eq!(drain(&reader), [EMPTY, GONE, GONE]);
+    assert_eq!(drain(&reader), [EMPTY, EMPTY, GONE, GONE]);
+
+    let (writer, reader) = Channel::<4>::pair().expect("socketpair");
+    send_raw(&writer, b"", &[]);
+    writer.send(b"last words", &[]).expect("send");
+    send_raw(&writer, b"", &[]);
+    send_raw(&writer, b"", &[]);
+    drop(writer);
+    assert_eq!(drain(&reader), [EMPTY, last, EMPTY, EMPTY, GONE, GONE]);
 }
 
 #[test]
 fn with_so_passcred_on_even_a_last_empty_record_is_a_record() {
     // With the option on, every record carries credentials, which end-of-
-    // file never does; the crate leaves the caller's setting as it was.
+    // file never does, from the first record on; the option stays on.
     let _serial = serial();
     let (writer, reader) = Channel::<4>::pair().expect("socketpair");
     sockopt::set_socket_passcred(&reader, true).expect("SO_PASSCRED");
     send_raw(&writer, b"", &[]);
-    send_raw(&writer, b"", &[]);
     drop(writer);
-    assert_eq!(drain(&reader), [EMPTY, EMPTY, GONE, GONE]);
+    assert_eq!(drain(&reader), [EMPTY, GONE, GONE]);
     assert!(sockopt::socket_passcred(&reader).expect("SO_PASSCRED"));
 }
 
