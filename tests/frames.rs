@@ -8,9 +8,9 @@ mod common;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
+use common::platform::FdLimit;
 use common::{header, identity, memfd, open_fds, read_all, send_raw, serial};
 use ipc_unixsocket::{Channel, Error, HEADER_LEN, Payload, Received};
-use rustix::net::sockopt;
 
 const CAP: usize = 2;
 const GOOD: &[u8] = b"the good message queued behind";
@@ -24,12 +24,14 @@ fn borrow(fds: &[OwnedFd]) -> Vec<BorrowedFd<'_>> {
     fds.iter().map(AsFd::as_fd).collect()
 }
 
-/// How a rejection case prepares the receiving socket.
+/// How a rejection case prepares the receive.
 #[derive(Clone, Copy)]
 enum Setup {
     Plain,
-    /// `SO_PASSCRED` on the receiver: credentials take the control buffer.
-    PassCred,
+    /// `RLIMIT_NOFILE` lowered for the receive of the rejected record, so
+    /// that only this many more fds can be installed (`MSG_CTRUNC` past
+    /// them).
+    FdLimit(usize),
 }
 
 /// Sends `bytes` raw with `fds_sent` memfds, then a good message with one
@@ -49,9 +51,6 @@ fn assert_frame_rejects(
     let baseline = open_fds();
     {
         let (raw, receiver) = Channel::<CAP>::pair().expect("socketpair");
-        if let Setup::PassCred = setup {
-            sockopt::set_socket_passcred(&receiver, true).expect("SO_PASSCRED");
-        }
         let files = memfds(fds_sent);
         send_raw(&raw, bytes, &borrow(&files));
         drop(files);
@@ -60,13 +59,15 @@ fn assert_frame_rejects(
 
         let mut frame = vec![0u8; HEADER_LEN + data_room.max(GOOD.len())];
         let mut fds = heapless::Vec::<OwnedFd, CAP>::new();
+        let limit = match setup {
+            Setup::Plain => None,
+            Setup::FdLimit(free) => Some(FdLimit::leaving(free)),
+        };
         let rejected = receiver.recv_frame(&mut frame[..HEADER_LEN + data_room], &mut fds);
+        drop(limit);
         assert_eq!(rejected, Err(expected));
         assert!(fds.is_empty(), "fds left after {expected:?}");
 
-        if let Setup::PassCred = setup {
-            sockopt::set_socket_passcred(&receiver, false).expect("SO_PASSCRED off");
-        }
         let got = receiver.try_recv_frame(&mut frame, &mut fds);
         assert_eq!(
             got,
@@ -148,8 +149,11 @@ fn truncated_reports_the_frame_room_behind_the_header() {
 
 #[test]
 fn too_many_fds() {
-    // An even capacity leaves no alignment slack on any target: the two
-    // fds that fit arrive, the rest are cut off (MSG_CTRUNC).
+    // Four fds past a capacity of two: while no credentials arrive, the
+    // control buffer's room for them holds the other two (every target),
+    // so all four arrive, no MSG_CTRUNC, the header's count is exact and
+    // over the capacity; the crate closes all four.
+    assert_eq!(common::platform::delivery(4, CAP), (4, false));
     let expected = Error::TooManyFds {
         count: 4,
         capacity: CAP,
@@ -159,21 +163,14 @@ fn too_many_fds() {
 
 #[test]
 fn fds_truncated() {
-    // With SO_PASSCRED on, the credentials come first and need more room
-    // than the whole buffer for CAP fds, so no fd is installed.
-    // SAFETY: CMSG_SPACE is a pure computation on its argument.
-    let (credentials, buffer) = unsafe {
-        (
-            libc::CMSG_SPACE(size_of::<libc::ucred>() as u32),
-            libc::CMSG_SPACE((CAP * size_of::<libc::c_int>()) as u32),
-        )
-    };
-    assert!(credentials >= buffer);
+    // CAP fds declared and sent, within the capacity, but the process can
+    // open only one more fd (RLIMIT_NOFILE): the kernel installs one, cuts
+    // off the rest (MSG_CTRUNC), and the installed one must be closed.
     let expected = Error::FdsTruncated {
-        declared: 1,
-        received: 0,
+        declared: CAP as u8,
+        received: 1,
     };
-    assert_frame_rejects(&header(1, 0), 1, 16, Setup::PassCred, expected);
+    assert_frame_rejects(&header(CAP as u8, 0), CAP, 16, Setup::FdLimit(1), expected);
 }
 
 #[test]

@@ -2,14 +2,19 @@
 //! system calls, derived from the C library and the kernel's rules rather
 //! than from 64-bit constants.
 //!
-//! On 64-bit Linux `struct cmsghdr` is 16 bytes and control messages are
-//! aligned to 8, so a control buffer of `CMSG_SPACE(4 * N)` bytes has room
-//! for one fd past an odd `N` (the alignment slack). On 32-bit Linux the
-//! header is 12 bytes and the alignment 4: no slack for any `N`, and fds past
-//! the capacity are always cut off with `MSG_CTRUNC`.
+//! A receiver's control buffer (src/cmsg.rs) is `CMSG_SPACE(12)`, room for
+//! an `SCM_CREDENTIALS` message, plus `CMSG_SPACE(4 * N)` for `N` fds. While
+//! no credentials arrive (`SO_PASSCRED` off), the kernel may fill all of it
+//! with fds, more than `N`: on 64-bit Linux `struct cmsghdr` is 16 bytes and
+//! control messages are aligned to 8 (room for 8 fds in the credentials'
+//! room, and one more past an odd `N`, the alignment slack); on 32-bit
+//! Linux the header is 12 bytes and the alignment 4 (room for 6, no slack).
+//! Fds past that room are cut off with `MSG_CTRUNC`.
 
 use std::ffi::c_int;
 use std::mem::size_of;
+
+use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
 /// `CMSG_SPACE(len)` of the target, from the C library.
 pub fn cmsg_space(len: usize) -> usize {
@@ -54,7 +59,8 @@ pub fn slack(capacity: usize) -> usize {
 }
 
 /// What the kernel does with one record carrying `sent` fds for a receiver
-/// of capacity `capacity`: `(installed, MSG_CTRUNC)`.
+/// of capacity `capacity`, while no credentials arrive: `(installed,
+/// MSG_CTRUNC)`.
 pub fn delivery(sent: usize, capacity: usize) -> (usize, bool) {
     let fit = fds_fitting(capacity);
     (sent.min(fit), sent > fit)
@@ -92,4 +98,54 @@ pub fn syscall_of(line: &str) -> Option<libc::c_long> {
         return Some(libc::SYS_ppoll);
     }
     Some(nr)
+}
+
+/// The soft `RLIMIT_NOFILE` lowered so that exactly `free` more fds can be
+/// opened in this process, until dropped (which restores it).
+///
+/// The kernel gives a new fd the lowest free number below the limit, so
+/// the limit is set just past the `free`-th free number. A receive that
+/// installs a record's fds stops at the first that no longer fits (`EMFILE`
+/// inside `scm_detach_fds`) and sets `MSG_CTRUNC`: a record of more than
+/// `free` fds arrives truncated within any capacity, whatever room the
+/// control buffer has. Take it under `common::serial()`, after every
+/// fd the test needs is open: nothing else may open fds while it lives.
+/// Neither taking nor dropping it allocates.
+#[must_use = "the limit is restored when this is dropped"]
+pub struct FdLimit {
+    previous: Rlimit,
+}
+
+impl FdLimit {
+    pub fn leaving(free: usize) -> Self {
+        let previous = getrlimit(Resource::Nofile);
+        let mut found = 0;
+        let mut fd: c_int = 0;
+        while found < free {
+            // SAFETY: F_GETFD only reads the flags of whatever fd has this
+            // number, or fails with EBADF when none has.
+            if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+                found += 1;
+            }
+            fd += 1;
+        }
+        let limit = Rlimit {
+            current: Some(u64::try_from(fd).expect("non-negative")),
+            maximum: previous.maximum,
+        };
+        assert!(
+            previous
+                .current
+                .is_none_or(|current| current >= limit.current.unwrap()),
+            "RLIMIT_NOFILE {previous:?} is already below {limit:?}"
+        );
+        setrlimit(Resource::Nofile, limit).expect("lower RLIMIT_NOFILE");
+        Self { previous }
+    }
+}
+
+impl Drop for FdLimit {
+    fn drop(&mut self) {
+        setrlimit(Resource::Nofile, self.previous).expect("restore RLIMIT_NOFILE");
+    }
 }
