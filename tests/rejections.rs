@@ -14,9 +14,9 @@ mod common;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use common::{Watchdog, header, identity, memfd, open_fds, platform, read_all, send_raw, serial};
+use common::platform::{self, FdLimit};
+use common::{Watchdog, header, identity, memfd, open_fds, read_all, send_raw, serial};
 use ipc_unixsocket::{Channel, Error, Received};
-use rustix::net::sockopt;
 
 const GOOD: &[u8] = b"a good message after the rejected record";
 
@@ -82,12 +82,13 @@ fn assert_rejected<const N: usize>(
     data_capacity: usize,
     expected: Error,
 ) {
-    assert_rejected_by::<N>(|_| {}, bytes, fds_sent, data_capacity, expected);
+    assert_rejected_with::<N, ()>(|| (), bytes, fds_sent, data_capacity, expected);
 }
 
-/// [`assert_rejected`], with `prepare` applied to the receiving end first.
-fn assert_rejected_by<const N: usize>(
-    prepare: impl Fn(&Channel<N>),
+/// [`assert_rejected`], with `during` held for the receive of the rejected
+/// record alone: made right before it, dropped right after it.
+fn assert_rejected_with<const N: usize, G>(
+    during: impl Fn() -> G,
     bytes: &[u8],
     fds_sent: usize,
     data_capacity: usize,
@@ -96,7 +97,6 @@ fn assert_rejected_by<const N: usize>(
     assert!(expected.is_rejected_record());
     let baseline = open_fds();
     let (raw, receiver) = Channel::<N>::pair().unwrap();
-    prepare(&receiver);
     let files = memfds(fds_sent);
     send_raw(&raw, bytes, &borrow(&files));
     let good = queue_good_message(&raw);
@@ -107,8 +107,11 @@ fn assert_rejected_by<const N: usize>(
 
     let mut data = vec![0u8; data_capacity];
     let mut fds = heapless::Vec::<OwnedFd, N>::new();
+    let held = during();
+    let got = receiver.recv(&mut data, &mut fds);
+    drop(held);
     assert_eq!(
-        receiver.recv(&mut data, &mut fds),
+        got,
         Err(expected),
         "record {bytes:02x?} with {fds_sent} fds into Channel<{N}> and {data_capacity} bytes"
     );
@@ -300,17 +303,33 @@ fn rejects_fd_count_mismatch_and_closes_its_fds() {
             truncated: false,
         },
     );
-    // More fds than declared, beyond the capacity: the kernel delivers 4 and
-    // sets MSG_CTRUNC (`truncated`); the header declares no more than that,
-    // so it lies.
+    // More fds than declared, beyond the capacity and the control buffer's
+    // room past it: the kernel delivers what fits and sets MSG_CTRUNC
+    // (`truncated`); the header declares no more than that, so it lies.
+    let sent = platform::fds_fitting(4) + 1;
+    let (received, truncated) = platform::delivery(sent, 4);
+    assert!(truncated && received > 3);
     assert_rejected::<4>(
         &record(header(3, 2), 2),
-        10,
+        sent,
         16,
         Error::FdCountMismatch {
             declared: 3,
-            received: 4,
+            received,
             truncated: true,
+        },
+    );
+    // Past the capacity but within that room: every fd arrives, no
+    // MSG_CTRUNC, so the count is exact (and the header wrong).
+    let sent = platform::fds_fitting(4);
+    assert_rejected::<4>(
+        &record(header(3, 2), 2),
+        sent,
+        16,
+        Error::FdCountMismatch {
+            declared: 3,
+            received: sent,
+            truncated: false,
         },
     );
 }
@@ -362,24 +381,23 @@ fn rejects_truncated_record_with_its_real_length_and_closes_its_fds() {
 fn rejects_too_many_fds_via_msg_ctrunc_and_closes_them() {
     let _serial = serial();
     let _watchdog = Watchdog::for_test();
-    assert_rejected::<4>(
-        &record(header(10, 5), 5),
-        10,
-        16,
-        Error::TooManyFds {
-            count: 10,
-            capacity: 4,
-        },
-    );
-    assert_rejected::<4>(
-        &record(header(5, 0), 0),
-        5,
-        16,
-        Error::TooManyFds {
-            count: 5,
-            capacity: 4,
-        },
-    );
+    // More fds than the control buffer holds (the capacity, the room for
+    // credentials and the alignment slack): the kernel installs what fits
+    // and sets MSG_CTRUNC; the header's count cannot be refuted and is over
+    // the capacity.
+    let fit = platform::fds_fitting(4);
+    for sent in [fit + 1, fit + 6] {
+        assert_eq!(platform::delivery(sent, 4), (fit, true));
+        assert_rejected::<4>(
+            &record(header(sent as u8, 5), 5),
+            sent,
+            16,
+            Error::TooManyFds {
+                count: sent,
+                capacity: 4,
+            },
+        );
+    }
 }
 
 /// Space for one `SCM_RIGHTS` fd exactly: `CMSG_SPACE(4)` bytes, aligned
@@ -391,9 +409,10 @@ struct OneFdSpace([std::mem::MaybeUninit<u8>; 24]);
 #[cfg(target_pointer_width = "64")]
 #[test]
 fn kernel_delivers_two_fds_into_the_alignment_slack_of_one() {
-    // The premise of the next test, checked against the kernel directly: a
-    // control buffer of CMSG_SPACE(4) = 24 bytes on 64-bit receives two fds
-    // and no MSG_CTRUNC.
+    // The alignment slack, checked against the kernel directly: a control
+    // buffer of CMSG_SPACE(4) = 24 bytes on 64-bit receives two fds and no
+    // MSG_CTRUNC. (The crate's buffer adds room for credentials to that:
+    // see the next test.)
     use rustix::io::IoSliceMut;
     use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, recvmsg};
 
@@ -434,9 +453,12 @@ fn kernel_delivers_two_fds_into_the_alignment_slack_of_one() {
 fn rejects_too_many_fds_in_alignment_slack_and_closes_them() {
     let _serial = serial();
     let _watchdog = Watchdog::for_test();
-    // On 64-bit Linux a Channel<1>'s control buffer (CMSG_SPACE(4) = 24
-    // bytes) holds two fds, so the kernel delivers both without MSG_CTRUNC;
-    // the receiver must count the extra one, close it and reject.
+    // A Channel<1>'s control buffer (CMSG_SPACE(12) + CMSG_SPACE(4): room
+    // for credentials and one fd, plus the alignment slack on 64-bit) holds
+    // more fds than one while no credentials arrive, so the kernel delivers
+    // them without MSG_CTRUNC; the receiver must count the extra ones,
+    // close them and reject.
+    assert_eq!(platform::delivery(2, 1), (2, false));
     assert_rejected::<1>(
         &record(header(2, 3), 3),
         2,
@@ -446,7 +468,7 @@ fn rejects_too_many_fds_in_alignment_slack_and_closes_them() {
             capacity: 1,
         },
     );
-    // Channel<3>: CMSG_SPACE(12) = 32 bytes, room for four.
+    assert_eq!(platform::delivery(4, 3), (4, false));
     assert_rejected::<3>(
         &record(header(4, 0), 0),
         4,
@@ -456,6 +478,17 @@ fn rejects_too_many_fds_in_alignment_slack_and_closes_them() {
             capacity: 3,
         },
     );
+    // As many as the buffer holds: all of them arrive, counted exactly.
+    let fit = platform::fds_fitting(1);
+    assert_rejected::<1>(
+        &record(header(fit as u8, 0), 0),
+        fit,
+        16,
+        Error::TooManyFds {
+            count: fit,
+            capacity: 1,
+        },
+    );
 }
 
 #[test]
@@ -463,11 +496,12 @@ fn rejects_fd_count_mismatch_before_too_many_fds_in_alignment_slack() {
     let _serial = serial();
     let _watchdog = Watchdog::for_test();
     // A header declaring three over a record carrying two, to a Channel<1>.
-    // With slack (64-bit) both arrive without MSG_CTRUNC, so exactly two
-    // were sent: FdCountMismatch comes before TooManyFds in the documented
-    // order. Without slack (32-bit) one arrives with MSG_CTRUNC: more than
-    // one was sent, so the header's three cannot be refuted, and it is over
-    // the capacity: TooManyFds.
+    // Where the control buffer has room past the capacity (the room for
+    // credentials, on every target while none arrive) both arrive without
+    // MSG_CTRUNC, so exactly two were sent: FdCountMismatch comes before
+    // TooManyFds in the documented order. Without such room one would
+    // arrive with MSG_CTRUNC: more than one was sent, so the header's three
+    // could not be refuted, and it is over the capacity: TooManyFds.
     let expected = match platform::delivery(2, 1) {
         (2, false) => Error::FdCountMismatch {
             declared: 3,
@@ -481,7 +515,8 @@ fn rejects_fd_count_mismatch_before_too_many_fds_in_alignment_slack() {
         other => panic!("a Channel<1> cannot receive two fds as {other:?}"),
     };
     assert_rejected::<1>(&record(header(3, 0), 0), 2, 16, expected);
-    // As many fds as the control buffer holds (slack included) arrive
+    // As many fds as the control buffer holds (its room past the capacity
+    // included) arrive
     // without MSG_CTRUNC, so the count is exact and the header's three is
     // wrong: FdCountMismatch before TooManyFds, on every layout.
     let fit = platform::fds_fitting(1);
@@ -510,72 +545,53 @@ fn rejects_fd_count_mismatch_before_too_many_fds_in_alignment_slack() {
     );
 }
 
-/// How many fds the kernel can install in a `Channel<N>`'s control buffer
-/// (`CMSG_SPACE(N * sizeof(int))` bytes) once `SO_PASSCRED` has put an
-/// `SCM_CREDENTIALS` message (`CMSG_SPACE(sizeof(struct ucred))` bytes)
-/// first: what is left, less one `cmsghdr`, in ints. Computed from the
-/// target's own sizes, so it holds on 32-bit as on 64-bit.
-fn fds_that_fit_beside_credentials(capacity: usize) -> usize {
-    let int = std::mem::size_of::<libc::c_int>();
-    // SAFETY: CMSG_SPACE and CMSG_LEN are pure arithmetic on their argument.
-    let (space, credentials, header) = unsafe {
-        (
-            libc::CMSG_SPACE((capacity * int) as u32) as usize,
-            libc::CMSG_SPACE(std::mem::size_of::<libc::ucred>() as u32) as usize,
-            libc::CMSG_LEN(0) as usize,
-        )
-    };
-    assert_eq!(
-        space,
-        rustix::cmsg_space!(ScmRights(capacity)) - std::mem::size_of::<usize>(),
-        "CMSG_SPACE without rustix's extra alignment unit"
-    );
-    space.saturating_sub(credentials).saturating_sub(header) / int
-}
-
 #[test]
 fn rejects_fds_truncated_within_capacity_and_closes_the_installed_ones() {
     let _serial = serial();
     let _watchdog = Watchdog::for_test();
-    // With SO_PASSCRED on the receiving end, the kernel's credentials take
-    // the front of the control buffer, so fewer fds than the capacity fit:
-    // a record declaring (and carrying) more is cut short with MSG_CTRUNC,
-    // which is FdsTruncated, not TooManyFds, as long as it is within the
-    // capacity. The good message behind it carries one fd, which fits.
+    // With RLIMIT_NOFILE lowered so that the process can open only `free`
+    // more fds, the kernel installs that many of a record's fds and cuts
+    // off the rest (MSG_CTRUNC): a record declaring (and carrying) more is
+    // cut short, which is FdsTruncated, not TooManyFds, as long as it is
+    // within the capacity. The installed fds are closed again, and the good
+    // message behind it (received with the limit restored) carries one fd.
+    // The control buffer has room for every fd here, credentials or not:
+    // only the limit truncates.
     const N: usize = 16;
-    let fit = fds_that_fit_beside_credentials(N);
-    assert!(
-        (1..N).contains(&fit),
-        "{fit} fds fit beside the credentials in a Channel<{N}>"
-    );
-    let passcred = |receiver: &Channel<N>| sockopt::set_socket_passcred(receiver, true).unwrap();
-    for sent in [fit + 1, N] {
-        assert_rejected_by::<N>(
-            passcred,
+    let free = 5;
+    for sent in [free + 1, N] {
+        assert_rejected_with::<N, _>(
+            || FdLimit::leaving(free),
             &record(header(sent as u8, 3), 3),
             sent,
             16,
             Error::FdsTruncated {
                 declared: sent as u8,
-                received: fit,
+                received: free,
             },
         );
     }
-    // Control: exactly as many as fit go through, credentials and all.
+    // Control: exactly as many as can be opened go through, under the same
+    // limit.
     let baseline = open_fds();
     let (raw, receiver) = Channel::<N>::pair().unwrap();
-    passcred(&receiver);
-    let files = memfds(fit);
-    send_raw(&raw, &record(header(fit as u8, 3), 3), &borrow(&files));
+    let files = memfds(free);
+    send_raw(&raw, &record(header(free as u8, 3), 3), &borrow(&files));
     let mut data = [0u8; 16];
     let mut fds = heapless::Vec::<OwnedFd, N>::new();
+    let limit = FdLimit::leaving(free);
+    let got = receiver.recv(&mut data, &mut fds);
+    drop(limit);
     assert_eq!(
-        receiver.recv(&mut data, &mut fds),
+        got,
         Ok(Received {
             data_len: 3,
-            fd_count: fit
+            fd_count: free
         })
     );
+    for (sent, got) in files.iter().zip(&fds) {
+        assert_eq!(identity(got), identity(sent));
+    }
     drop((files, fds, raw, receiver));
     assert_eq!(open_fds(), baseline);
 }
@@ -644,16 +660,20 @@ fn checks_rules_in_documented_order() {
     let _watchdog = Watchdog::for_test();
     // One record breaking every rule after the first; fixing one fault at a
     // time must reveal the next rule in order. Channel<4>, 16-byte buffer,
-    // 100 data bytes, 10 fds sent (4 delivered, MSG_CTRUNC).
+    // 100 data bytes, one fd more sent than the control buffer holds (what
+    // fits is delivered, MSG_CTRUNC).
+    let sent = platform::fds_fitting(4) + 1;
+    let (received, truncated) = platform::delivery(sent, 4);
+    assert!(truncated && received > 3);
     let mut bytes = record(header(3, 50), 100);
     bytes[..3].copy_from_slice(b"XX\x02");
-    assert_rejected::<4>(&bytes, 10, 16, Error::BadMagic { found: *b"XX" });
+    assert_rejected::<4>(&bytes, sent, 16, Error::BadMagic { found: *b"XX" });
     bytes[..2].copy_from_slice(b"IP");
-    assert_rejected::<4>(&bytes, 10, 16, Error::UnsupportedVersion { version: 2 });
+    assert_rejected::<4>(&bytes, sent, 16, Error::UnsupportedVersion { version: 2 });
     bytes[2] = 1;
     assert_rejected::<4>(
         &bytes,
-        10,
+        sent,
         16,
         Error::LengthMismatch {
             declared: 50,
@@ -663,18 +683,18 @@ fn checks_rules_in_documented_order() {
     bytes[4..8].copy_from_slice(&100u32.to_le_bytes());
     assert_rejected::<4>(
         &bytes,
-        10,
+        sent,
         16,
         Error::FdCountMismatch {
             declared: 3,
-            received: 4,
+            received,
             truncated: true,
         },
     );
-    bytes[3] = 10;
+    bytes[3] = sent as u8;
     assert_rejected::<4>(
         &bytes,
-        10,
+        sent,
         16,
         Error::Truncated {
             len: 100,
@@ -683,10 +703,10 @@ fn checks_rules_in_documented_order() {
     );
     assert_rejected::<4>(
         &bytes,
-        10,
+        sent,
         100,
         Error::TooManyFds {
-            count: 10,
+            count: sent,
             capacity: 4,
         },
     );
