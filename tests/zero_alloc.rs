@@ -319,14 +319,14 @@ const BATCHES: usize = 4;
 
 /// Queues `BATCH` copies of `rejection` (outside the measured region), then
 /// receives them, rotating through recv, try_recv and recv_timeout, inside
-/// it; a good message queued after each batch must come next. Returns what
-/// the receives allocated.
-fn rejection_allocs<const N: usize>(
+/// it; a good message queued after each batch must come next. `during` is
+/// held over each batch's receives (made and dropped outside the measured
+/// region). Returns what the receives allocated.
+fn rejection_allocs<const N: usize, G>(
     rejection: &Rejection,
-    prepare: impl Fn(&Channel<N>),
+    during: impl Fn() -> G,
 ) -> (usize, usize) {
     let (raw, rx) = Channel::<N>::pair().unwrap();
-    prepare(&rx);
     let file = memfd(b"attached");
     let attached: Vec<BorrowedFd<'_>> = vec![file.as_fd(); rejection.fds];
     let mut data = [0u8; 256];
@@ -339,6 +339,7 @@ fn rejection_allocs<const N: usize>(
         }
         raw.send(b"good", &[]).unwrap();
         let data = &mut data[..rejection.data_capacity];
+        let held = during();
         let allocated = measure(|| {
             for i in 0..BATCH {
                 let got = match i % 3 {
@@ -359,6 +360,7 @@ fn rejection_allocs<const N: usize>(
                 failures += 1;
             }
         });
+        drop(held);
         total = (total.0 + allocated.0, total.1 + allocated.1);
     }
     assert_eq!(failures, 0, "records not rejected as expected");
@@ -375,7 +377,10 @@ fn every_rejection_and_disconnected_allocate_nothing() {
     bad_magic[..2].copy_from_slice(b"XX");
     let mut bad_version = body(3, 3);
     bad_version[2] = 2;
-    let cases: [(&str, Rejection); 8] = [
+    // One fd more than a Channel<2>'s control buffer holds (its room for
+    // credentials included): TooManyFds through MSG_CTRUNC.
+    let past_the_buffer = common::platform::fds_fitting(2) + 1;
+    let cases: [(&str, Rejection); 9] = [
         (
             "ShortRecord (3 bytes)",
             Rejection {
@@ -452,13 +457,28 @@ fn every_rejection_and_disconnected_allocate_nothing() {
                 expected: |e| matches!(e, Error::TooManyFds { count: 5, .. }),
             },
         ),
+        (
+            "TooManyFds (MSG_CTRUNC)",
+            Rejection {
+                record: {
+                    let mut record = header(past_the_buffer as u8, 3).to_vec();
+                    record.extend_from_slice(b"abc");
+                    record
+                },
+                fds: past_the_buffer,
+                data_capacity: 64,
+                expected: |e| matches!(e, Error::TooManyFds { capacity: 2, .. }),
+            },
+        ),
     ];
     for (what, rejection) in &cases {
-        assert_allocated_nothing(what, rejection_allocs::<2>(rejection, |_| {}));
+        assert_allocated_nothing(what, rejection_allocs::<2, ()>(rejection, || ()));
     }
-    // FdsTruncated: SO_PASSCRED on the receiver puts the kernel's
-    // credentials first in the control buffer, so 16 fds do not fit in a
-    // Channel<16>'s (see rejections.rs for the sizes).
+    // FdsTruncated: with RLIMIT_NOFILE lowered so that only 5 more fds can
+    // be opened, the kernel installs 5 of the 16 and cuts off the rest
+    // (MSG_CTRUNC), within the capacity of a Channel<16> (see
+    // rejections.rs). Each rejection closes the 5 again, so the limit holds
+    // for the whole batch.
     let truncated = Rejection {
         record: {
             let mut record = header(16, 3).to_vec();
@@ -467,10 +487,18 @@ fn every_rejection_and_disconnected_allocate_nothing() {
         },
         fds: 16,
         data_capacity: 64,
-        expected: |e| matches!(e, Error::FdsTruncated { declared: 16, .. }),
+        expected: |e| {
+            matches!(
+                e,
+                Error::FdsTruncated {
+                    declared: 16,
+                    received: 5
+                }
+            )
+        },
     };
-    let passcred = |rx: &Channel<16>| rustix::net::sockopt::set_socket_passcred(rx, true).unwrap();
-    assert_allocated_nothing("FdsTruncated", rejection_allocs::<16>(&truncated, passcred));
+    let limit = || common::platform::FdLimit::leaving(5);
+    assert_allocated_nothing("FdsTruncated", rejection_allocs::<16, _>(&truncated, limit));
 
     // Disconnected, through every receive, again and again.
     let (tx, rx) = Channel::<2>::pair().unwrap();
