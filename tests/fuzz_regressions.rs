@@ -11,6 +11,11 @@
 //! (or `Truncated`) for records whose fd count was known to contradict the
 //! header, where the documented order calls for `FdCountMismatch`. No fd
 //! leaked and the channel stayed in step; only the error was wrong.
+//!
+//! The control buffer has since grown room for an `SCM_CREDENTIALS`
+//! message, which holds more fds past every capacity while no credentials
+//! arrive (`common::platform::fds_fitting`); the tests derive their counts
+//! from that layout.
 
 mod common;
 
@@ -56,24 +61,24 @@ fn receive_raw<const N: usize>(record: &[u8], fds_sent: usize) -> Result<Receive
 #[test]
 fn slack_fds_against_a_lying_header_are_a_count_mismatch() {
     let _serial = serial();
-    // Capacity 3: CMSG_SPACE(12) = 32 bytes on 64-bit, room for 4 fds (24
-    // on 32-bit, room for 3: no slack). All that fit arrive, no MSG_CTRUNC,
-    // so the count is exact and the header's 5 is wrong.
+    // Capacity 3: all the fds its control buffer holds arrive, no
+    // MSG_CTRUNC, so the count is exact and a header declaring more is
+    // wrong.
     let fit = platform::fds_fitting(3);
     assert_eq!(
-        receive_raw::<3>(&header(5, 0), fit),
+        receive_raw::<3>(&header(fit as u8 + 1, 0), fit),
         Err(Error::FdCountMismatch {
-            declared: 5,
+            declared: fit as u8 + 1,
             received: fit,
             truncated: false,
         })
     );
-    // Capacity 1: room for 2 on 64-bit (1 on 32-bit), all arrive.
+    // Capacity 1: the same.
     let fit = platform::fds_fitting(1);
     assert_eq!(
-        receive_raw::<1>(&header(7, 0), fit),
+        receive_raw::<1>(&header(fit as u8 + 5, 0), fit),
         Err(Error::FdCountMismatch {
-            declared: 7,
+            declared: fit as u8 + 5,
             received: fit,
             truncated: false,
         })
@@ -85,7 +90,7 @@ fn slack_fd_mismatch_comes_before_truncation() {
     let _serial = serial();
     let mut record = header(200, 100).to_vec();
     record.resize(8 + 100, 0xab);
-    // As many fds as capacity 3's buffer holds (4 on 64-bit, 3 on 32-bit).
+    // As many fds as capacity 3's buffer holds.
     let fit = platform::fds_fitting(3);
     assert_eq!(
         receive_raw::<3>(&record, fit),
@@ -100,9 +105,9 @@ fn slack_fd_mismatch_comes_before_truncation() {
 #[test]
 fn ctrunc_header_declaring_the_installed_count_is_a_count_mismatch() {
     let _serial = serial();
-    // Capacity 3: 4 fds installed of the 6 sent on 64-bit (3 on 32-bit),
-    // MSG_CTRUNC. More than that were sent, so a header declaring the
-    // installed count is certainly wrong.
+    // Capacity 3: two fds more sent than its buffer holds; those that fit
+    // are installed, MSG_CTRUNC. More than that were sent, so a header
+    // declaring the installed count is certainly wrong.
     let fit = platform::fds_fitting(3);
     assert_eq!(
         receive_raw::<3>(&header(fit as u8, 0), fit + 2),
@@ -112,7 +117,7 @@ fn ctrunc_header_declaring_the_installed_count_is_a_count_mismatch() {
             truncated: true,
         })
     );
-    // Capacity 1: 2 installed of the 3 sent on 64-bit (1 of 2 on 32-bit).
+    // Capacity 1: one fd more than its buffer holds.
     let fit = platform::fds_fitting(1);
     assert_eq!(
         receive_raw::<1>(&header(fit as u8, 0), fit + 1),
@@ -130,24 +135,34 @@ fn ctrunc_header_declaring_the_installed_count_is_a_count_mismatch() {
 #[test]
 fn honest_or_undecidable_headers_over_an_odd_capacity_are_too_many_fds() {
     let _serial = serial();
+    // Honest, within the control buffer: every fd arrives, counted.
+    let fit = platform::fds_fitting(3);
+    for sent in [4, fit] {
+        assert_eq!(platform::delivery(sent, 3), (sent, false));
+        assert_eq!(
+            receive_raw::<3>(&header(sent as u8, 0), sent),
+            Err(Error::TooManyFds {
+                count: sent,
+                capacity: 3
+            })
+        );
+    }
+    // Honest, past the control buffer: MSG_CTRUNC, and the header declares
+    // more than arrived, which cannot be refuted.
+    assert_eq!(platform::delivery(fit + 2, 3), (fit, true));
     assert_eq!(
-        receive_raw::<3>(&header(4, 0), 4),
+        receive_raw::<3>(&header(fit as u8 + 2, 0), fit + 2),
         Err(Error::TooManyFds {
-            count: 4,
+            count: fit + 2,
             capacity: 3
         })
     );
+    // Declaring more than were sent, under MSG_CTRUNC: undecidable, so the
+    // header's count stands, and it is over the capacity.
     assert_eq!(
-        receive_raw::<3>(&header(6, 0), 6),
+        receive_raw::<3>(&header(fit as u8 + 5, 0), fit + 2),
         Err(Error::TooManyFds {
-            count: 6,
-            capacity: 3
-        })
-    );
-    assert_eq!(
-        receive_raw::<3>(&header(9, 0), 6),
-        Err(Error::TooManyFds {
-            count: 9,
+            count: fit + 5,
             capacity: 3
         })
     );
@@ -158,12 +173,14 @@ fn honest_or_undecidable_headers_over_an_odd_capacity_are_too_many_fds() {
             capacity: 1
         })
     );
-    // Capacity 4 has no slack: 4 installed of 6, a header of 4 is a mismatch.
+    // An even capacity (no alignment slack on any target): all that fit
+    // installed of two more, a header of that many is a mismatch.
+    let fit = platform::fds_fitting(4);
     assert_eq!(
-        receive_raw::<4>(&header(4, 0), 6),
+        receive_raw::<4>(&header(fit as u8, 0), fit + 2),
         Err(Error::FdCountMismatch {
-            declared: 4,
-            received: 4,
+            declared: fit as u8,
+            received: fit,
             truncated: true,
         })
     );
