@@ -1,6 +1,7 @@
 //! The premises of `tests/common/platform.rs`, checked against the kernel on
 //! the target: how many fds a receiver's control buffer takes (its capacity
-//! plus the alignment slack) and when `MSG_CTRUNC` is set, and how
+//! plus the room for credentials and the alignment slack, while no
+//! credentials arrive) and when `MSG_CTRUNC` is set, and how
 //! `/proc/self/task/TID/syscall` names a thread blocked in the crate's
 //! socket calls. The slack and truncation tests elsewhere derive their
 //! expected outcomes from these helpers, so a wrong helper fails here first.
@@ -18,11 +19,12 @@ use rustix::io::IoSliceMut;
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, recvmsg};
 
 /// Receives one record with a raw `recvmsg` into a control buffer of
-/// `CMSG_SPACE(4 * capacity)` bytes: the fds installed and `MSG_CTRUNC`.
+/// `CMSG_SPACE(12) + CMSG_SPACE(4 * capacity)` bytes, as the crate's
+/// (`platform::control_space`): the fds installed and `MSG_CTRUNC`.
 fn raw_delivery(socket: impl AsFd, capacity: usize) -> (usize, bool) {
     // u64s so that the buffer starts aligned for `cmsghdr` on every target,
     // and rustix's alignment takes nothing off its length.
-    let space = platform::cmsg_space(4 * capacity);
+    let space = platform::control_space(capacity);
     let mut words = vec![MaybeUninit::<u64>::uninit(); space.div_ceil(8)];
     // SAFETY: the same allocation viewed as bytes; MaybeUninit has no
     // validity requirement and u8 no alignment requirement.
@@ -53,22 +55,26 @@ fn the_kernel_installs_what_the_layout_predicts() {
     let (writer, reader) = Channel::<1>::pair().expect("socketpair");
     for capacity in [0, 1, 2, 3, 4, 5, 7, 8, 252, 253] {
         let slack = platform::slack(capacity);
-        // 64-bit: 8-byte alignment, one fd of slack for an odd capacity;
-        // 32-bit: 4-byte alignment, none.
+        // The room for credentials, CMSG_SPACE(12), holds fds while no
+        // credentials arrive. 64-bit: a 16-byte cmsghdr and 8-byte
+        // alignment, so that room is 32 bytes (8 fds), and one fd of
+        // alignment slack past an odd capacity; 32-bit: a 12-byte cmsghdr
+        // and 4-byte alignment, 24 bytes (6 fds), no alignment slack.
         let expected_slack = if cfg!(target_pointer_width = "64") {
-            capacity % 2
+            8 + capacity % 2
         } else {
-            0
+            6
         };
         assert_eq!(slack, expected_slack, "slack of capacity {capacity}");
         let most = ipc_unixsocket::MAX_FDS_PER_MESSAGE;
-        for sent in (1..=capacity + 3).filter(|&n| n <= most && n + 3 > capacity) {
+        let around = (1..=capacity + slack + 3).filter(|&n| n <= most && n + 3 > capacity);
+        for sent in around {
             let fds: Vec<BorrowedFd<'_>> = (0..sent).map(|_| devnull.as_fd()).collect();
             send_raw(&writer, &header(0, 0), &fds);
             assert_eq!(
                 raw_delivery(&reader, capacity),
                 platform::delivery(sent, capacity),
-                "{sent} fds into CMSG_SPACE(4 * {capacity})"
+                "{sent} fds into CMSG_SPACE(12) + CMSG_SPACE(4 * {capacity})"
             );
         }
     }
