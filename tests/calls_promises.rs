@@ -485,3 +485,152 @@ fn one_poll_drops_a_bounded_number_of_records() {
     }
     assert_eq!(seen, [32, 64, 96, 100]);
 }
+
+/// Mutant 1 of the audit: a late reply's fds left open survived
+/// `late_reply_fds_are_closed_when_the_reply_is_read`, because the next
+/// receive of the same `poll` closes them; they stay open only when the
+/// 32-drop bound ends the poll. So: 32 late replies with an fd each.
+#[test]
+fn late_reply_fds_are_closed_also_when_the_drop_bound_ends_the_poll() {
+    let _serial = serial();
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, raw) = Channel::<MAX_FDS>::pair().unwrap();
+    raw.send(&record(Kind::Hello, 0, &hello_body()), &[])
+        .unwrap();
+    let (mut out, mut inbox) = ([0u8; 1024], [0u8; 1024]);
+    let mut caller = Caller::<Isp, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
+    let cookie = caller
+        .start(&Request::Ping(1), &[], Some(Duration::ZERO))
+        .unwrap();
+    assert!(matches!(
+        caller.poll().unwrap(),
+        Some(ipc_unixsocket::calls::Incoming::Failed {
+            error: Error::TimedOut,
+            ..
+        })
+    ));
+    let baseline = open_fds();
+    let body = encode(&Reply::Pong(1));
+    // 32 late replies: the 32nd ends the poll without another receive.
+    for _ in 0..32 {
+        let file = memfd(b"late");
+        raw.send(&record(Kind::Reply, cookie, &body), &[file.as_fd()])
+            .unwrap();
+    }
+    assert_eq!(open_fds(), baseline, "the sender's copies are closed");
+    assert!(caller.poll().unwrap().is_none());
+    assert_eq!(caller.late_replies(), 32);
+    assert_eq!(open_fds(), baseline, "every late reply's fd is closed");
+}
+
+/// Mutant 30: a request too large for the inbox, before the hello, is
+/// refused like any request before the hello (`Unexpected`), not
+/// `TooLarge`.
+#[test]
+fn a_too_large_request_before_the_hello_is_refused_unexpected() {
+    let _watchdog = Watchdog::for_test();
+    let (raw, mut responder) = raw_pipeline(false);
+    raw.send(&record(Kind::Request, 9, &[0u8; 2000]), &[])
+        .unwrap();
+    assert_eq!(
+        responder.serve(|_| panic!("served before the hello")),
+        Ok(Served::Refused {
+            cookie: 9,
+            rejection: Rejection::Unexpected
+        })
+    );
+}
+
+/// Mutant 31: an event too large for the inbox is reported
+/// (`BadEvent(Truncated)`), not dropped in silence.
+#[test]
+fn an_event_larger_than_the_inbox_is_a_bad_event() {
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, raw) = Channel::<MAX_FDS>::pair().unwrap();
+    raw.send(&record(Kind::Hello, 0, &hello_body()), &[])
+        .unwrap();
+    let (mut out, mut inbox) = ([0u8; 1024], [0u8; 64]);
+    let mut caller = Caller::<Isp, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
+    raw.send(&record(Kind::Event, 0, &[0u8; 200]), &[]).unwrap();
+    let got = format!("{:?}", caller.poll());
+    assert!(got.starts_with("Ok(Some(BadEvent(Truncated"), "{got}");
+}
+
+/// Mutant 33: the hello is sent without waiting for room, so `Caller::new`
+/// on a channel the peer has stopped reading returns `WouldBlock` at once.
+#[test]
+fn the_hello_does_not_wait_for_room() {
+    let (pipeline, _worker_end) = Channel::<MAX_FDS>::pair().unwrap();
+    while pipeline.try_send(b"filler", &[]).is_ok() {}
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let (mut out, mut inbox) = ([0u8; 1024], [0u8; 1024]);
+        let made = Caller::<Isp, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).map(|_| ());
+        let _ = tx.send(made);
+    });
+    assert_eq!(
+        rx.recv_timeout(BOUND).expect("Caller::new blocked"),
+        Err(Error::WouldBlock)
+    );
+}
+
+/// Mutant 34: `Responder::set_send_timeout` bounds each send: events to a
+/// pipeline that never reads end with `TimedOut`.
+#[test]
+fn the_responders_send_timeout_bounds_each_send() {
+    let (_raw, mut responder) = raw_pipeline(true);
+    responder.set_send_timeout(Some(Duration::from_millis(100)));
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let end = loop {
+            if let Err(e) = responder.emit(&calls_protocol::Event::Progress { seq: 1 }, &[]) {
+                break e;
+            }
+        };
+        let _ = tx.send(end);
+    });
+    assert_eq!(
+        rx.recv_timeout(BOUND).expect("emit blocked"),
+        Error::TimedOut
+    );
+}
+
+/// Mutant 37: rejected records (no call header) count toward the 32-drop
+/// bound of one `poll` like late replies do.
+#[test]
+fn one_poll_drops_a_bounded_number_of_rejected_records() {
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, raw) = Channel::<MAX_FDS>::pair().unwrap();
+    raw.send(&record(Kind::Hello, 0, &hello_body()), &[])
+        .unwrap();
+    let (mut out, mut inbox) = ([0u8; 1024], [0u8; 1024]);
+    let mut caller = Caller::<Isp, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
+    assert!(caller.poll().unwrap().is_none()); // the hello
+    for _ in 0..100 {
+        raw.send(b"junk", &[]).unwrap(); // no call header: rejected
+    }
+    let mut seen = Vec::new();
+    while caller.discarded() < 100 {
+        assert!(caller.poll().unwrap().is_none());
+        seen.push(caller.discarded());
+        assert!(seen.len() <= 4, "{seen:?}");
+    }
+    assert_eq!(seen, [32, 64, 96, 100]);
+}
+
+/// Mutant 38: a hello too large for the inbox is a mismatch by itself,
+/// with no request behind it.
+#[test]
+fn a_hello_larger_than_the_inbox_alone_is_a_mismatch() {
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, raw) = Channel::<MAX_FDS>::pair().unwrap();
+    raw.send(&record(Kind::Hello, 0, &hello_body()), &[])
+        .unwrap();
+    let (mut out, mut inbox) = ([0u8; 1024], [0u8; HEADER_LEN + 8 + 4]);
+    let mut caller = Caller::<Isp, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
+    let got = caller.poll().map(|incoming| incoming.is_some());
+    assert!(
+        matches!(got, Err(Error::ProtocolMismatch { .. })),
+        "{got:?}"
+    );
+}
