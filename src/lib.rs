@@ -31,6 +31,7 @@ pub use header::{HEADER_LEN, Header, MAGIC, MAX_FDS_PER_MESSAGE, VERSION};
 pub use listener::{Accepted, Listener};
 pub use payload::Payload;
 pub use rustix::fs::Mode;
+
 /// The `heapless` this crate is built with: [`heapless::Vec`] is the fd
 /// vector of every receive. Name it through this re-export and its version
 /// cannot drift from the crate's.
