@@ -48,7 +48,7 @@ use calls_protocol::{
     BUF, CALLS, Event, Isp, MAX_FDS, Reply, Request, contents, fnv, handle, memfd,
 };
 use common::{harness, open_fds, send_raw, wait_child};
-use ipc_unixsocket::calls::{Attach, Caller, Responder};
+use ipc_unixsocket::calls::{Attach, Caller, Rejection, Responder};
 use ipc_unixsocket::{Channel, Credentials, Error, Listener, Mode};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::process::{Gid, Pid, Uid, getgid, getuid};
@@ -89,6 +89,14 @@ const TESTS: &[(&str, fn())] = &[
     (
         "seccomp_allowlist_eperm_worker_serves_calls",
         seccomp_allowlist_eperm_worker_serves_calls,
+    ),
+    (
+        "seccomp_kill_worker_first_deadline_after_the_filter",
+        seccomp_kill_worker_first_deadline_after_the_filter,
+    ),
+    (
+        "seccomp_kill_filter_is_in_force",
+        seccomp_kill_filter_is_in_force,
     ),
     (
         "seccomp_no_sockopt_worker_sees_disconnected",
@@ -474,29 +482,54 @@ fn pidns_listener_policy_sees_no_pid_and_can_refuse() {
 /// The calls scenario with no filter: the reference the filtered runs are
 /// compared with (and what `SANDBOX_STRACE` measures).
 fn calls_worker_unconfined() {
-    calls_with_worker("none");
+    calls_with_worker("none", "warm");
 }
 
 /// A worker under the allowlist, default action kill the process, serves
-/// typed calls (fds both ways, events, a call held past its deadline) and
-/// exits 0 on the pipeline's hang-up (`Disconnected`).
+/// typed calls (fds both ways, unclaimed fds, events, a malformed record, a
+/// refused request, a call held past its deadline) and exits 0 on the
+/// pipeline's hang-up (`Disconnected`).
 fn seccomp_allowlist_kill_worker_serves_calls() {
-    calls_with_worker("kill");
+    calls_with_worker("kill", "warm");
 }
 
 /// The same with default action `EPERM`.
 fn seccomp_allowlist_eperm_worker_serves_calls() {
-    calls_with_worker("eperm");
+    calls_with_worker("eperm", "warm");
+}
+
+/// A worker under the kill allowlist whose first deadline wait comes after
+/// the filter: it must not be killed. (On 8370d57 it is: rustix looks for
+/// the vDSO at the first clock read, with `prctl(PR_GET_AUXV)` and then
+/// `open("/proc/self/auxv")`, neither of which a worker's allowlist has.)
+fn seccomp_kill_worker_first_deadline_after_the_filter() {
+    calls_with_worker("kill", "cold");
+}
+
+/// The kill filter is really installed: a system call outside the
+/// allowlist (`getppid`) kills the worker with `SIGSYS`. (The `EPERM`
+/// filters check themselves in the child: see `seccomp::confine`.)
+fn seccomp_kill_filter_is_in_force() {
+    if !seccomp::SUPPORTED {
+        println!("skipped: seccompiler builds no filter for this architecture");
+        return;
+    }
+    let mut peer = Peer::spawn(&["seccomp-kill-probe"], &[]);
+    let status = peer.finish();
+    assert_eq!(status.signal(), Some(libc::SIGSYS), "{}", ended(status));
 }
 
 /// The allowlist without `getsockopt`/`setsockopt` (`EPERM`): the worker
 /// still serves, and the pipeline's hang-up is still `Disconnected` (was
 /// `Os(EPERM)` before 8370d57).
 fn seccomp_no_sockopt_worker_sees_disconnected() {
-    calls_with_worker("nosockopt");
+    calls_with_worker("nosockopt", "warm");
 }
 
-fn calls_with_worker(filter: &str) {
+/// The calls scenario with a worker under `filter` (see
+/// `seccomp::confine`) that reads the clock before it (`clock` "warm") or
+/// not ("cold").
+fn calls_with_worker(filter: &str, clock: &str) {
     if filter != "none" && !seccomp::SUPPORTED {
         println!("skipped: seccompiler builds no filter for this architecture");
         return;
@@ -504,19 +537,49 @@ fn calls_with_worker(filter: &str) {
     let baseline = open_fds();
     {
         let (local, remote) = Channel::<MAX_FDS>::create().unwrap();
-        let (gate, opener) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
-        let mut peer = Peer::spawn(&["calls-worker", filter], &[remote.as_fd(), gate.as_fd()]);
+        let (opener, gate) = Channel::<0>::create().unwrap();
+        let mut peer = Peer::spawn(
+            &["calls-worker", filter, clock],
+            &[remote.as_fd(), gate.as_fd()],
+        );
         drop((remote, gate));
         let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
         let mut caller = TestCaller::new(local, &mut out, &mut inbox).unwrap();
         for n in 0..CALLS_SERVED {
             one_call(&mut peer, &mut caller, n);
         }
+        // A malformed record with an fd: the worker drops it (counted) and
+        // goes on.
+        let junk = memfd(b"junk");
+        send_raw(&caller, b"XX\x01\x00\x00\x00\x00\x00", &[junk.as_fd()]);
+        // A request naming an fd slot past the fds it carries is refused.
+        let (a, b) = (memfd(b"a"), memfd(b"b"));
+        let mut attach = Attach::<MAX_FDS>::new();
+        let (first, second) = (
+            attach.attach(a.as_fd()).unwrap(),
+            attach.attach(b.as_fd()).unwrap(),
+        );
+        let refused = caller.call(
+            &Request::Pair { first, second },
+            &attach.as_slice()[..1],
+            PEER_WAIT,
+            |_, _| {},
+        );
+        assert_eq!(
+            refused.map(|_| ()),
+            Err(Error::Rejected(Rejection::BadFdSlot)),
+            "a request with a bad fd slot"
+        );
         // A call the worker holds at its gate ends at its deadline.
         let held = caller.call(&Request::Slow { contents: b"late" }, &[], SHORT, |_, _| {});
-        assert_eq!(held.map(|_| ()), Err(Error::TimedOut), "a held call");
+        let held = held.map(|_| ());
+        if held != Err(Error::TimedOut) {
+            peer.fail(format_args!(
+                "a call held at the gate: {held:?}, not Err(TimedOut)"
+            ));
+        }
         assert_eq!(caller.in_flight(), 0);
-        assert_eq!(rustix::io::write(&opener, b"g"), Ok(1));
+        peer.ok(opener.send(b"open", &[]), "open the gate");
         // Its late reply is dropped; the next call is answered.
         let (reply, _) = peer.ok(
             caller.call(&Request::Ping(7), &[], PEER_WAIT, |_, _| {}),
@@ -532,7 +595,7 @@ fn calls_with_worker(filter: &str) {
 }
 
 /// Call `n`: a ping (answered after two events, one with an fd), two
-/// buffers to digest, or an export (a memfd back).
+/// buffers to digest (one or both), or an export (a memfd back).
 fn one_call(peer: &mut Peer, caller: &mut TestCaller<'_>, n: u32) {
     match n % 3 {
         0 => {
@@ -571,12 +634,15 @@ fn one_call(peer: &mut Peer, caller: &mut TestCaller<'_>, n: u32) {
                 None,
                 None,
             ];
-            let request = Request::Buffers { slots, claim: 2 };
+            // Every other time the worker leaves the second fd unclaimed
+            // (the crate closes it).
+            let claim = if n % 2 == 0 { 1 } else { 2 };
+            let request = Request::Buffers { slots, claim };
             let got = caller.call(&request, attach.as_slice(), PEER_WAIT, |_, _| {});
             let (reply, _) = peer.ok(got, "buffers");
             let digests = [
                 Some(fnv(format!("a{n}").as_bytes())),
-                Some(fnv(format!("b{n}").as_bytes())),
+                (claim == 2).then(|| fnv(format!("b{n}").as_bytes())),
                 None,
                 None,
             ];
@@ -756,8 +822,14 @@ fn child_main(args: &[String]) -> ExitCode {
     match args.as_slice() {
         ["pidns-worker", ending] => pidns_worker_child(ending),
         ["pidns-listener", name] => pidns_listener_child(name),
-        ["calls-worker", filter] => calls_worker_child(filter),
+        ["calls-worker", filter, clock] => calls_worker_child(filter, clock),
         ["caller-nosockopt"] => caller_child(),
+        ["seccomp-kill-probe"] => {
+            seccomp::confine("kill");
+            // SAFETY: getppid has no arguments; here it must kill us.
+            unsafe { libc::syscall(libc::SYS_getppid) };
+            panic!("getppid outside the allowlist did not kill the process");
+        }
         ["noproc-listener", dir] => noproc_listener_child(dir),
         ["noproc-channel"] => noproc_channel_child(),
         ["nobody"] => nobody_child(),
@@ -944,11 +1016,13 @@ fn pidns_listener_child(name: &str) -> ExitCode {
 
 /// Serves protocol `Isp` on fd 3 until the pipeline hangs up (exit 0),
 /// after installing `filter` once set up. `Ping` sends two events first
-/// (one with an fd); `Slow` waits at the gate (fd 4) with a deadline.
-fn calls_worker_child(filter: &str) -> ExitCode {
+/// (one with an fd); `Slow` waits at the gate (a channel at fd 4) with
+/// `recv_timeout`. With `clock` "warm" the set-up reads the clock once, so
+/// that rustix has found the vDSO before the filter.
+fn calls_worker_child(filter: &str, clock: &str) -> ExitCode {
     // Set-up: everything that allocates, opens or checks.
     let channel = Channel::<MAX_FDS>::bind(inherited(3)).expect("bind fd 3");
-    let gate = inherited(4);
+    let gate = Channel::<0>::bind(inherited(4)).expect("bind fd 4");
     let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
     let mut responder =
         Responder::<Isp, MAX_FDS>::new(channel, &mut out, &mut inbox).expect("Responder::new");
@@ -956,13 +1030,17 @@ fn calls_worker_child(filter: &str) -> ExitCode {
     let frame = memfd(b"frame");
     let mut notes = Vec::with_capacity(16);
     let mut open_gate = || {
-        assert!(
-            wait_readable(gate.as_fd(), PEER_WAIT),
-            "the gate did not open within {PEER_WAIT:?}"
+        let mut data = [0u8; 8];
+        let got = gate.recv_timeout(
+            &mut data,
+            &mut heapless::Vec::<OwnedFd, 0>::new(),
+            PEER_WAIT,
         );
-        let mut byte = [0u8];
-        assert_eq!(rustix::io::read(&gate, &mut byte), Ok(1), "read the gate");
+        assert_eq!(got.map(|got| got.data_len), Ok(4), "the gate did not open");
     };
+    if clock == "warm" {
+        let _ = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    }
     set_up_done();
     seccomp::confine(filter);
     for turn in 0.. {
@@ -984,7 +1062,10 @@ fn calls_worker_child(filter: &str) -> ExitCode {
         });
         match served {
             Ok(_) => {}
-            Err(Error::Disconnected) => return ExitCode::SUCCESS,
+            Err(Error::Disconnected) => {
+                assert_eq!(responder.discarded(), 1, "the malformed record");
+                return ExitCode::SUCCESS;
+            }
             Err(error) => panic!("serve: {error:?}"),
         }
     }
@@ -1261,11 +1342,10 @@ mod seccomp {
         ("sigaltstack", libc::SYS_sigaltstack),
         ("munmap", libc::SYS_munmap),
         ("exit_group", libc::SYS_exit_group),
-        // This worker's handler: memfd contents, the gate.
+        // This worker's handler: memfd contents.
         ("pread64", libc::SYS_pread64),
         ("pwrite64", libc::SYS_pwrite64),
         ("ftruncate", libc::SYS_ftruncate),
-        ("read", libc::SYS_read),
     ];
 
     /// Installs `filter`: "none"; "kill" or "eperm", the allowlist with
@@ -1288,10 +1368,29 @@ mod seccomp {
             .map(|&(_, number)| (number, Vec::new()))
             .collect();
         let arch = std::env::consts::ARCH.try_into().expect("arch");
+        let kills = default == SeccompAction::KillProcess;
         let filter =
             SeccompFilter::new(rules, default, SeccompAction::Allow, arch).expect("filter");
         let program: BpfProgram = filter.try_into().expect("compile the filter");
         seccompiler::apply_filter(&program).expect("install the filter");
+        if !kills {
+            // The filter is in force: a call outside the list, and each
+            // denied one, fails with EPERM (not EBADF for fd -1).
+            assert_eq!(refused(libc::SYS_getppid), Some(libc::EPERM), "getppid");
+            for name in denied {
+                let number = ALLOWLIST.iter().find(|(n, _)| n == name).unwrap().1;
+                assert_eq!(refused(number), Some(libc::EPERM), "{name}");
+            }
+        }
+    }
+
+    /// The errno of system call `number` with arguments (-1, 0, 0, 0, 0),
+    /// `None` if it succeeded.
+    fn refused(number: libc::c_long) -> Option<i32> {
+        // SAFETY: with fd -1 and null pointers the call touches no memory
+        // (getppid ignores them; getsockopt/setsockopt fail).
+        let rc = unsafe { libc::syscall(number, -1, 0, 0, 0, 0) };
+        (rc == -1).then(|| std::io::Error::last_os_error().raw_os_error().unwrap())
     }
 }
 
