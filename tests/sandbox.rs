@@ -95,6 +95,10 @@ const TESTS: &[(&str, fn())] = &[
         seccomp_kill_worker_first_deadline_after_the_filter,
     ),
     (
+        "camera_sandbox_worker_serves_calls",
+        camera_sandbox_worker_serves_calls,
+    ),
+    (
         "seccomp_kill_filter_is_in_force",
         seccomp_kill_filter_is_in_force,
     ),
@@ -486,7 +490,7 @@ fn pidns_listener_policy_sees_no_pid_and_can_refuse() {
 /// The calls scenario with no filter: the reference the filtered runs are
 /// compared with (and what `SANDBOX_STRACE` measures).
 fn calls_worker_unconfined() {
-    calls_with_worker("none", "warm");
+    calls_with_worker("none", "warm", "plain");
 }
 
 /// A worker under the allowlist, default action kill the process, serves
@@ -494,12 +498,12 @@ fn calls_worker_unconfined() {
 /// refused request, a call held past its deadline) and exits 0 on the
 /// pipeline's hang-up (`Disconnected`).
 fn seccomp_allowlist_kill_worker_serves_calls() {
-    calls_with_worker("kill", "warm");
+    calls_with_worker("kill", "warm", "plain");
 }
 
 /// The same with default action `EPERM`.
 fn seccomp_allowlist_eperm_worker_serves_calls() {
-    calls_with_worker("eperm", "warm");
+    calls_with_worker("eperm", "warm", "plain");
 }
 
 /// A worker under the kill allowlist whose first deadline wait comes after
@@ -507,7 +511,15 @@ fn seccomp_allowlist_eperm_worker_serves_calls() {
 /// the vDSO at the first clock read, with `prctl(PR_GET_AUXV)` and then
 /// `open("/proc/self/auxv")`, neither of which a worker's allowlist has.)
 fn seccomp_kill_worker_first_deadline_after_the_filter() {
-    calls_with_worker("kill", "cold");
+    calls_with_worker("kill", "cold", "plain");
+}
+
+/// The whole sandbox at once, as camera firmware runs its worker: no
+/// `/proc`, pid 1 of a new pid namespace, `RLIMIT_NOFILE` at the fds it
+/// needs, uid 65534 without capabilities, the allowlist with default kill;
+/// the calls scenario as above, ending `Disconnected` and exit 0.
+fn camera_sandbox_worker_serves_calls() {
+    calls_with_worker("kill", "warm", "camera");
 }
 
 /// The kill filter is really installed: a system call outside the
@@ -527,13 +539,14 @@ fn seccomp_kill_filter_is_in_force() {
 /// still serves, and the pipeline's hang-up is still `Disconnected` (was
 /// `Os(EPERM)` before 8370d57).
 fn seccomp_no_sockopt_worker_sees_disconnected() {
-    calls_with_worker("nosockopt", "warm");
+    calls_with_worker("nosockopt", "warm", "plain");
 }
 
 /// The calls scenario with a worker under `filter` (see
 /// `seccomp::confine`) that reads the clock before it (`clock` "warm") or
-/// not ("cold").
-fn calls_with_worker(filter: &str, clock: &str) {
+/// not ("cold"), inside the whole sandbox (`confinement` "camera") or not
+/// ("plain").
+fn calls_with_worker(filter: &str, clock: &str, confinement: &str) {
     if filter != "none" && !seccomp::SUPPORTED {
         println!("skipped: seccompiler builds no filter for this architecture");
         return;
@@ -543,12 +556,23 @@ fn calls_with_worker(filter: &str, clock: &str) {
         let (local, remote) = Channel::<MAX_FDS>::create().unwrap();
         let (opener, gate) = Channel::<0>::create().unwrap();
         let mut peer = Peer::spawn(
-            &["calls-worker", filter, clock],
+            &["calls-worker", filter, clock, confinement],
             &[remote.as_fd(), gate.as_fd()],
         );
         drop((remote, gate));
         let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
         let mut caller = TestCaller::new(local, &mut out, &mut inbox).unwrap();
+        // A first ping tells a child that could not confine itself (exit
+        // 77: skipped) from one that failed.
+        let first = caller.call(&Request::Ping(u32::MAX), &[], PEER_WAIT, |_, _| {});
+        if let Err(error) = first.map(|_| ()) {
+            let status = peer.finish();
+            if status.code() == Some(i32::from(SKIP)) {
+                println!("skipped: the {} child could not confine itself", peer.role);
+                return;
+            }
+            panic!("the first call: {error:?}; the child {}", ended(status));
+        }
         for n in 0..CALLS_SERVED {
             one_call(&mut peer, &mut caller, n);
         }
@@ -847,7 +871,9 @@ fn child_main(args: &[String]) -> ExitCode {
     match args.as_slice() {
         ["pidns-worker", ending] => pidns_worker_child(ending),
         ["pidns-listener", name] => pidns_listener_child(name),
-        ["calls-worker", filter, clock] => calls_worker_child(filter, clock),
+        ["calls-worker", filter, clock, confinement] => {
+            calls_worker_child(filter, clock, confinement)
+        }
         ["caller", filter] => caller_child(filter),
         ["seccomp-kill-probe"] => {
             seccomp::confine("kill");
@@ -924,9 +950,11 @@ fn check(rc: libc::c_int, what: &str) {
 
 /// Moves into a new pid namespace and forks: the grandchild, pid 1 there,
 /// runs `worker` with `channel`; this process sends `"pid N"` (the
-/// worker's pid here) on `channel`, closes it, and exits as the worker did.
+/// worker's pid here) on `channel` if `report`, closes its copies of
+/// everything the worker has, and exits as the worker did.
 fn in_new_pid_namespace<const N: usize>(
     channel: Channel<N>,
+    report: bool,
     worker: impl FnOnce(Channel<N>) -> ExitCode,
 ) -> ExitCode {
     if let Err(skip) = unshare(libc::CLONE_NEWPID, "CLONE_NEWPID") {
@@ -944,10 +972,12 @@ fn in_new_pid_namespace<const N: usize>(
         assert_eq!(std::process::id(), 1, "pid in the new namespace");
         return worker(channel);
     }
-    channel
-        .send(format!("pid {pid}").as_bytes(), &[])
-        .expect("send the worker's pid");
-    drop(channel);
+    if report {
+        channel
+            .send(format!("pid {pid}").as_bytes(), &[])
+            .expect("send the worker's pid");
+    }
+    drop((channel, worker));
     let mut status = 0;
     loop {
         // SAFETY: `status` is a live int the kernel writes.
@@ -971,7 +1001,7 @@ fn in_new_pid_namespace<const N: usize>(
 
 fn pidns_worker_child(ending: &str) -> ExitCode {
     let channel = Channel::<1>::bind(inherited(3)).expect("bind fd 3");
-    in_new_pid_namespace(channel, |channel| {
+    in_new_pid_namespace(channel, true, |channel| {
         let pipeline = channel
             .peer_credentials()
             .expect("peer_credentials of the pipeline");
@@ -1002,7 +1032,7 @@ fn pidns_worker_child(ending: &str) -> ExitCode {
 
 fn pidns_listener_child(name: &str) -> ExitCode {
     let status = Channel::<0>::bind(inherited(3)).expect("bind fd 3");
-    in_new_pid_namespace(status, |status| {
+    in_new_pid_namespace(status, true, |status| {
         let listener = Listener::<1>::bind_abstract(name.as_bytes()).expect("bind_abstract");
         status.send(b"ready", &[]).expect("send ready");
         let mut seen = Vec::new();
@@ -1039,15 +1069,66 @@ fn pidns_listener_child(name: &str) -> ExitCode {
     })
 }
 
-/// Serves protocol `Isp` on fd 3 until the pipeline hangs up (exit 0),
-/// after installing `filter` once set up. `Ping` sends two events first
-/// (one with an fd); `Slow` waits at the gate (a channel at fd 4) with
-/// `recv_timeout`. With `clock` "warm" the set-up reads the clock once, so
-/// that rustix has found the vDSO before the filter.
-fn calls_worker_child(filter: &str, clock: &str) -> ExitCode {
-    // Set-up: everything that allocates, opens or checks.
+/// The calls worker on fd 3 (gate at fd 4), under `filter` (see
+/// `seccomp::confine`), warming the clock or not (`clock`), and with
+/// `confinement` "camera" inside the whole sandbox first: a new mount
+/// namespace without `/proc`, a new pid namespace (pid 1 there),
+/// `RLIMIT_NOFILE` at the fds it needs, uid 65534 without capabilities.
+fn calls_worker_child(filter: &str, clock: &str, confinement: &str) -> ExitCode {
     let channel = Channel::<MAX_FDS>::bind(inherited(3)).expect("bind fd 3");
     let gate = Channel::<0>::bind(inherited(4)).expect("bind fd 4");
+    if confinement != "camera" {
+        return serve_calls(channel, gate, filter, clock);
+    }
+    close_strays(5);
+    if let Err(skip) = drop_proc() {
+        return skip;
+    }
+    in_new_pid_namespace(channel, false, move |channel| {
+        // Room for the set-up's memfds and one record's fds, no more.
+        let room = 2 * CALLS + 1 + MAX_FDS;
+        limit_fds(room as u64);
+        if getuid().as_raw() != 0 {
+            println!("skipped: dropping to uid {NOBODY} needs root");
+            return ExitCode::from(SKIP);
+        }
+        drop_privileges();
+        serve_calls(channel, gate, filter, clock)
+    })
+}
+
+/// Closes every fd from `first` on, as a worker does at its start: fds
+/// inherited from whoever ran the tests (a jobserver's, say) would
+/// otherwise leave room below an fd limit.
+fn close_strays(first: u32) {
+    // SAFETY: closes fds `first` and up, which nothing here owns.
+    let closed = unsafe { libc::close_range(first, u32::MAX, 0) };
+    assert_eq!(
+        closed,
+        0,
+        "close_range: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Sets `RLIMIT_NOFILE` to the highest open fd + 1 + `room`.
+fn limit_fds(room: u64) {
+    let highest = *probe_fds().last().expect("some fd") as u64;
+    let old = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let limit = rustix::process::Rlimit {
+        current: Some(highest + 1 + room),
+        maximum: old.maximum,
+    };
+    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit).expect("setrlimit");
+}
+
+/// Serves protocol `Isp` on `channel` until the pipeline hangs up (exit
+/// 0), after installing `filter` once set up. `Ping` sends two events
+/// first (one with an fd); `Slow` waits at `gate` with `recv_timeout`.
+/// With `clock` "warm" the set-up reads the clock once, so that rustix has
+/// found the vDSO before the filter.
+fn serve_calls(channel: Channel<MAX_FDS>, gate: Channel<0>, filter: &str, clock: &str) -> ExitCode {
+    // Set-up: everything that allocates, opens or checks.
     let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
     let mut responder =
         Responder::<Isp, MAX_FDS>::new(channel, &mut out, &mut inbox).expect("Responder::new");
@@ -1289,26 +1370,33 @@ fn drop_privileges() {
         unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
         "PR_SET_NO_NEW_PRIVS",
     );
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .map(str::trim)
-            .unwrap_or_else(|| panic!("no {name} in /proc/self/status"))
-            .to_string()
-    };
-    assert_eq!(
-        field("CapEff:"),
-        "0000000000000000",
-        "effective capabilities"
+    let caps = rustix::thread::capabilities(None).expect("capget");
+    assert!(
+        caps.effective.is_empty() && caps.permitted.is_empty(),
+        "capabilities left: {caps:?}"
     );
-    assert_eq!(
-        field("CapPrm:"),
-        "0000000000000000",
-        "permitted capabilities"
-    );
-    assert_eq!(field("NoNewPrivs:"), "1");
+    // The same, as the kernel shows it, where there is a /proc.
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .map(str::trim)
+                .unwrap_or_else(|| panic!("no {name} in /proc/self/status"))
+                .to_string()
+        };
+        assert_eq!(
+            field("CapEff:"),
+            "0000000000000000",
+            "effective capabilities"
+        );
+        assert_eq!(
+            field("CapPrm:"),
+            "0000000000000000",
+            "permitted capabilities"
+        );
+        assert_eq!(field("NoNewPrivs:"), "1");
+    }
     assert_eq!((getuid().as_raw(), getgid().as_raw()), (NOBODY, NOBODY));
 }
 
@@ -1329,26 +1417,10 @@ fn nobody_child() -> ExitCode {
 /// `RLIMIT_NOFILE` = highest open fd + 1 + 2: room for 2 more fds.
 fn fd_limit_child() -> ExitCode {
     let channel = Channel::<8>::bind(inherited(3)).expect("bind fd 3");
-    // Fds inherited from whoever ran the tests (a jobserver's, say) would
-    // leave room below the limit: close all but stdio and the channel, as
-    // a worker does at its start.
-    // SAFETY: closes fds 4 and up, which nothing in this process owns.
-    let closed = unsafe { libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) };
-    assert_eq!(
-        closed,
-        0,
-        "close_range: {}",
-        std::io::Error::last_os_error()
-    );
+    close_strays(4);
     let before = probe_fds();
     assert!(before.iter().all(|&fd| fd <= 3), "open fds: {before:?}");
-    let highest = *before.last().expect("some fd") as u64;
-    let old = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-    let limit = rustix::process::Rlimit {
-        current: Some(highest + 1 + 2),
-        maximum: old.maximum,
-    };
-    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit).expect("setrlimit");
+    limit_fds(2);
     let (mut data, mut fds) = ([0u8; 64], heapless::Vec::<OwnedFd, 8>::new());
     let got = channel.recv_timeout(&mut data, &mut fds, PEER_WAIT);
     assert!(
