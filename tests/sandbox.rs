@@ -11,10 +11,11 @@
 //!   grandchild is pid 1 there), with the worker or a `Listener` inside;
 //! - a seccomp filter: the allowlist of `docs/seccomp-allowlist.md`
 //!   (default action kill, or `EPERM`), and the same list without
-//!   `getsockopt`/`setsockopt`;
+//!   `getsockopt`/`setsockopt`, or without `ppoll`;
 //! - a mount namespace without `/proc`;
 //! - uid and gid 65534 with no capabilities and `no_new_privs`;
-//! - an `RLIMIT_NOFILE` just above the fds it has open.
+//! - an `RLIMIT_NOFILE` just above the fds it has open;
+//! - all of these at once (`camera_sandbox_worker_serves_calls`).
 //!
 //! The promises checked there: a peer's death is `Disconnected`, no fd
 //! leaks (counted with `/proc/self/fd` in the parent, by probing fds
@@ -30,8 +31,14 @@
 //! REASON` and exit 77, and the test passes; seccomp tests skip on
 //! architectures seccompiler does not build filters for.
 //!
-//! `SANDBOX_STRACE=FILE` runs the calls worker under `strace -f -o FILE`:
-//! how the allowlist was measured (see `docs/seccomp-allowlist.md`).
+//! A child under a seccomp filter may only `write` to fd 2: its panic hook
+//! prints the message in one `write` and exits 101 (std's report and
+//! `abort` are refused). Children that set an fd limit first close the fds
+//! they inherited by accident (`close_strays`).
+//!
+//! `SANDBOX_STRACE=FILE` runs the calls worker (and the confined caller)
+//! under `strace -f -o FILE`: how the allowlist was measured (see
+//! `docs/seccomp-allowlist.md`).
 
 mod calls_protocol;
 mod common;
