@@ -83,6 +83,12 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
                 "MAX_FDS must be at most 253 (SCM_MAX_FD)"
             );
         }
+        // rustix finds the vDSO's clock at the first clock read (with
+        // `prctl(PR_GET_AUXV)` or by opening `/proc/self/auxv`). Read it
+        // here, at set-up, so that a worker that installs a seccomp
+        // allowlist after making its channel is not killed at its first
+        // deadline wait.
+        let _ = monotonic_now();
         Self { fd }
     }
 

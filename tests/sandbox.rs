@@ -514,9 +514,11 @@ fn seccomp_allowlist_eperm_worker_serves_calls() {
 }
 
 /// A worker under the kill allowlist whose first deadline wait comes after
-/// the filter: it must not be killed. (On 8370d57 it is: rustix looks for
-/// the vDSO at the first clock read, with `prctl(PR_GET_AUXV)` and then
-/// `open("/proc/self/auxv")`, neither of which a worker's allowlist has.)
+/// the filter (it reads no clock itself before): it must not be killed. (On
+/// 8370d57 it is: rustix looks for the vDSO at the first clock read, with
+/// `prctl(PR_GET_AUXV)` and then `open("/proc/self/auxv")`, neither of
+/// which a worker's allowlist has; the crate now reads the clock when it
+/// makes a channel.)
 fn seccomp_kill_worker_first_deadline_after_the_filter() {
     calls_with_worker("kill", "cold", "plain");
 }
@@ -748,10 +750,12 @@ fn seccomp_no_poll_caller_call_fails_typed_none_in_flight() {
     let baseline = open_fds();
     {
         let (local, remote) = Channel::<MAX_FDS>::create().unwrap();
-        let mut peer = Peer::spawn(&["caller", "nopoll"], &[remote.as_fd()]);
-        drop(remote);
+        // The responder's hello is queued before the caller starts: the
+        // caller's call fails at once and it may exit before we would send.
         let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
         let responder = Responder::<Isp, MAX_FDS>::new(local, &mut out, &mut inbox).unwrap();
+        let mut peer = Peer::spawn(&["caller", "nopoll"], &[remote.as_fd()]);
+        drop(remote);
         peer.succeeds();
         drop(responder);
     }
