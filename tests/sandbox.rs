@@ -405,7 +405,7 @@ fn pidns_worker(ending: &str) {
             (0, uid, gid),
             "the worker's peer_credentials() of the pipeline: pid None (0), our uid and gid"
         );
-        let made = Channel::<1>::bind(made.expect("the worker's channel")).unwrap();
+        let made = Channel::<1>::adopt(made.expect("the worker's channel")).unwrap();
         assert_eq!(
             made.peer_credentials().unwrap(),
             Credentials {
@@ -834,7 +834,7 @@ fn nobody_without_capabilities_is_reported_and_keeps_the_promises() {
             return;
         };
         assert_eq!(data, b"mine");
-        let made = Channel::<2>::bind(fds.pop().expect("the worker's channel")).unwrap();
+        let made = Channel::<2>::adopt(fds.pop().expect("the worker's channel")).unwrap();
         assert_eq!(
             made.peer_credentials().unwrap(),
             Credentials {
@@ -1011,7 +1011,7 @@ fn in_new_pid_namespace<const N: usize>(
 }
 
 fn pidns_worker_child(ending: &str) -> ExitCode {
-    let channel = Channel::<1>::bind(inherited(3)).expect("bind fd 3");
+    let channel = Channel::<1>::adopt(inherited(3)).expect("adopt fd 3");
     in_new_pid_namespace(channel, true, |channel| {
         let pipeline = channel
             .peer_credentials()
@@ -1042,7 +1042,7 @@ fn pidns_worker_child(ending: &str) -> ExitCode {
 }
 
 fn pidns_listener_child(name: &str) -> ExitCode {
-    let status = Channel::<0>::bind(inherited(3)).expect("bind fd 3");
+    let status = Channel::<0>::adopt(inherited(3)).expect("adopt fd 3");
     in_new_pid_namespace(status, true, |status| {
         let listener = Listener::<1>::bind_abstract(name.as_bytes()).expect("bind_abstract");
         status.send(b"ready", &[]).expect("send ready");
@@ -1086,8 +1086,8 @@ fn pidns_listener_child(name: &str) -> ExitCode {
 /// namespace without `/proc`, a new pid namespace (pid 1 there),
 /// `RLIMIT_NOFILE` at the fds it needs, uid 65534 without capabilities.
 fn calls_worker_child(filter: &str, clock: &str, confinement: &str) -> ExitCode {
-    let channel = Channel::<MAX_FDS>::bind(inherited(3)).expect("bind fd 3");
-    let gate = Channel::<0>::bind(inherited(4)).expect("bind fd 4");
+    let channel = Channel::<MAX_FDS>::adopt(inherited(3)).expect("adopt fd 3");
+    let gate = Channel::<0>::adopt(inherited(4)).expect("adopt fd 4");
     if confinement != "camera" {
         return serve_calls(channel, gate, filter, clock);
     }
@@ -1219,7 +1219,7 @@ fn set_up_done() {
 /// dies before answering. "nopoll" (without `ppoll`): a call whose wait
 /// fails.
 fn caller_child(filter: &str) -> ExitCode {
-    let channel = Channel::<MAX_FDS>::bind(inherited(3)).expect("bind fd 3");
+    let channel = Channel::<MAX_FDS>::adopt(inherited(3)).expect("adopt fd 3");
     let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
     let mut caller = TestCaller::new(channel, &mut out, &mut inbox).expect("Caller::new");
     let _ = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
@@ -1324,7 +1324,7 @@ fn noproc_channel_child() -> ExitCode {
     if let Err(skip) = drop_proc() {
         return skip;
     }
-    let channel = Channel::<2>::bind(inherited(3)).expect("bind fd 3");
+    let channel = Channel::<2>::adopt(inherited(3)).expect("adopt fd 3");
     check_promises(&channel);
     ExitCode::SUCCESS
 }
@@ -1417,7 +1417,7 @@ fn nobody_child() -> ExitCode {
         return ExitCode::from(SKIP);
     }
     drop_privileges();
-    let pipeline = Channel::<2>::bind(inherited(3)).expect("bind fd 3");
+    let pipeline = Channel::<2>::adopt(inherited(3)).expect("adopt fd 3");
     let (mine, theirs) = Channel::<2>::create().expect("create");
     pipeline.send(b"mine", &[theirs.as_fd()]).expect("send");
     drop(theirs);
@@ -1427,7 +1427,7 @@ fn nobody_child() -> ExitCode {
 
 /// `RLIMIT_NOFILE` = highest open fd + 1 + 2: room for 2 more fds.
 fn fd_limit_child() -> ExitCode {
-    let channel = Channel::<8>::bind(inherited(3)).expect("bind fd 3");
+    let channel = Channel::<8>::adopt(inherited(3)).expect("adopt fd 3");
     close_strays(4);
     let before = probe_fds();
     assert!(before.iter().all(|&fd| fd <= 3), "open fds: {before:?}");
