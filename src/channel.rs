@@ -803,18 +803,21 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
     /// loses nothing), and end-of-file has none. A peek with no control
     /// buffer then shows any queued record as `MSG_CTRUNC` (or by its
     /// length), an empty queue with the peer alive as `EAGAIN`, and
-    /// end-of-file as 0 bytes and nothing else. So only the first empty
-    /// record, if it is the last one before the hang-up, reads as
+    /// end-of-file as 0 bytes and nothing else, which a `poll` for the
+    /// hang-up confirms (end-of-file comes only after one; the check also
+    /// keeps an emulator that drops `MSG_CTRUNC`, such as qemu-user, from
+    /// reading a live peer's empty record as a hang-up). So only the first
+    /// empty record, if it is the last one before the hang-up, reads as
     /// end-of-file; every later one carries credentials.
     ///
     /// Where `setsockopt` is refused (a seccomp filter that allows the
     /// receive but not socket options), the peek alone cannot tell an empty
-    /// record without fds from end-of-file: a `poll` for the hang-up decides
-    /// (and if `poll` too is refused, a hang-up is assumed). Then an empty
-    /// record without fds queued right before a hang-up reads as
-    /// end-of-file, and a record after it would come after `Disconnected`.
+    /// record without fds from end-of-file, and the `poll` decides (if it
+    /// too is refused, a hang-up is assumed). Then an empty record without
+    /// fds queued right before a hang-up reads as end-of-file, and a record
+    /// after it would come after `Disconnected`.
     fn peer_is_gone(&self) -> bool {
-        let exact = sockopt::set_socket_passcred(&self.fd, true).is_ok();
+        let _ = sockopt::set_socket_passcred(&self.fd, true);
         let mut no_control = RecvAncillaryBuffer::new(&mut []);
         let peek = RecvFlags::PEEK | RecvFlags::DONTWAIT | RecvFlags::TRUNC;
         let next = loop {
@@ -828,9 +831,6 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
         };
         match next {
             Ok(next) if next.bytes == 0 && !next.flags.contains(ReturnFlags::CTRUNC) => {
-                if exact {
-                    return true;
-                }
                 let mut watch = [PollFd::new(&self.fd, PollFlags::RDHUP)];
                 match retry_on_intr(|| poll(&mut watch, Some(&Timespec::default()))) {
                     Ok(_) => watch[0]
