@@ -53,7 +53,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use ipc_unixsocket::calls::{Attach, Call, Caller, FdSlot, Incoming, Protocol, Responder};
+use ipc_unixsocket::calls::{Attach, Call, Caller, Cookie, FdSlot, Incoming, Protocol, Responder};
 use ipc_unixsocket::{Channel, Error};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, fcntl_get_seals, fstat, memfd_create};
@@ -164,7 +164,7 @@ struct Frame {
     expected: Stats,
     sent_at: Option<Instant>,
     /// The cookie of its call while it is in flight.
-    cookie: Option<u32>,
+    cookie: Option<Cookie>,
 }
 
 fn pipeline() -> Result<()> {
@@ -277,7 +277,7 @@ fn stream(channel: Channel<BUFFERS>, worker: &mut Child, frames: &mut [Frame]) -
             PollFd::new(&ipa, PollFlags::IN),
         ];
         // Wake for the timer, the channel, or the first call's deadline.
-        let wait = ipa.poll_timeout().unwrap_or(WATCHDOG).min(WATCHDOG);
+        let wait = ipa.until_next_deadline().unwrap_or(WATCHDOG).min(WATCHDOG);
         match poll(&mut watch, Some(&timespec(wait))) {
             Ok(_) | Err(Errno::INTR) => {}
             Err(errno) => return Err(errno.into()),
@@ -303,7 +303,7 @@ fn stream(channel: Channel<BUFFERS>, worker: &mut Child, frames: &mut [Frame]) -
             }
         }
         // Everything that is ready, in order: poll never blocks.
-        while let Some(incoming) = ipa.poll()? {
+        while let Some(incoming) = ipa.try_incoming()? {
             match incoming {
                 Incoming::Reply {
                     cookie,
@@ -334,7 +334,7 @@ fn stream(channel: Channel<BUFFERS>, worker: &mut Child, frames: &mut [Frame]) -
         &mut [PollFd::new(&ipa, PollFlags::IN)],
         Some(&timespec(WATCHDOG)),
     )?;
-    match ipa.poll() {
+    match ipa.try_incoming() {
         Err(Error::Disconnected) => {}
         other => return Err(format!("after the kill: {other:?}").into()),
     }
@@ -353,7 +353,12 @@ fn stream(channel: Channel<BUFFERS>, worker: &mut Child, frames: &mut [Frame]) -
 }
 
 /// Checks a frame's statistics against the pipeline's own.
-fn check_stats(cookie: u32, number: u32, stats: Stats, frames: &mut [Frame]) -> Result<&mut Frame> {
+fn check_stats(
+    cookie: Cookie,
+    number: u32,
+    stats: Stats,
+    frames: &mut [Frame],
+) -> Result<&mut Frame> {
     let frame = frames
         .iter_mut()
         .find(|frame| frame.cookie == Some(cookie))

@@ -20,8 +20,8 @@ use calls_protocol::{
 };
 use common::{Watchdog, open_fds, serial};
 use ipc_unixsocket::calls::{
-    Attach, CallHeader, Caller, Claims, FdSlot, Incoming, Kind, Protocol, Rejection, Responder,
-    Served,
+    Attach, CallHeader, Caller, Claims, Cookie, FdSlot, Incoming, Kind, Protocol, Rejection,
+    Responder, Served,
 };
 use ipc_unixsocket::{Channel, Error};
 use rustix::event::{PollFd, PollFlags, poll};
@@ -86,7 +86,7 @@ impl Worker {
 /// Waits until the caller's socket is readable or the first call deadline
 /// has passed; fails the test if neither happens within `LONG`.
 fn wait_for(caller: &TestCaller<'_>) {
-    wait_readable(caller.as_fd(), caller.poll_timeout());
+    wait_readable(caller.as_fd(), caller.until_next_deadline());
 }
 
 fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, deadline_in: Option<Duration>) {
@@ -108,21 +108,21 @@ fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, deadline_in: Option<Duration>)
 fn next<T>(caller: &mut TestCaller<'_>, map: impl FnOnce(Incoming<'_, Isp, MAX_FDS>) -> T) -> T {
     let mut map = Some(map);
     loop {
-        if let Some(incoming) = caller.poll().expect("poll") {
+        if let Some(incoming) = caller.try_incoming().expect("poll") {
             return map.take().unwrap()(incoming);
         }
         wait_for(caller);
     }
 }
 
-/// What the tests compare `poll`'s reports by: owned, with fd contents.
+/// What the tests compare `try_incoming`'s reports by: owned, with fd contents.
 #[derive(Debug, PartialEq, Eq)]
 enum Seen {
-    Reply { cookie: u32, reply: String },
-    Exported { cookie: u32, contents: Vec<u8> },
+    Reply { cookie: Cookie, reply: String },
+    Exported { cookie: Cookie, contents: Vec<u8> },
     Event(String),
     Frame { seq: u32, contents: Vec<u8> },
-    Failed { cookie: u32, error: Error },
+    Failed { cookie: Cookie, error: Error },
     BadEvent(Error),
 }
 
@@ -150,6 +150,7 @@ fn seen(incoming: Incoming<'_, Isp, MAX_FDS>) -> Seen {
         Incoming::Event { event, .. } => Seen::Event(format!("{event:?}")),
         Incoming::Failed { cookie, error } => Seen::Failed { cookie, error },
         Incoming::BadEvent(error) => Seen::BadEvent(error),
+        other => panic!("an outcome these tests do not know: {other:?}"),
     }
 }
 
@@ -262,7 +263,7 @@ fn out_of_order_replies_are_matched_by_cookie() {
     });
     let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
     let mut caller = TestCaller::new(pipeline, &mut out, &mut inbox).unwrap();
-    let sent: Vec<(u32, &[u8])> = [&b"first"[..], b"second", b"third"]
+    let sent: Vec<(Cookie, &[u8])> = [&b"first"[..], b"second", b"third"]
         .into_iter()
         .map(|contents| {
             let cookie = caller
@@ -390,7 +391,7 @@ fn late_reply_after_started_call_timeout_is_dropped_counted_and_closed() {
     worker.open_gate();
     wait_readable(caller.as_fd(), None);
     assert!(
-        caller.poll().unwrap().is_none(),
+        caller.try_incoming().unwrap().is_none(),
         "a late reply was reported"
     );
     assert_eq!(caller.late_replies(), 1);
@@ -489,7 +490,7 @@ fn events_interleaved_with_replies_arrive_in_order() {
             Seen::Event("Progress { seq: 3 }".into()),
         ]
     );
-    let cookies: Vec<u32> = (10..13)
+    let cookies: Vec<Cookie> = (10..13)
         .map(|n| caller.start(&Request::Ping(n), &[], Some(LONG)).unwrap())
         .collect();
     let got: Vec<Seen> = (0..7).map(|_| next(&mut caller, seen)).collect();
@@ -515,7 +516,7 @@ fn events_interleaved_with_replies_arrive_in_order() {
             },
         ]
     );
-    assert!(caller.poll().unwrap().is_none());
+    assert!(caller.try_incoming().unwrap().is_none());
     drop(caller);
     worker.join().unwrap();
 }
@@ -710,7 +711,7 @@ fn mismatch<P: Protocol + 'static>(same_name: bool) {
     assert_eq!(first.unwrap_err(), theirs);
     let second = caller.call(&Request::Ping(2), &[], LONG, |_, _| {});
     assert_eq!(second.unwrap_err(), theirs);
-    assert_eq!(caller.poll().unwrap_err(), theirs);
+    assert_eq!(caller.try_incoming().unwrap_err(), theirs);
     // The worker's side: the hello, then the one request that was sent
     // before the caller saw the worker's hello, refused unhandled.
     let served = || reports.recv_timeout(LONG).expect("worker stopped");
@@ -745,7 +746,7 @@ fn mismatch<P: Protocol + 'static>(same_name: bool) {
             error: theirs
         }
     );
-    assert_eq!(caller.poll().unwrap_err(), theirs);
+    assert_eq!(caller.try_incoming().unwrap_err(), theirs);
     assert_eq!(
         caller
             .start(&Request::Ping(4), &[], Some(LONG))
@@ -842,7 +843,7 @@ fn start_with_the_table_full_is_too_many_calls() {
     let worker = Worker::spawn(channel);
     let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
     let mut caller = TestCaller::new(pipeline, &mut out, &mut inbox).unwrap();
-    let cookies: Vec<u32> = (0..CALLS as u32)
+    let cookies: Vec<Cookie> = (0..CALLS as u32)
         .map(|n| caller.start(&Request::Ping(n), &[], Some(LONG)).unwrap())
         .collect();
     let refused = caller.start(&Request::Ping(99), &[], Some(LONG));
@@ -928,7 +929,7 @@ fn notify_is_handled_and_gets_no_reply() {
             reply: "Pong(2)".into()
         }
     );
-    assert!(caller.poll().unwrap().is_none());
+    assert!(caller.try_incoming().unwrap().is_none());
     assert_eq!((caller.late_replies(), caller.discarded()), (0, 0));
     drop(caller);
     let log = worker.join();
@@ -1156,6 +1157,133 @@ fn random_requests_round_trip_through_call_and_start() {
         panic!("{failure}");
     }
     assert_eq!(open_fds(), baseline, "fds leaked over the run");
+    drop(caller);
+    worker.join();
+}
+
+// ---------------------------------------------------------------------------
+// 10. Cancel, and the channel given back (issue 19.4).
+
+/// A cancelled call is no longer in flight, and its reply (with an fd) is
+/// dropped by `try_incoming` like a late reply: nothing reported, counted,
+/// its fd closed; the next call gets its own reply. Fails if `cancel`
+/// leaves the call in the table (its reply would be reported) or if the
+/// dropped reply's fd stays open.
+#[test]
+fn cancelled_call_reply_is_dropped_counted_and_its_fds_closed() {
+    let _serial = serial();
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, channel) = Channel::<MAX_FDS>::pair().unwrap();
+    let worker = Worker::spawn(channel);
+    let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
+    let mut caller = TestCaller::new(pipeline, &mut out, &mut inbox).unwrap();
+    let slow = caller
+        .start(
+            &Request::Slow {
+                contents: b"cancelled",
+            },
+            &[],
+            Some(LONG),
+        )
+        .unwrap();
+    worker.wait_at_gate();
+    // The worker's hello, read now so that the next readable is the reply.
+    assert!(caller.try_incoming().unwrap().is_none());
+    assert!(caller.cancel(slow), "the call was in flight");
+    assert!(!caller.cancel(slow), "cancelled twice");
+    assert_eq!(caller.in_flight(), 0);
+    assert_eq!(caller.until_next_deadline(), None, "its deadline is gone");
+    let baseline = open_fds();
+    worker.open_gate();
+    wait_readable(caller.as_fd(), None);
+    assert!(
+        caller.try_incoming().unwrap().is_none(),
+        "a cancelled call's reply was reported"
+    );
+    assert_eq!(caller.late_replies(), 1);
+    assert_eq!(caller.discarded(), 0);
+    assert_eq!(
+        open_fds(),
+        baseline,
+        "the cancelled reply's fd is still open"
+    );
+    let ping = caller.start(&Request::Ping(6), &[], Some(LONG)).unwrap();
+    assert_eq!(
+        next(&mut caller, seen),
+        Seen::Reply {
+            cookie: ping,
+            reply: "Pong(6)".into()
+        }
+    );
+    drop(caller);
+    let log = worker.join();
+    assert_eq!(log.served.len(), 4, "{log:?}"); // hello, slow, ping, gone
+}
+
+/// Cancelling one of several calls leaves the others alone: their replies
+/// arrive with their cookies. Fails if `cancel` removes another call (or
+/// every call) from the table.
+#[test]
+fn cancel_ends_only_the_call_it_names() {
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, channel) = Channel::<MAX_FDS>::pair().unwrap();
+    let worker = Worker::spawn(channel);
+    let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
+    let mut caller = TestCaller::new(pipeline, &mut out, &mut inbox).unwrap();
+    let cookies: Vec<Cookie> = (20..23)
+        .map(|n| caller.start(&Request::Ping(n), &[], Some(LONG)).unwrap())
+        .collect();
+    assert!(caller.cancel(cookies[1]));
+    assert_eq!(caller.in_flight(), 2);
+    let got: Vec<Seen> = (0..2).map(|_| next(&mut caller, seen)).collect();
+    assert_eq!(
+        got,
+        [
+            Seen::Reply {
+                cookie: cookies[0],
+                reply: "Pong(20)".into()
+            },
+            Seen::Reply {
+                cookie: cookies[2],
+                reply: "Pong(22)".into()
+            },
+        ]
+    );
+    assert_eq!(caller.late_replies(), 1, "the cancelled call's reply");
+    drop(caller);
+    worker.join();
+}
+
+/// Both ends give their channel back, still connected: raw records go
+/// through it both ways, and a new caller and responder made on the two
+/// channels speak again. Fails if `into_channel` closed or swapped the
+/// socket.
+#[test]
+fn into_channel_gives_back_the_connected_channel() {
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, worker) = Channel::<MAX_FDS>::pair().unwrap();
+    let (mut wout, mut win) = ([0u8; BUF], [0u8; BUF]);
+    let mut responder = Responder::<Isp, MAX_FDS>::new(worker, &mut wout, &mut win).unwrap();
+    let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
+    let mut caller = TestCaller::new(pipeline, &mut out, &mut inbox).unwrap();
+    let _ping = caller.start(&Request::Ping(1), &[], Some(LONG)).unwrap();
+    for _ in 0..2 {
+        responder.serve(|_| Ok(Reply::Pong(1))).unwrap(); // hello, ping
+    }
+    assert!(matches!(next(&mut caller, seen), Seen::Reply { .. }));
+    let (pipeline, worker) = (caller.into_channel(), responder.into_channel());
+    let mut data = [0u8; 16];
+    let mut fds = heapless::Vec::<OwnedFd, MAX_FDS>::new();
+    pipeline.send(b"raw", &[]).unwrap();
+    let got = worker.recv_timeout(&mut data, &mut fds, LONG).unwrap();
+    assert_eq!(&data[..got.data_len], b"raw");
+    worker.send(b"back", &[]).unwrap();
+    let got = pipeline.recv_timeout(&mut data, &mut fds, LONG).unwrap();
+    assert_eq!(&data[..got.data_len], b"back");
+    let worker = Worker::spawn(worker);
+    let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
+    let mut caller = TestCaller::new(pipeline, &mut out, &mut inbox).unwrap();
+    ping(&mut caller, &Request::Ping(9), 9);
     drop(caller);
     worker.join();
 }

@@ -230,7 +230,7 @@ fn late_reply_fds_are_closed_when_the_reply_is_read() {
         .unwrap();
     // The call is over before anything arrives.
     assert!(matches!(
-        caller.poll().unwrap(),
+        caller.try_incoming().unwrap(),
         Some(ipc_unixsocket::calls::Incoming::Failed {
             error: Error::TimedOut,
             ..
@@ -240,11 +240,11 @@ fn late_reply_fds_are_closed_when_the_reply_is_read() {
     {
         let file = memfd(b"late");
         let body = encode(&Reply::Pong(1));
-        raw.send(&record(Kind::Reply, cookie, &body), &[file.as_fd()])
+        raw.send(&record(Kind::Reply, cookie.get(), &body), &[file.as_fd()])
             .unwrap();
     }
     assert_eq!(open_fds(), baseline, "the sender's copy is closed");
-    assert!(caller.poll().unwrap().is_none());
+    assert!(caller.try_incoming().unwrap().is_none());
     assert_eq!(caller.late_replies(), 1);
     assert_eq!(open_fds(), baseline, "the late reply's fd is closed");
 }

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use common::{harness, identity, memfd, wait_child};
 use ipc_unixsocket::calls::{
-    Attach, Call, Caller, Claims, FdSlot, Incoming, Protocol, Responder, Served,
+    Attach, Call, Caller, Claims, Cookie, FdSlot, Incoming, Protocol, Responder, Served,
 };
 use ipc_unixsocket::{Channel, Error};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
@@ -419,7 +419,7 @@ fn polled_calls(
     to: u32,
 ) {
     // `(cookie, seq, buffer)` of the calls in flight.
-    let mut flying = heapless::Vec::<(u32, u32, usize), DEPTH>::new();
+    let mut flying = heapless::Vec::<(Cookie, u32, usize), DEPTH>::new();
     let mut next = from;
     let mut done = from;
     while done < to {
@@ -442,7 +442,7 @@ fn polled_calls(
             seen.failures += 1;
             return;
         }
-        let timeout = caller.poll_timeout().map(|left| Timespec {
+        let timeout = caller.until_next_deadline().map(|left| Timespec {
             tv_sec: left.as_secs() as _,
             tv_nsec: left.subsec_nanos() as _,
         });
@@ -455,7 +455,7 @@ fn polled_calls(
             }
         }
         loop {
-            match caller.poll() {
+            match caller.try_incoming() {
                 Ok(None) => break,
                 Ok(Some(Incoming::Reply { cookie, reply, fds })) => {
                     match flying.iter().position(|&(c, ..)| c == cookie) {
@@ -468,7 +468,7 @@ fn polled_calls(
                     done += 1;
                 }
                 Ok(Some(Incoming::Event { event, fds })) => seen.event(&event, fds),
-                Ok(Some(Incoming::Failed { .. } | Incoming::BadEvent(_))) | Err(_) => {
+                Ok(Some(_)) | Err(_) => {
                     seen.failures += 1;
                     return;
                 }

@@ -781,7 +781,7 @@ fn fuzz_caller(fixtures: &'static Fixtures, flags: u8, input: &[u8]) {
         let fds = [fixtures.memfds[k].as_fd()];
         let fds = &fds[..k % 2];
         let timeout = zero_timeout.then_some(core::time::Duration::ZERO);
-        let cookie = caller.start(&request, fds, timeout).expect("start");
+        let cookie = caller.start(&request, fds, timeout).expect("start").get();
         assert!(
             cookie != 0 && !model.started.contains(&cookie),
             "a fresh cookie"
@@ -860,28 +860,28 @@ fn fuzz_caller(fixtures: &'static Fixtures, flags: u8, input: &[u8]) {
         model.pending.clear();
         assert_eq!(sorted(got), want, "after the hang-up");
         assert_eq!(end, Err(dead), "after the hang-up");
-        assert!(caller.poll().err() == Some(dead), "dead for good");
+        assert!(caller.try_incoming().err() == Some(dead), "dead for good");
     } else if let Some(error) = model.dead {
-        assert!(caller.poll().err() == Some(error), "dead for good");
+        assert!(caller.try_incoming().err() == Some(error), "dead for good");
     } else {
         // A genuine reply for every call still in flight arrives.
         let reply_fd = [fixtures.memfds[5].as_fd()];
         for &cookie in &model.pending {
             send_call(&peer, REPLY, cookie, &Reply::Len(cookie), &reply_fd);
-            match caller.poll() {
+            match caller.try_incoming() {
                 Ok(Some(Incoming::Reply {
                     cookie: got,
                     reply,
                     fds,
                 })) => {
-                    assert_eq!(got, cookie, "the genuine reply's cookie");
+                    assert_eq!(got.get(), cookie, "the genuine reply's cookie");
                     assert!(model.delivered.insert(cookie), "delivered twice: {cookie}");
                     assert_eq!(reply, Reply::Len(cookie));
                     assert_claims(fds, &reply_fd, "the genuine reply");
                 }
                 other => panic!("the genuine reply for {cookie}: got {other:?}"),
             }
-            assert!(matches!(caller.poll(), Ok(None)));
+            assert!(matches!(caller.try_incoming(), Ok(None)));
         }
         model.pending.clear();
         assert_eq!(caller.in_flight(), 0);
@@ -910,22 +910,23 @@ fn drain_until_dead(
     what: &str,
 ) -> Result<(), Error> {
     for _ in 0..64 {
-        match caller.poll() {
+        match caller.try_incoming() {
             Ok(None) => return Ok(()),
             Err(error) => return Err(error),
             Ok(Some(incoming)) => got.push(match incoming {
                 Incoming::Reply { cookie, reply, fds } => {
                     let n = fds.len();
                     assert_claims(fds, sent, what);
-                    Delivery::Reply(cookie, format!("{reply:?}"), n)
+                    Delivery::Reply(cookie.get(), format!("{reply:?}"), n)
                 }
                 Incoming::Event { event, fds } => {
                     let n = fds.len();
                     assert_claims(fds, sent, what);
                     Delivery::Event(format!("{event:?}"), n)
                 }
-                Incoming::Failed { cookie, error } => Delivery::Failed(cookie, error),
+                Incoming::Failed { cookie, error } => Delivery::Failed(cookie.get(), error),
                 Incoming::BadEvent(error) => Delivery::BadEvent(error),
+                other => panic!("an outcome the model does not know: {other:?}"),
             }),
         }
     }

@@ -20,8 +20,9 @@ struct Pending {
 
 /// The calling end of protocol `P` over a channel: blocking [`call`]s, and
 /// for a `poll` main loop, calls [`start`]ed without waiting whose replies,
-/// timeouts and failures come back from [`poll`], together with the
-/// responder's events. At most `CALLS` calls are in flight at once.
+/// timeouts and failures come back from [`try_incoming`], together with the
+/// responder's events, and can be [`cancel`]led. At most `CALLS` calls are
+/// in flight at once.
 ///
 /// The caller sends with `MSG_DONTWAIT` (or waits for room until the
 /// call's deadline), so a worker that stops reading cannot block it; and
@@ -36,7 +37,8 @@ struct Pending {
 ///
 /// [`call`]: Self::call
 /// [`start`]: Self::start
-/// [`poll`]: Self::poll
+/// [`try_incoming`]: Self::try_incoming
+/// [`cancel`]: Self::cancel
 /// [`late_replies`]: Self::late_replies
 ///
 /// # Example
@@ -52,12 +54,88 @@ pub struct Caller<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> {
     protocol: PhantomData<fn() -> P>,
 }
 
-/// What [`Caller::poll`] hands back.
+/// The cookie of a call [`start`](Caller::start)ed without waiting: how
+/// its reply or failure is recognised in [`Caller::try_incoming`], and how
+/// it is [`cancel`](Caller::cancel)led. Dropping it unused is a warning
+/// (`#[must_use]`): a started call whose cookie is lost can neither be
+/// matched nor cancelled.
+///
+/// # Example
+///
+/// ```
+/// use ipc_unixsocket::Channel;
+/// use ipc_unixsocket::calls::{Caller, Cookie, Protocol};
+///
+/// struct Ping;
+/// impl Protocol for Ping {
+///     const NAME: &'static str = "ping";
+///     const VERSION: u32 = 1;
+///     type Request<'a> = ();
+///     type Reply<'a> = ();
+///     type Event<'a> = ();
+/// }
+///
+/// let (pipeline, _worker) = Channel::<0>::pair()?;
+/// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+/// let mut caller = Caller::<Ping, 0, 2>::new(pipeline, &mut out, &mut inbox)?;
+/// let first: Cookie = caller.start(&(), &[], None)?;
+/// let second = caller.start(&(), &[], None)?;
+/// assert_ne!(first, second);
+/// assert_eq!(first.get(), 1); // the number on the wire
+/// # Ok::<(), ipc_unixsocket::Error>(())
+/// ```
+///
+/// A cookie dropped unused fails a crate that denies `unused_must_use`:
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// # use ipc_unixsocket::{Channel, calls::{Caller, Protocol}};
+/// # struct Ping;
+/// # impl Protocol for Ping {
+/// #     const NAME: &'static str = "ping";
+/// #     const VERSION: u32 = 1;
+/// #     type Request<'a> = ();
+/// #     type Reply<'a> = ();
+/// #     type Event<'a> = ();
+/// # }
+/// # fn main() -> Result<(), ipc_unixsocket::Error> {
+/// # let (pipeline, _worker) = Channel::<0>::pair()?;
+/// # let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+/// # let mut caller = Caller::<Ping, 0, 2>::new(pipeline, &mut out, &mut inbox)?;
+/// caller.start(&(), &[], None)?;
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "a started call is matched and cancelled by its cookie"]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Cookie(u32);
+
+impl Cookie {
+    /// The cookie as it travels in the call header (never 0).
+    ///
+    /// # Example
+    ///
+    /// See [`Cookie`].
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for Cookie {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "call {}", self.0)
+    }
+}
+
+/// What [`Caller::try_incoming`] hands back. New kinds of outcome may be
+/// added (`#[non_exhaustive]`): a `match` on it needs a `_` arm.
+#[non_exhaustive]
 pub enum Incoming<'a, P: Protocol, const MAX_FDS: usize> {
     /// The reply to the call with this cookie, and the fds it came with.
     Reply {
         /// The call's cookie, as [`Caller::start`] returned it.
-        cookie: u32,
+        cookie: Cookie,
         /// The reply, borrowing from the caller's incoming buffer.
         reply: P::Reply<'a>,
         /// The reply's fds, to be claimed by slot.
@@ -78,7 +156,7 @@ pub enum Incoming<'a, P: Protocol, const MAX_FDS: usize> {
     /// ([`Error::Disconnected`]).
     Failed {
         /// The call's cookie.
-        cookie: u32,
+        cookie: Cookie,
         /// Why it ended.
         error: Error,
     },
@@ -280,9 +358,10 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     }
 
     /// Sends `request` with `fds` as a call whose reply (or failure) will
-    /// come back from [`poll`](Self::poll) with the returned cookie. Never
-    /// blocks: a full socket is [`Error::WouldBlock`] and no call is
-    /// started. `timeout` (`None` for none) is counted from now.
+    /// come back from [`try_incoming`](Self::try_incoming) with the
+    /// returned cookie. Never blocks: a full socket is
+    /// [`Error::WouldBlock`] and no call is started. `timeout` (`None` for
+    /// none) is counted from now.
     ///
     /// # Errors
     ///
@@ -292,18 +371,93 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     ///
     /// # Example
     ///
-    /// See [`Caller::poll`].
+    /// See [`Caller::try_incoming`].
     pub fn start(
         &mut self,
         request: &P::Request<'_>,
         fds: &[BorrowedFd<'_>],
         timeout: Option<Duration>,
-    ) -> Result<u32, Error> {
+    ) -> Result<Cookie, Error> {
         if self.pending.is_full() {
             return Err(Error::TooManyCalls { max: CALLS });
         }
         let deadline = timeout.and_then(|t| monotonic_now().checked_add(t));
         self.send_request(request, fds, deadline, Wait::Now)
+            .map(Cookie)
+    }
+
+    /// Ends the started call `cookie` without waiting for its reply, and
+    /// returns whether it was in flight. The request has been sent and may
+    /// still be handled: when its reply comes, it is dropped with its fds
+    /// and counted in [`late_replies`](Self::late_replies), like the reply
+    /// of a call that timed out. No system call.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ipc_unixsocket::{Channel, Error};
+    /// use ipc_unixsocket::calls::{Caller, Protocol, Responder};
+    ///
+    /// struct Double;
+    /// impl Protocol for Double {
+    ///     const NAME: &'static str = "double";
+    ///     const VERSION: u32 = 1;
+    ///     type Request<'a> = u32;
+    ///     type Reply<'a> = u32;
+    ///     type Event<'a> = ();
+    /// }
+    ///
+    /// let (pipeline, worker) = Channel::<0>::pair()?;
+    /// let (mut wout, mut win) = ([0u8; 32], [0u8; 32]);
+    /// let mut responder = Responder::<Double, 0>::new(worker, &mut wout, &mut win)?;
+    /// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+    /// let mut caller = Caller::<Double, 0, 1>::new(pipeline, &mut out, &mut inbox)?;
+    ///
+    /// let slow = caller.start(&20, &[], None)?;
+    /// assert!(caller.cancel(slow));
+    /// assert!(!caller.cancel(slow)); // no longer in flight
+    /// for _ in 0..2 { // the hello, then the cancelled request
+    ///     responder.serve(|call| Ok(call.request * 2))?;
+    /// }
+    /// assert!(caller.try_incoming()?.is_none()); // its reply is dropped...
+    /// assert_eq!(caller.late_replies(), 1); // ...and counted
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn cancel(&mut self, cookie: Cookie) -> bool {
+        self.finish(cookie.0)
+    }
+
+    /// Gives the channel back, for another protocol or another owner.
+    /// Calls in flight are abandoned: their replies, if they come, are
+    /// records on the channel like any other. No system call.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::Channel;
+    /// use ipc_unixsocket::calls::{Caller, Protocol};
+    ///
+    /// struct Ping;
+    /// impl Protocol for Ping {
+    ///     const NAME: &'static str = "ping";
+    ///     const VERSION: u32 = 1;
+    ///     type Request<'a> = ();
+    ///     type Reply<'a> = ();
+    ///     type Event<'a> = ();
+    /// }
+    ///
+    /// let (pipeline, worker) = Channel::<0>::pair()?;
+    /// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+    /// let caller = Caller::<Ping, 0, 1>::new(pipeline, &mut out, &mut inbox)?;
+    /// let pipeline: Channel<0> = caller.into_channel();
+    /// pipeline.send(b"raw again", &[])?;
+    /// # let _ = worker;
+    /// # Ok::<(), ipc_unixsocket::Error>(())
+    /// ```
+    #[must_use]
+    pub fn into_channel(self) -> Channel<MAX_FDS> {
+        self.end.into_channel()
     }
 
     /// Sends `request` with `fds` as a one-way message (cookie 0): the
@@ -348,14 +502,15 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     /// The next thing that happened, or `None` when nothing is left to
     /// report right now: a reply, an event, or a call that ended without a
     /// reply. Never blocks; call it until `None` each time the channel is
-    /// readable or [`poll_timeout`](Self::poll_timeout) has passed.
+    /// readable or [`until_next_deadline`](Self::until_next_deadline) has
+    /// passed.
     ///
     /// Replies to calls that are no longer in flight are dropped and
     /// counted; records that are not replies or events are dropped and
     /// counted ([`discarded`](Self::discarded)); their fds are closed as
     /// they are read. One `poll` drops at most 32 such records before it
     /// returns `None`, so a flood of them cannot hold the loop: the channel
-    /// then stays readable and the next `poll` goes on. A reply too large
+    /// then stays readable and the next call goes on. A reply too large
     /// for the inbox fails its call ([`Error::Truncated`]), an event too
     /// large is [`Incoming::BadEvent`]. When the peer is gone,
     /// every call in flight comes back as [`Incoming::Failed`] with
@@ -395,7 +550,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     ///     responder.serve(|call| Ok(call.request * 2))?;
     /// }
     /// let mut replies = Vec::new();
-    /// while let Some(incoming) = caller.poll()? {
+    /// while let Some(incoming) = caller.try_incoming()? {
     ///     if let Incoming::Reply { cookie, reply, .. } = incoming {
     ///         replies.push((cookie, reply));
     ///     }
@@ -403,22 +558,28 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     /// assert_eq!(replies, [(a, 40), (b, 42)]);
     /// # Ok::<(), Error>(())
     /// ```
-    pub fn poll(&mut self) -> Result<Option<Incoming<'_, P, MAX_FDS>>, Error> {
+    pub fn try_incoming(&mut self) -> Result<Option<Incoming<'_, P, MAX_FDS>>, Error> {
         let found = match self.step(Wait::Now)? {
             Step::Nothing => return Ok(None),
             found => found,
         };
         let fds = self.end.claims();
         Ok(Some(match found {
-            Step::Reply { cookie, arrived } => match decode(self.end.body(arrived)) {
-                Ok(reply) => Incoming::Reply { cookie, reply, fds },
-                Err(error) => Incoming::Failed { cookie, error },
-            },
+            Step::Reply { cookie, arrived } => {
+                let cookie = Cookie(cookie);
+                match decode(self.end.body(arrived)) {
+                    Ok(reply) => Incoming::Reply { cookie, reply, fds },
+                    Err(error) => Incoming::Failed { cookie, error },
+                }
+            }
             Step::Event(arrived) => match decode(self.end.body(arrived)) {
                 Ok(event) => Incoming::Event { event, fds },
                 Err(error) => Incoming::BadEvent(error),
             },
-            Step::Failed { cookie, error } => Incoming::Failed { cookie, error },
+            Step::Failed { cookie, error } => Incoming::Failed {
+                cookie: Cookie(cookie),
+                error,
+            },
             Step::BadEvent(error) => Incoming::BadEvent(error),
             Step::Nothing => return Ok(None),
         }))
@@ -429,15 +590,16 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     ///
     /// # Example
     ///
-    /// See [`poll_timeout`](Self::poll_timeout).
+    /// See [`until_next_deadline`](Self::until_next_deadline).
     #[must_use]
     pub fn next_deadline(&self) -> Option<Duration> {
         self.pending.iter().filter_map(|p| p.deadline).min()
     }
 
-    /// How long a `poll` of the main loop may wait before
-    /// [`poll`](Self::poll) has a timeout to report: `None` when no call in
-    /// flight has a deadline.
+    /// How long the main loop's `poll` may wait before
+    /// [`try_incoming`](Self::try_incoming) has a timeout to report: the
+    /// time left until [`next_deadline`](Self::next_deadline), `None` when
+    /// no call in flight has a deadline. It does not wait itself.
     ///
     /// # Example
     ///
@@ -458,22 +620,54 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     /// let (pipeline, _worker) = Channel::<0>::pair()?;
     /// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
     /// let mut caller = Caller::<Ping, 0, 1>::new(pipeline, &mut out, &mut inbox)?;
-    /// assert_eq!(caller.poll_timeout(), None);
-    /// caller.start(&(), &[], Some(Duration::from_millis(50)))?;
-    /// assert!(caller.poll_timeout().unwrap() <= Duration::from_millis(50));
+    /// assert_eq!(caller.until_next_deadline(), None);
+    /// let _call = caller.start(&(), &[], Some(Duration::from_millis(50)))?;
+    /// assert!(caller.until_next_deadline().unwrap() <= Duration::from_millis(50));
     /// # Ok::<(), ipc_unixsocket::Error>(())
     /// ```
     #[must_use]
-    pub fn poll_timeout(&self) -> Option<Duration> {
+    pub fn until_next_deadline(&self) -> Option<Duration> {
         self.next_deadline()
             .map(|deadline| deadline.saturating_sub(monotonic_now()))
+    }
+
+    /// The old name of [`try_incoming`](Self::try_incoming), which it
+    /// calls.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_incoming`](Self::try_incoming).
+    ///
+    /// # Example
+    ///
+    /// See [`try_incoming`](Self::try_incoming).
+    #[deprecated(
+        since = "0.2.0",
+        note = "renamed `try_incoming`: `poll` read as if it waited, beside `rustix::event::poll` in the same loop"
+    )]
+    pub fn poll(&mut self) -> Result<Option<Incoming<'_, P, MAX_FDS>>, Error> {
+        self.try_incoming()
+    }
+
+    /// The old name of [`until_next_deadline`](Self::until_next_deadline).
+    ///
+    /// # Example
+    ///
+    /// See [`until_next_deadline`](Self::until_next_deadline).
+    #[deprecated(
+        since = "0.2.0",
+        note = "renamed `until_next_deadline`: it does not wait, unlike `Channel::recv_timeout`"
+    )]
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        self.until_next_deadline()
     }
 
     /// Number of calls in flight.
     ///
     /// # Example
     ///
-    /// See [`poll_timeout`](Self::poll_timeout).
+    /// See [`until_next_deadline`](Self::until_next_deadline).
     #[must_use]
     pub fn in_flight(&self) -> usize {
         self.pending.len()
@@ -484,7 +678,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     ///
     /// # Example
     ///
-    /// See [`poll_timeout`](Self::poll_timeout).
+    /// See [`until_next_deadline`](Self::until_next_deadline).
     #[must_use]
     pub fn late_replies(&self) -> u32 {
         self.late
@@ -496,7 +690,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     ///
     /// # Example
     ///
-    /// See [`poll_timeout`](Self::poll_timeout).
+    /// See [`until_next_deadline`](Self::until_next_deadline).
     #[must_use]
     pub fn discarded(&self) -> u32 {
         self.discarded

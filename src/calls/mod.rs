@@ -36,7 +36,7 @@ mod responder;
 mod slots;
 mod wire;
 
-pub use caller::{Caller, Incoming};
+pub use caller::{Caller, Cookie, Incoming};
 pub use responder::{Call, Emitter, Responder, Served};
 pub use slots::{Attach, Claims, FdSlot};
 pub use wire::{CALL_HEADER_LEN, CallHeader, Kind, Rejection};
@@ -168,6 +168,15 @@ impl<'b, const MAX_FDS: usize> Endpoint<'b, MAX_FDS> {
         // full socket here means the peer has stopped reading).
         end.send(len, &[], Wait::Now)?;
         Ok(end)
+    }
+
+    /// Gives the channel back, closing the fds of a record not yet claimed.
+    fn into_channel(self) -> Channel<MAX_FDS> {
+        let Self {
+            channel, mut fds, ..
+        } = self;
+        discard_all(&mut fds);
+        channel
     }
 
     /// Writes the call header and `body` (postcard) into the out buffer and

@@ -33,9 +33,11 @@ pub struct Responder<'b, P: Protocol, const MAX_FDS: usize> {
     protocol: PhantomData<fn() -> P>,
 }
 
-/// What one [`Responder::serve`] did.
+/// What one [`Responder::serve`] did. New outcomes may be added
+/// (`#[non_exhaustive]`): a `match` on it needs a `_` arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Served {
     /// The caller's hello named the same protocol.
     Hello,
@@ -117,7 +119,7 @@ impl<P: Protocol, const MAX_FDS: usize> Emitter<'_, P, MAX_FDS> {
     /// let mut responder = Responder::<Frames, 0>::new(worker, &mut wout, &mut win)?;
     /// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
     /// let mut caller = Caller::<Frames, 0, 1>::new(pipeline, &mut out, &mut inbox)?;
-    /// caller.start(&7, &[], None)?;
+    /// let frame = caller.start(&7, &[], None)?;
     /// for _ in 0..2 { // the hello, then the request
     ///     responder.serve(|mut call| {
     ///         call.events.emit(&640, &[])?;
@@ -125,11 +127,11 @@ impl<P: Protocol, const MAX_FDS: usize> Emitter<'_, P, MAX_FDS> {
     ///     })?;
     /// }
     /// let mut seen = Vec::new();
-    /// while let Some(incoming) = caller.poll()? {
+    /// while let Some(incoming) = caller.try_incoming()? {
     ///     seen.push(format!("{incoming:?}"));
     /// }
     /// assert!(seen[0].starts_with("Event { event: 640"));
-    /// assert!(seen[1].starts_with("Reply { cookie: 1, reply: 118"));
+    /// assert_eq!(seen[1], format!("Reply {{ cookie: {frame:?}, reply: 118, fds: 0 }}"));
     /// # Ok::<(), ipc_unixsocket::Error>(())
     /// ```
     pub fn emit(&mut self, event: &P::Event<'_>, fds: &[BorrowedFd<'_>]) -> Result<(), Error> {
@@ -351,6 +353,36 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
     /// ```
     pub fn set_send_timeout(&mut self, timeout: Option<Duration>) {
         self.send_timeout = timeout;
+    }
+
+    /// Gives the channel back, for another protocol or another owner. No
+    /// system call.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::Channel;
+    /// use ipc_unixsocket::calls::{Protocol, Responder};
+    ///
+    /// struct Ping;
+    /// impl Protocol for Ping {
+    ///     const NAME: &'static str = "ping";
+    ///     const VERSION: u32 = 1;
+    ///     type Request<'a> = ();
+    ///     type Reply<'a> = ();
+    ///     type Event<'a> = ();
+    /// }
+    ///
+    /// let (_pipeline, worker) = Channel::<0>::pair()?;
+    /// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+    /// let responder = Responder::<Ping, 0>::new(worker, &mut out, &mut inbox)?;
+    /// let worker: Channel<0> = responder.into_channel();
+    /// # let _ = worker;
+    /// # Ok::<(), ipc_unixsocket::Error>(())
+    /// ```
+    #[must_use]
+    pub fn into_channel(self) -> Channel<MAX_FDS> {
+        self.end.into_channel()
     }
 
     fn refuse_record(&mut self, error: Error) -> Result<Served, Error> {

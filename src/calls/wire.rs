@@ -15,7 +15,8 @@ use crate::Error;
 /// Size of the call header in bytes.
 pub const CALL_HEADER_LEN: usize = 8;
 
-/// What a record of the call layer carries.
+/// What a record of the call layer carries. Kinds may be added
+/// (`#[non_exhaustive]`).
 ///
 /// # Example
 ///
@@ -27,6 +28,7 @@ pub const CALL_HEADER_LEN: usize = 8;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Kind {
     /// The protocol's name and version, sent once by each end, first.
     Hello = 1,
