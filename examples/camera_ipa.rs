@@ -53,7 +53,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use ipc_unixsocket::calls::{Attach, Call, Caller, Cookie, FdSlot, Incoming, Protocol, Responder};
+use ipc_unixsocket::calls::{
+    Attach, Call, CallError, Caller, Cookie, FdSlot, Incoming, Protocol, Responder,
+};
 use ipc_unixsocket::{Channel, Error};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, fcntl_get_seals, fstat, memfd_create};
@@ -95,6 +97,7 @@ impl Protocol for Ipa {
     type Request<'a> = Request<'a>;
     type Reply<'a> = Reply;
     type Event<'a> = Event;
+    type Error<'a> = IpaError;
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -122,6 +125,25 @@ enum Reply {
     Configured { mapped: u32 },
     Stats { frame: u32, stats: Stats },
     Stopped,
+}
+
+/// How the worker's handlers fail: the pipeline gets it typed
+/// (`CallError::Handler`), apart from the crate's own errors.
+#[derive(Debug, Serialize, Deserialize)]
+enum IpaError {
+    /// The buffer in this slot is not a sealed frame of the right size.
+    UnusableBuffer { slot: u8 },
+    /// The frame names a buffer of the pool that was never configured.
+    NotConfigured { buffer: u32 },
+}
+
+impl std::fmt::Display for IpaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnusableBuffer { slot } => write!(f, "buffer in slot {slot} is unusable"),
+            Self::NotConfigured { buffer } => write!(f, "buffer {buffer} was never configured"),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -314,8 +336,11 @@ fn stream(channel: Channel<BUFFERS>, worker: &mut Child, frames: &mut [Frame]) -
                     verified += 1;
                 }
                 Incoming::Event { event, .. } => println!("pipeline: event {event:?}"),
+                Incoming::HandlerError { cookie, error } => {
+                    return Err(format!("the worker refused {cookie}: {error}").into());
+                }
                 Incoming::Failed { cookie, error } => {
-                    return Err(format!("the call with cookie {cookie} failed: {error}").into());
+                    return Err(format!("{cookie} failed: {error}").into());
                 }
                 other => return Err(format!("unexpected {other:?}").into()),
             }
@@ -520,7 +545,10 @@ struct Worker {
 }
 
 impl Worker {
-    fn handle<'a>(&mut self, call: Call<'a, '_, '_, Ipa, BUFFERS>) -> Result<Reply, Error> {
+    fn handle<'a>(
+        &mut self,
+        call: Call<'a, '_, '_, Ipa, BUFFERS>,
+    ) -> Result<Reply, CallError<IpaError>> {
         match call.request {
             Request::Init { sensor } => {
                 eprintln!("ipa worker: init for sensor {sensor}");
@@ -535,7 +563,8 @@ impl Worker {
                         Ok(mapping) => self.pool.push(mapping),
                         Err(reason) => {
                             eprintln!("ipa worker: buffer {}: {reason}", slot.index());
-                            return Err(Error::BadBody);
+                            let slot = slot.index();
+                            return Err(CallError::Handler(IpaError::UnusableBuffer { slot }));
                         }
                     }
                 }
@@ -546,7 +575,7 @@ impl Worker {
             Request::ProcessStats { frame, buffer } => {
                 let Some(mapping) = self.pool.get(buffer as usize) else {
                     eprintln!("ipa worker: frame {frame} names buffer {buffer}, not configured");
-                    return Err(Error::BadBody);
+                    return Err(CallError::Handler(IpaError::NotConfigured { buffer }));
                 };
                 let stats = Stats::compute(mapping.bytes(), WIDTH, HEIGHT, STRIDE);
                 // The controls for the next frame go out before the reply,

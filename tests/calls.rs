@@ -20,8 +20,8 @@ use calls_protocol::{
 };
 use common::{Watchdog, open_fds, serial};
 use ipc_unixsocket::calls::{
-    Attach, CallHeader, Caller, Claims, Cookie, FdSlot, Incoming, Kind, Protocol, Rejection,
-    Responder, Served,
+    Attach, CallError, CallHeader, Caller, Claims, Cookie, FdSlot, Incoming, Kind, Protocol,
+    Rejection, Responder, Served,
 };
 use ipc_unixsocket::{Channel, Error};
 use rustix::event::{PollFd, PollFlags, poll};
@@ -572,7 +572,9 @@ fn rejected_requests_are_reported_and_both_sides_keep_going() {
     let mut failures = Vec::new();
     for (n, (what, request, rejection)) in cases.iter().enumerate() {
         let got = caller.call(request, &[file.as_fd()], LONG, |_, _| {});
-        let got = got.map(|(reply, _)| format!("{reply:?}"));
+        let got = got
+            .map(|(reply, _)| format!("{reply:?}"))
+            .map_err(Error::from);
         if got != Err(Error::Rejected(*rejection)) {
             failures.push(format!(
                 "{what}: expected Rejected({rejection:?}), got {got:?}"
@@ -667,6 +669,7 @@ impl Protocol for OtherName {
     type Request<'a> = Request<'a>;
     type Reply<'a> = Reply<'a>;
     type Event<'a> = Event<'a>;
+    type Error<'a> = ipc_unixsocket::calls::NoError;
 }
 
 struct NextVersion;
@@ -676,6 +679,7 @@ impl Protocol for NextVersion {
     type Request<'a> = Request<'a>;
     type Reply<'a> = Reply<'a>;
     type Event<'a> = Event<'a>;
+    type Error<'a> = ipc_unixsocket::calls::NoError;
 }
 
 /// A responder of protocol `P` against an `Isp` caller: its `serve`
@@ -783,7 +787,9 @@ fn unknown_variant_is_rejected_as_unknown_variant() {
     let mut caller = Caller::<Forged, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
     // Variant 100 of a 7-variant enum, then a field.
     let got = caller.call(&Wire::Bytes(&[100, 1]), &[], LONG, |_, _| {});
-    let got = got.map(|(reply, _)| format!("{reply:?}"));
+    let got = got
+        .map(|(reply, _)| format!("{reply:?}"))
+        .map_err(Error::from);
     ping(&mut caller, &Wire::Typed(Request::Ping(1)), 1);
     drop(caller);
     let log = worker.join();
@@ -1225,6 +1231,7 @@ fn cancelled_call_reply_is_dropped_counted_and_its_fds_closed() {
 /// every call) from the table.
 #[test]
 fn cancel_ends_only_the_call_it_names() {
+    let _serial = serial();
     let _watchdog = Watchdog::for_test();
     let (pipeline, channel) = Channel::<MAX_FDS>::pair().unwrap();
     let worker = Worker::spawn(channel);
@@ -1260,6 +1267,7 @@ fn cancel_ends_only_the_call_it_names() {
 /// socket.
 #[test]
 fn into_channel_gives_back_the_connected_channel() {
+    let _serial = serial();
     let _watchdog = Watchdog::for_test();
     let (pipeline, worker) = Channel::<MAX_FDS>::pair().unwrap();
     let (mut wout, mut win) = ([0u8; BUF], [0u8; BUF]);
@@ -1286,4 +1294,173 @@ fn into_channel_gives_back_the_connected_channel() {
     ping(&mut caller, &Request::Ping(9), 9);
     drop(caller);
     worker.join();
+}
+
+// ---------------------------------------------------------------------------
+// 11. Typed application errors (issue 19.3).
+
+/// A protocol whose handler fails with its own error type, which borrows
+/// from the receive buffer like a reply.
+struct Strict;
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+enum StrictRequest<'a> {
+    Ping(u32),
+    /// Fails with `Refusal { reason: text, code }` unless `text` is "ok".
+    Check {
+        text: &'a str,
+        code: u16,
+    },
+}
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Refusal<'a> {
+    reason: &'a str,
+    code: u16,
+}
+
+impl Protocol for Strict {
+    const NAME: &'static str = "test.strict";
+    const VERSION: u32 = 1;
+    type Request<'a> = StrictRequest<'a>;
+    type Reply<'a> = u32;
+    type Event<'a> = ();
+    type Error<'a> = Refusal<'a>;
+}
+
+/// Serves `Strict` until the caller is gone; a failing `Check` first
+/// attaches a memfd to its reply (which must not travel with the error).
+fn strict_worker(channel: Channel<MAX_FDS>) -> thread::JoinHandle<Vec<Served>> {
+    let spare = memfd(b"never sent");
+    thread::spawn(move || {
+        let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
+        let mut responder = Responder::<Strict, MAX_FDS>::new(channel, &mut out, &mut inbox)
+            .expect("Responder::new");
+        let mut served = Vec::new();
+        loop {
+            let got = responder.serve(|call| match call.request {
+                StrictRequest::Ping(n) => Ok(n),
+                StrictRequest::Check { text: "ok", .. } => Ok(0),
+                StrictRequest::Check { text, code } => {
+                    call.reply_fds.attach(spare.as_fd())?;
+                    Err(CallError::Handler(Refusal { reason: text, code }))
+                }
+            });
+            match got {
+                Ok(s) => served.push(s),
+                Err(Error::Disconnected) => return served,
+                Err(e) => panic!("serve: {e}"),
+            }
+        }
+    })
+}
+
+/// The handler's error reaches a blocking call intact (a borrowed string
+/// and a code), apart from the crate's errors, without the fds the handler
+/// had attached; the next call works; a one-way request whose handler
+/// fails gets no answer at all. Fails if the error travels as a rejection
+/// (`Rejected(HandlerFailed)`, what it was before), loses its fields, leaks
+/// an fd, or leaves a record behind that a later call would trip on.
+#[test]
+fn a_handler_error_reaches_a_call_typed_and_the_next_call_works() {
+    let _serial = serial();
+    let _watchdog = Watchdog::for_test();
+    let baseline = open_fds();
+    let (pipeline, channel) = Channel::<MAX_FDS>::pair().unwrap();
+    let worker = strict_worker(channel);
+    let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
+    let mut caller = Caller::<Strict, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
+    let refused = StrictRequest::Check {
+        text: "no such sensor",
+        code: 404,
+    };
+    match caller.call(&refused, &[], LONG, |_, _| {}) {
+        Err(CallError::Handler(refusal)) => assert_eq!(
+            refusal,
+            Refusal {
+                reason: "no such sensor",
+                code: 404
+            }
+        ),
+        other => panic!("expected the handler's error, got {other:?}"),
+    }
+    assert_eq!(caller.in_flight(), 0);
+    caller
+        .notify(
+            &StrictRequest::Check {
+                text: "one way",
+                code: 1,
+            },
+            &[],
+        )
+        .unwrap();
+    let (reply, fds) = caller
+        .call(&StrictRequest::Ping(7), &[], LONG, |_, _| {})
+        .unwrap();
+    assert_eq!((reply, fds.len()), (7, 0));
+    assert_eq!((caller.late_replies(), caller.discarded()), (0, 0));
+    drop(fds);
+    drop(caller);
+    let served = worker.join().unwrap();
+    assert_eq!(
+        served,
+        [
+            Served::Hello,
+            Served::Failed { cookie: 1 },
+            Served::Failed { cookie: 0 },
+            Served::Replied { cookie: 2 },
+        ]
+    );
+    assert_eq!(open_fds(), baseline, "an fd leaked");
+}
+
+/// The same through `start`/`try_incoming`: `Incoming::HandlerError` with
+/// the call's cookie and the error intact, beside the replies of the other
+/// calls; and a handler error that comes after its call was cancelled is
+/// dropped and counted like a late reply. Fails if the error is reported
+/// as `Failed`, under another cookie, or after a cancel.
+#[test]
+fn a_handler_error_reaches_try_incoming_typed_and_a_late_one_is_dropped() {
+    let _serial = serial();
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, channel) = Channel::<MAX_FDS>::pair().unwrap();
+    let worker = strict_worker(channel);
+    let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
+    let mut caller = Caller::<Strict, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
+    let bad = StrictRequest::Check {
+        text: "dark",
+        code: 3,
+    };
+    let first = caller.start(&bad, &[], Some(LONG)).unwrap();
+    let ping = caller
+        .start(&StrictRequest::Ping(5), &[], Some(LONG))
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match caller.try_incoming().unwrap() {
+            Some(Incoming::HandlerError { cookie, error }) => {
+                got.push(format!("{cookie:?} {error:?}"))
+            }
+            Some(Incoming::Reply { cookie, reply, .. }) => got.push(format!("{cookie:?} {reply}")),
+            Some(other) => panic!("unexpected {other:?}"),
+            None => wait_readable(caller.as_fd(), None),
+        }
+    }
+    assert_eq!(
+        got,
+        [
+            format!("{first:?} Refusal {{ reason: \"dark\", code: 3 }}"),
+            format!("{ping:?} 5"),
+        ]
+    );
+    let cancelled = caller.start(&bad, &[], Some(LONG)).unwrap();
+    assert!(caller.cancel(cancelled));
+    // A call after it: its reply comes after the cancelled call's error.
+    let (reply, _) = caller
+        .call(&StrictRequest::Ping(8), &[], LONG, |_, _| {})
+        .unwrap();
+    assert_eq!(reply, 8);
+    assert_eq!(caller.late_replies(), 1, "the cancelled call's error");
+    drop(caller);
+    worker.join().unwrap();
 }

@@ -39,6 +39,7 @@ impl Protocol for Echo {
     type Request<'a> = Request<'a>;
     type Reply<'a> = Reply<'a>;
     type Event<'a> = ();
+    type Error<'a> = ipc_unixsocket::calls::NoError;
 }
 
 /// A record of the call layer: the call header and the body.

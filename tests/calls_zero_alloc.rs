@@ -26,7 +26,8 @@ use std::time::Duration;
 
 use common::{harness, identity, memfd, wait_child};
 use ipc_unixsocket::calls::{
-    Attach, Call, Caller, Claims, Cookie, FdSlot, Incoming, Protocol, Responder, Served,
+    Attach, Call, CallError, Caller, Claims, Cookie, FdSlot, Incoming, NoError, Protocol,
+    Responder, Served,
 };
 use ipc_unixsocket::{Channel, Error};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
@@ -129,6 +130,7 @@ impl Protocol for Frames {
     type Request<'a> = Request;
     type Reply<'a> = Reply;
     type Event<'a> = Event;
+    type Error<'a> = ipc_unixsocket::calls::NoError;
 }
 
 fn main() -> ExitCode {
@@ -252,7 +254,7 @@ fn handle<'a, 'f>(
     call: Call<'a, '_, 'f, Frames, MAX_FDS>,
     keep: &'f mut Option<OwnedFd>,
     worker: &mut Worker,
-) -> Result<Reply, Error> {
+) -> Result<Reply, CallError<NoError>> {
     match call.request {
         Request::Process {
             seq,

@@ -138,6 +138,7 @@ impl Protocol for Fuzz {
     type Request<'a> = Request<'a>;
     type Reply<'a> = Reply<'a>;
     type Event<'a> = Event<'a>;
+    type Error<'a> = ipc_unixsocket::calls::NoError;
 }
 
 // Mirrors of the protocol's types with the same postcard encoding, built by

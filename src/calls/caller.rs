@@ -7,7 +7,7 @@ use core::time::Duration;
 use heapless::Vec;
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
-use super::{Arrived, Claims, Endpoint, Kind, Peer, Protocol, Rejection, Wait, decode};
+use super::{Arrived, CallError, Claims, Endpoint, Kind, Peer, Protocol, Rejection, Wait, decode};
 use crate::channel::{discard_all, monotonic_now};
 use crate::{Channel, Error};
 
@@ -73,6 +73,7 @@ pub struct Caller<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> {
 ///     type Request<'a> = ();
 ///     type Reply<'a> = ();
 ///     type Event<'a> = ();
+///     type Error<'a> = ipc_unixsocket::calls::NoError;
 /// }
 ///
 /// let (pipeline, _worker) = Channel::<0>::pair()?;
@@ -97,6 +98,7 @@ pub struct Caller<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> {
 /// #     type Request<'a> = ();
 /// #     type Reply<'a> = ();
 /// #     type Event<'a> = ();
+/// #     type Error<'a> = ipc_unixsocket::calls::NoError;
 /// # }
 /// # fn main() -> Result<(), ipc_unixsocket::Error> {
 /// # let (pipeline, _worker) = Channel::<0>::pair()?;
@@ -148,6 +150,15 @@ pub enum Incoming<'a, P: Protocol, const MAX_FDS: usize> {
         /// The event's fds, to be claimed by slot.
         fds: Claims<MAX_FDS>,
     },
+    /// The handler of the call with this cookie failed with the protocol's
+    /// error type (the record's fds, if any, are closed).
+    HandlerError {
+        /// The call's cookie.
+        cookie: Cookie,
+        /// The handler's error, borrowing from the caller's incoming
+        /// buffer.
+        error: P::Error<'a>,
+    },
     /// The call with this cookie ended without a reply: its deadline
     /// passed ([`Error::TimedOut`]), the responder refused it
     /// ([`Error::Rejected`]), its reply did not decode ([`Error::BadBody`],
@@ -179,6 +190,11 @@ impl<P: Protocol, const MAX_FDS: usize> fmt::Debug for Incoming<'_, P, MAX_FDS> 
                 .field("event", event)
                 .field("fds", &fds.len())
                 .finish(),
+            Self::HandlerError { cookie, error } => f
+                .debug_struct("HandlerError")
+                .field("cookie", cookie)
+                .field("error", error)
+                .finish(),
             Self::Failed { cookie, error } => f
                 .debug_struct("Failed")
                 .field("cookie", cookie)
@@ -191,10 +207,17 @@ impl<P: Protocol, const MAX_FDS: usize> fmt::Debug for Incoming<'_, P, MAX_FDS> 
 
 /// What one step of the receive loop found, before any body is decoded.
 enum Step {
-    Reply { cookie: u32, arrived: Arrived },
+    /// A reply, or the handler's error ([`Kind::HandlerError`]).
+    Reply {
+        cookie: u32,
+        arrived: Arrived,
+    },
     Event(Arrived),
     BadEvent(Error),
-    Failed { cookie: u32, error: Error },
+    Failed {
+        cookie: u32,
+        error: Error,
+    },
     Nothing,
 }
 
@@ -225,6 +248,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     /// #     type Request<'a> = u8;
     /// #     type Reply<'a> = u8;
     /// #     type Event<'a> = u8;
+    /// #     type Error<'a> = ipc_unixsocket::calls::NoError;
     /// # }
     /// let (a, _b) = Channel::<0>::pair()?;
     /// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
@@ -264,6 +288,11 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     ///
     /// # Errors
     ///
+    /// [`CallError::Handler`] with the protocol's error when the handler
+    /// failed with it (the next call works as usual); otherwise
+    /// [`CallError::Ipc`] with one of these (a `CallError` compares equal
+    /// to the [`Error`] it carries, and with [`NoError`](super::NoError)
+    /// it converts into [`Error`] with `?`):
     /// [`Error::TimedOut`] at the deadline, [`Error::Disconnected`] as soon
     /// as the peer is gone, [`Error::Rejected`] if the responder refused
     /// the request ([`Rejection::TooLarge`] if it did not fit the
@@ -289,6 +318,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     ///     type Request<'a> = &'a str;
     ///     type Reply<'a> = &'a str;
     ///     type Event<'a> = ();
+    ///     type Error<'a> = ipc_unixsocket::calls::NoError;
     /// }
     ///
     /// let (pipeline, worker) = Channel::<0>::pair()?;
@@ -313,9 +343,9 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
         fds: &[BorrowedFd<'_>],
         timeout: Duration,
         mut on_event: impl FnMut(P::Event<'_>, Claims<MAX_FDS>),
-    ) -> Result<(P::Reply<'s>, Claims<MAX_FDS>), Error> {
+    ) -> Result<(P::Reply<'s>, Claims<MAX_FDS>), CallError<P::Error<'s>>> {
         if !self.pending.is_empty() {
-            return Err(Error::CallsInFlight);
+            return Err(Error::CallsInFlight.into());
         }
         let deadline = monotonic_now().checked_add(timeout);
         let wait = deadline.map_or(Wait::Forever, Wait::Until);
@@ -325,6 +355,13 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
         self.finish(mine);
         let arrived = outcome?;
         let fds = self.end.claims();
+        if arrived.header.kind == Kind::HandlerError {
+            drop(fds);
+            return Err(match decode(self.end.body(arrived)) {
+                Ok(error) => CallError::Handler(error),
+                Err(error) => CallError::Ipc(error),
+            });
+        }
         Ok((decode(self.end.body(arrived))?, fds))
     }
 
@@ -406,6 +443,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     ///     type Request<'a> = u32;
     ///     type Reply<'a> = u32;
     ///     type Event<'a> = ();
+    ///     type Error<'a> = ipc_unixsocket::calls::NoError;
     /// }
     ///
     /// let (pipeline, worker) = Channel::<0>::pair()?;
@@ -445,6 +483,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     ///     type Request<'a> = ();
     ///     type Reply<'a> = ();
     ///     type Event<'a> = ();
+    ///     type Error<'a> = ipc_unixsocket::calls::NoError;
     /// }
     ///
     /// let (pipeline, worker) = Channel::<0>::pair()?;
@@ -481,6 +520,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     ///     type Request<'a> = &'a str;
     ///     type Reply<'a> = ();
     ///     type Event<'a> = ();
+    ///     type Error<'a> = ipc_unixsocket::calls::NoError;
     /// }
     ///
     /// let (pipeline, _worker) = Channel::<0>::pair()?;
@@ -536,6 +576,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     ///     type Request<'a> = u32;
     ///     type Reply<'a> = u32;
     ///     type Event<'a> = ();
+    ///     type Error<'a> = ipc_unixsocket::calls::NoError;
     /// }
     ///
     /// let (pipeline, worker) = Channel::<0>::pair()?;
@@ -565,6 +606,14 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
         };
         let fds = self.end.claims();
         Ok(Some(match found {
+            Step::Reply { cookie, arrived } if arrived.header.kind == Kind::HandlerError => {
+                let cookie = Cookie(cookie);
+                drop(fds);
+                match decode(self.end.body(arrived)) {
+                    Ok(error) => Incoming::HandlerError { cookie, error },
+                    Err(error) => Incoming::Failed { cookie, error },
+                }
+            }
             Step::Reply { cookie, arrived } => {
                 let cookie = Cookie(cookie);
                 match decode(self.end.body(arrived)) {
@@ -615,6 +664,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     ///     type Request<'a> = ();
     ///     type Reply<'a> = ();
     ///     type Event<'a> = ();
+    ///     type Error<'a> = ipc_unixsocket::calls::NoError;
     /// }
     ///
     /// let (pipeline, _worker) = Channel::<0>::pair()?;
@@ -823,10 +873,10 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
                 // Only the record's first bytes arrived (its fds are
                 // closed): enough to tell whose it was and to say so now.
                 match arrived.header.kind {
-                    Kind::Reply | Kind::ErrorReply if self.finish(cookie) => {
+                    Kind::Reply | Kind::ErrorReply | Kind::HandlerError if self.finish(cookie) => {
                         return Ok(Step::Failed { cookie, error });
                     }
-                    Kind::Reply | Kind::ErrorReply => self.late += 1,
+                    Kind::Reply | Kind::ErrorReply | Kind::HandlerError => self.late += 1,
                     Kind::Event => return Ok(Step::BadEvent(error)),
                     Kind::Hello => {
                         let _ = self.end.hello::<P>(arrived);
@@ -841,12 +891,12 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
                 Kind::Hello => {
                     let _ = self.end.hello::<P>(arrived);
                 }
-                Kind::Reply | Kind::ErrorReply if !self.finish(cookie) => {
+                Kind::Reply | Kind::ErrorReply | Kind::HandlerError if !self.finish(cookie) => {
                     discard_all(&mut self.end.fds);
                     self.late += 1;
                     drops += 1;
                 }
-                Kind::Reply => return Ok(Step::Reply { cookie, arrived }),
+                Kind::Reply | Kind::HandlerError => return Ok(Step::Reply { cookie, arrived }),
                 Kind::ErrorReply => {
                     discard_all(&mut self.end.fds);
                     let code = self.end.body(arrived).first().copied().unwrap_or(0);

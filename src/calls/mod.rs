@@ -17,9 +17,13 @@
 //! the receiver [`Claims`] each slot as an `OwnedFd`; whatever is not
 //! claimed is closed.
 //!
+//! A handler fails with the protocol's own [`Protocol::Error`] type, which
+//! reaches the caller typed as [`CallError::Handler`]; the crate's own
+//! failures (timeouts, refusals, a dead peer) are [`CallError::Ipc`].
+//!
 //! [postcard]: https://docs.rs/postcard
 
-use core::fmt::Debug;
+use core::fmt::{self, Debug, Display};
 use core::time::Duration;
 
 use heapless::Vec;
@@ -72,6 +76,12 @@ pub use wire::{CALL_HEADER_LEN, CallHeader, Kind, Rejection};
 ///     Metadata(&'a [u8]),
 /// }
 ///
+/// /// How a handler may fail: the caller gets it typed.
+/// #[derive(Debug, Serialize, Deserialize)]
+/// enum Failure {
+///     NoSuchBuffer(u32),
+/// }
+///
 /// struct Ipa;
 /// impl Protocol for Ipa {
 ///     const NAME: &'static str = "example.ipa";
@@ -79,6 +89,7 @@ pub use wire::{CALL_HEADER_LEN, CallHeader, Kind, Rejection};
 ///     type Request<'a> = Request<'a>;
 ///     type Reply<'a> = Reply;
 ///     type Event<'a> = Event<'a>;
+///     type Error<'a> = Failure;
 /// }
 /// ```
 pub trait Protocol {
@@ -92,6 +103,129 @@ pub trait Protocol {
     type Reply<'a>: Serialize + Deserialize<'a> + Debug;
     /// What the responder sends unasked.
     type Event<'a>: Serialize + Deserialize<'a> + Debug;
+    /// What a handler may fail with, sent to the caller as a
+    /// [`Kind::HandlerError`] record and handed over as
+    /// [`CallError::Handler`]. [`NoError`] for a protocol whose handlers
+    /// fail only with the crate's errors.
+    type Error<'a>: Serialize + Deserialize<'a> + Debug;
+}
+
+/// How a call failed, on both sides: the handler's own error, typed, or
+/// one of the crate's. A handler returns it (`?` turns a crate [`Error`]
+/// into [`CallError::Ipc`]); [`Caller::call`] returns it, and compares
+/// equal to the [`Error`] it carries.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use ipc_unixsocket::{Channel, Error};
+/// use ipc_unixsocket::calls::{CallError, Caller, Protocol, Responder};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, PartialEq, Serialize, Deserialize)]
+/// enum Refusal { TooDark { luma: u8 } }
+///
+/// struct Exposure;
+/// impl Protocol for Exposure {
+///     const NAME: &'static str = "exposure";
+///     const VERSION: u32 = 1;
+///     type Request<'a> = u8; // the frame's mean luma
+///     type Reply<'a> = u32; // the next exposure, in µs
+///     type Event<'a> = ();
+///     type Error<'a> = Refusal;
+/// }
+///
+/// let (pipeline, worker) = Channel::<0>::pair()?;
+/// let worker = std::thread::spawn(move || {
+///     let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+///     let mut responder = Responder::<Exposure, 0>::new(worker, &mut out, &mut inbox)?;
+///     for _ in 0..3 { // the hello, then two requests
+///         responder.serve(|call| match call.request {
+///             luma if luma < 10 => Err(CallError::Handler(Refusal::TooDark { luma })),
+///             luma => Ok(10_000 / u32::from(luma)),
+///         })?;
+///     }
+///     Ok::<(), Error>(())
+/// });
+/// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+/// let mut caller = Caller::<Exposure, 0, 1>::new(pipeline, &mut out, &mut inbox)?;
+/// let refused = caller.call(&3, &[], Duration::from_secs(5), |_, _| {});
+/// assert_eq!(refused.unwrap_err(), CallError::Handler(Refusal::TooDark { luma: 3 }));
+/// let (exposure, _fds) = caller
+///     .call(&100, &[], Duration::from_secs(5), |_, _| {})
+///     .expect("the next call works"); // `?` needs `Refusal: Display` too
+/// assert_eq!(exposure, 100);
+/// worker.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum CallError<E> {
+    /// The handler failed with the protocol's own error type.
+    Handler(E),
+    /// The call layer failed: timed out, refused, the peer gone, ...
+    Ipc(Error),
+}
+
+impl<E> From<Error> for CallError<E> {
+    fn from(error: Error) -> Self {
+        Self::Ipc(error)
+    }
+}
+
+impl<E> PartialEq<Error> for CallError<E> {
+    fn eq(&self, other: &Error) -> bool {
+        matches!(self, Self::Ipc(error) if error == other)
+    }
+}
+
+impl<E: Display> Display for CallError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Handler(error) => write!(f, "the handler failed: {error}"),
+            Self::Ipc(error) => Display::fmt(error, f),
+        }
+    }
+}
+
+impl<E: Debug + Display> core::error::Error for CallError<E> {}
+
+/// The error type of a protocol whose handlers fail only with the crate's
+/// errors: it has no value, so a [`CallError<NoError>`] is always
+/// [`CallError::Ipc`] and converts into [`Error`] with `?`.
+///
+/// # Example
+///
+/// ```
+/// use ipc_unixsocket::{Error, calls::{CallError, NoError}};
+///
+/// fn timed_out() -> Result<(), CallError<NoError>> {
+///     Err(Error::TimedOut.into())
+/// }
+/// fn caller() -> Result<(), Error> {
+///     timed_out()?; // no handler error to lose
+///     Ok(())
+/// }
+/// assert_eq!(caller(), Err(Error::TimedOut));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum NoError {}
+
+impl Display for NoError {
+    fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {}
+    }
+}
+
+impl From<CallError<NoError>> for Error {
+    fn from(error: CallError<NoError>) -> Self {
+        match error {
+            CallError::Ipc(error) => error,
+            CallError::Handler(never) => match never {},
+        }
+    }
 }
 
 /// Where the body of a message starts in a frame: after the v1 header's

@@ -7,8 +7,8 @@ use core::time::Duration;
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use super::{
-    Arrived, Attach, BODY, Claims, Endpoint, Kind, Peer, Protocol, Rejection, Wait, decode, encode,
-    encode_rejection, send,
+    Arrived, Attach, BODY, CallError, Claims, Endpoint, Kind, Peer, Protocol, Rejection, Wait,
+    decode, encode, encode_rejection, send,
 };
 use crate::channel::{discard_all, monotonic_now};
 use crate::{Channel, Error};
@@ -48,6 +48,12 @@ pub enum Served {
     },
     /// A one-way request was handled (no reply).
     OneWay,
+    /// The handler failed with the protocol's error type, which was sent
+    /// to the caller (or, one-way, dropped).
+    Failed {
+        /// The request's cookie (0 for a one-way request).
+        cookie: u32,
+    },
     /// A request was refused with an error reply (or, one-way, dropped).
     Refused {
         /// The request's cookie (0 for a one-way request).
@@ -59,6 +65,10 @@ pub enum Served {
     /// its fds.
     Ignored,
 }
+
+/// What a handler returns: the reply, or why it failed (the protocol's
+/// own error, or one of the crate's).
+type Handled<'a, P> = Result<<P as Protocol>::Reply<'a>, CallError<<P as Protocol>::Error<'a>>>;
 
 /// One request as a [`Responder`]'s handler gets it: the decoded request
 /// (borrowing from the incoming buffer), the fds it came with, room for the
@@ -112,6 +122,7 @@ impl<P: Protocol, const MAX_FDS: usize> Emitter<'_, P, MAX_FDS> {
     ///     type Request<'a> = u32; // process this frame
     ///     type Reply<'a> = u32; // its mean luma
     ///     type Event<'a> = u16; // the gain for the next frame
+    ///     type Error<'a> = ipc_unixsocket::calls::NoError;
     /// }
     ///
     /// let (pipeline, worker) = Channel::<0>::pair()?;
@@ -189,8 +200,11 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
     /// is closed when the handler returns) and an [`Attach`] for the
     /// reply's fds; the reply is sent with them.
     ///
-    /// The handler returns the reply, or an error: [`Error::BadFdSlot`] and
-    /// [`Error::FdSlotClaimed`] (from [`Claims::claim`]) are refused as
+    /// The handler returns the reply, or an error:
+    /// [`CallError::Handler`] with the protocol's error type is sent to the
+    /// caller as it is (without the reply's fds); of the crate's errors
+    /// ([`CallError::Ipc`], what `?` makes of them), [`Error::BadFdSlot`]
+    /// and [`Error::FdSlotClaimed`] (from [`Claims::claim`]) are refused as
     /// [`Rejection::BadFdSlot`], anything else as
     /// [`Rejection::HandlerFailed`].
     ///
@@ -206,7 +220,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
     /// See [`Caller::call`](super::Caller::call).
     pub fn serve<'f>(
         &mut self,
-        handler: impl for<'a, 'c> FnOnce(Call<'a, 'c, 'f, P, MAX_FDS>) -> Result<P::Reply<'a>, Error>,
+        handler: impl for<'a, 'c> FnOnce(Call<'a, 'c, 'f, P, MAX_FDS>) -> Handled<'a, P>,
     ) -> Result<Served, Error> {
         match self.end.receive(Wait::Forever) {
             Ok(arrived) => self.handle(arrived, handler),
@@ -234,6 +248,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
     ///     type Request<'a> = ();
     ///     type Reply<'a> = ();
     ///     type Event<'a> = ();
+    ///     type Error<'a> = ipc_unixsocket::calls::NoError;
     /// }
     ///
     /// let (_pipeline, worker) = Channel::<0>::pair()?;
@@ -244,7 +259,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
     /// ```
     pub fn try_serve<'f>(
         &mut self,
-        handler: impl for<'a, 'c> FnOnce(Call<'a, 'c, 'f, P, MAX_FDS>) -> Result<P::Reply<'a>, Error>,
+        handler: impl for<'a, 'c> FnOnce(Call<'a, 'c, 'f, P, MAX_FDS>) -> Handled<'a, P>,
     ) -> Result<Option<Served>, Error> {
         match self.end.receive(Wait::Now) {
             Ok(arrived) => self.handle(arrived, handler).map(Some),
@@ -273,6 +288,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
     ///     type Request<'a> = ();
     ///     type Reply<'a> = ();
     ///     type Event<'a> = u16; // the gain for the next frame
+    ///     type Error<'a> = ipc_unixsocket::calls::NoError;
     /// }
     ///
     /// let (_pipeline, worker) = Channel::<0>::pair()?;
@@ -307,6 +323,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
     ///     type Request<'a> = ();
     ///     type Reply<'a> = ();
     ///     type Event<'a> = ();
+    ///     type Error<'a> = ipc_unixsocket::calls::NoError;
     /// }
     ///
     /// let (pipeline, worker) = Channel::<0>::pair()?;
@@ -343,6 +360,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
     ///     type Request<'a> = u8;
     ///     type Reply<'a> = u8;
     ///     type Event<'a> = ();
+    ///     type Error<'a> = ipc_unixsocket::calls::NoError;
     /// }
     ///
     /// let (_pipeline, worker) = Channel::<0>::pair()?;
@@ -371,6 +389,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
     ///     type Request<'a> = ();
     ///     type Reply<'a> = ();
     ///     type Event<'a> = ();
+    ///     type Error<'a> = ipc_unixsocket::calls::NoError;
     /// }
     ///
     /// let (_pipeline, worker) = Channel::<0>::pair()?;
@@ -397,7 +416,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
     fn handle<'f>(
         &mut self,
         arrived: Arrived,
-        handler: impl for<'a, 'c> FnOnce(Call<'a, 'c, 'f, P, MAX_FDS>) -> Result<P::Reply<'a>, Error>,
+        handler: impl for<'a, 'c> FnOnce(Call<'a, 'c, 'f, P, MAX_FDS>) -> Handled<'a, P>,
     ) -> Result<Served, Error> {
         let cookie = arrived.header.cookie;
         let timeout = self.send_timeout;
@@ -415,7 +434,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
                 );
             }
             Kind::Request => {}
-            Kind::Reply | Kind::ErrorReply | Kind::Event => {
+            Kind::Reply | Kind::ErrorReply | Kind::Event | Kind::HandlerError => {
                 discard_all(&mut self.end.fds);
                 self.discarded += 1;
                 return Ok(Served::Ignored);
@@ -465,10 +484,20 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
         drop(claims);
         let reply = match reply {
             Ok(reply) => reply,
-            Err(Error::BadFdSlot { .. } | Error::FdSlotClaimed { .. }) => {
+            Err(CallError::Handler(_)) if cookie == 0 => return Ok(Served::Failed { cookie }),
+            Err(CallError::Handler(error)) => {
+                let Ok(len) = encode(out, Kind::HandlerError, cookie, &error) else {
+                    return refuse(channel, out, cookie, Rejection::HandlerFailed, timeout);
+                };
+                send(channel, &mut out[..len], &[], wait(timeout))?;
+                return Ok(Served::Failed { cookie });
+            }
+            Err(CallError::Ipc(Error::BadFdSlot { .. } | Error::FdSlotClaimed { .. })) => {
                 return refuse(channel, out, cookie, Rejection::BadFdSlot, timeout);
             }
-            Err(_) => return refuse(channel, out, cookie, Rejection::HandlerFailed, timeout),
+            Err(CallError::Ipc(_)) => {
+                return refuse(channel, out, cookie, Rejection::HandlerFailed, timeout);
+            }
         };
         if cookie == 0 {
             return Ok(Served::OneWay);

@@ -6,7 +6,7 @@
 //!
 //! | bytes | field    | value                                             |
 //! |-------|----------|---------------------------------------------------|
-//! | 0     | kind     | 1 hello, 2 request, 3 reply, 4 error reply, 5 event |
+//! | 0     | kind     | 1 hello, 2 request, 3 reply, 4 error reply, 5 event, 6 handler error |
 //! | 1..4  | reserved | zero                                              |
 //! | 4..8  | cookie   | `u32`, little-endian                              |
 
@@ -41,6 +41,10 @@ pub enum Kind {
     ErrorReply = 4,
     /// A message from the responder that answers no request.
     Event = 5,
+    /// The handler of the request with the same cookie failed with the
+    /// protocol's own error type ([`Protocol::Error`](super::Protocol::Error)),
+    /// which is the body.
+    HandlerError = 6,
 }
 
 impl Kind {
@@ -61,6 +65,7 @@ impl Kind {
             3 => Some(Self::Reply),
             4 => Some(Self::ErrorReply),
             5 => Some(Self::Event),
+            6 => Some(Self::HandlerError),
             _ => None,
         }
     }
@@ -157,7 +162,9 @@ pub enum Rejection {
     /// A record the responder does not take (not a request, or a request
     /// before the caller's hello).
     Unexpected = 5,
-    /// The handler failed.
+    /// The handler failed with one of the crate's errors (a handler's own
+    /// error type travels as [`Kind::HandlerError`] instead), or its reply
+    /// or error did not fit the responder's outgoing buffer.
     HandlerFailed = 6,
     /// The request did not fit the responder's inbox (only its first bytes
     /// arrived; its fds were closed).

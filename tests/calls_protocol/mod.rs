@@ -7,7 +7,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 
-use ipc_unixsocket::calls::{Call, FdSlot, Protocol, Responder, Served};
+use ipc_unixsocket::calls::{Call, CallError, FdSlot, NoError, Protocol, Responder, Served};
 use ipc_unixsocket::{Channel, Error};
 use serde::de::Deserializer;
 use serde::ser::{SerializeTuple, Serializer};
@@ -72,6 +72,7 @@ impl Protocol for Isp {
     type Request<'a> = Request<'a>;
     type Reply<'a> = Reply<'a>;
     type Event<'a> = Event<'a>;
+    type Error<'a> = NoError;
 }
 
 /// The same protocol (name and version) as a pipeline that can also send
@@ -85,6 +86,7 @@ impl Protocol for Forged {
     type Request<'a> = Wire<'a>;
     type Reply<'a> = Reply<'a>;
     type Event<'a> = Event<'a>;
+    type Error<'a> = NoError;
 }
 
 /// A request as `Forged` sends it: a real one, or body bytes verbatim.
@@ -160,7 +162,7 @@ pub fn handle<'a, 'f>(
     export: BorrowedFd<'f>,
     gate: &mut dyn FnMut(),
     notes: &mut Vec<String>,
-) -> Result<Reply<'a>, Error> {
+) -> Result<Reply<'a>, CallError<NoError>> {
     match call.request {
         Request::Ping(n) => Ok(Reply::Pong(n)),
         Request::Echo { text, bytes } => Ok(Reply::Echoed { text, bytes }),
