@@ -189,6 +189,16 @@ pub enum Error {
         /// The table's capacity (`CALLS`).
         max: usize,
     },
+    /// Typed calls: a buffer given to a `Caller` or `Responder` is smaller
+    /// than the largest record it must hold: the hello, and the protocol's
+    /// bounded types (`Protocol::MAX_*`).
+    #[cfg(feature = "calls")]
+    BufferTooSmall {
+        /// The buffer's length.
+        len: usize,
+        /// The bytes it needs.
+        needed: usize,
+    },
 }
 
 impl Error {
@@ -334,6 +344,11 @@ impl fmt::Display for Error {
             }
             #[cfg(feature = "calls")]
             Self::TooManyCalls { max } => write!(f, "{max} calls are in flight already"),
+            #[cfg(feature = "calls")]
+            Self::BufferTooSmall { len, needed } => write!(
+                f,
+                "a {len}-byte buffer is too small for the protocol's largest record ({needed} bytes)"
+            ),
         }
     }
 }

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use calls_protocol::{CALLS, Isp, MAX_FDS, Reply, Request, memfd};
 use common::{Watchdog, open_fds, serial};
 use ipc_unixsocket::calls::{
-    Attach, CallError, CallHeader, Caller, Claims, Kind, Protocol, Rejection, Responder, Served,
+    Attach, Buffers, CallError, CallHeader, Caller, Claims, Kind, MaxSize, Protocol, Rejection,
+    Responder, Served, bound,
 };
 use ipc_unixsocket::{Channel, Error, HEADER_LEN};
 
@@ -150,20 +151,34 @@ fn a_request_larger_than_the_responder_inbox_is_refused_too_large() {
 #[test]
 fn a_hello_larger_than_the_inbox_is_a_protocol_mismatch() {
     // Defect 7: with an inbox too small for the hello, the worker's
-    // protocol was never checked and calls succeeded.
+    // protocol was never checked and calls succeeded. An inbox too small
+    // for this protocol's own hello is now refused when the caller is
+    // made (issue 19.1); a peer's longer hello still arrives truncated.
     let _watchdog = Watchdog::for_test();
-    let (pipeline, worker_end) = Channel::<MAX_FDS>::pair().unwrap();
-    let worker = worker(worker_end, 1024);
-    // Room for the call header and 4 body bytes: ("test.isp", 3) needs 10.
-    let (mut out, mut inbox) = ([0u8; 1024], [0u8; HEADER_LEN + 8 + 4]);
+    let (pipeline, _raw) = Channel::<MAX_FDS>::pair().unwrap();
+    // ("test.isp", 3) needs 1 + 8 and, counted at its largest, 5.
+    let (mut out, mut small) = ([0u8; 1024], [0u8; HEADER_LEN + 8 + 13]);
+    assert_eq!(
+        Caller::<Isp, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut small).unwrap_err(),
+        Error::BufferTooSmall {
+            len: HEADER_LEN + 8 + 13,
+            needed: HEADER_LEN + 8 + 14
+        }
+    );
+    let (pipeline, raw) = Channel::<MAX_FDS>::pair().unwrap();
+    let long_name = "test.isp".repeat(8);
+    raw.send(
+        &record(Kind::Hello, 0, &encode(&(long_name.as_str(), 3u32))),
+        &[],
+    )
+    .unwrap();
+    let mut inbox = [0u8; HEADER_LEN + 8 + 14];
     let mut caller = Caller::<Isp, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
     assert!(matches!(
         caller.call(&Request::Ping(1), &[], BOUND, |_, _| {}),
         Err(CallError::Ipc(Error::ProtocolMismatch { .. }))
     ));
     assert_eq!(caller.in_flight(), 0);
-    drop(caller);
-    worker.join().unwrap();
 }
 
 #[test]
@@ -454,4 +469,137 @@ fn poll_number() -> Option<i64> {
     return Some(libc::SYS_poll);
     #[cfg(not(target_arch = "x86_64"))]
     None
+}
+
+// ---------------------------------------------------------------------------
+// Buffer sizes from the protocol's types (issue 19.1).
+
+/// A protocol whose every type has a bound.
+struct Bounded;
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, MaxSize)]
+enum BoundedRequest {
+    Ask { frame: u32, offset: i64 },
+    Quiet,
+}
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, MaxSize)]
+enum Denied {
+    Code(u64),
+}
+
+impl Protocol for Bounded {
+    const NAME: &'static str = "test.bounded";
+    const VERSION: u32 = u32::MAX; // the largest hello
+    type Request<'a> = BoundedRequest;
+    type Reply<'a> = [u64; 4];
+    type Event<'a> = (u16, i32);
+    type Error<'a> = Denied;
+    const MAX_REQUEST: Option<usize> = bound::<BoundedRequest>();
+    const MAX_REPLY: Option<usize> = bound::<[u64; 4]>();
+    const MAX_EVENT: Option<usize> = bound::<(u16, i32)>();
+    const MAX_ERROR: Option<usize> = bound::<Denied>();
+}
+
+/// A buffer one byte smaller than `Buffers` says is refused when the end
+/// is made, with both sizes, on either side and for either buffer; the
+/// exact sizes are taken. Fails if `new` skips the check (the old code
+/// took any buffer of 16 bytes and failed later, or timed out).
+#[test]
+fn buffers_smaller_than_the_protocol_needs_are_refused_when_made() {
+    type B = Buffers<Bounded>;
+    // 16 header bytes and 4 u64 varints; the hello is smaller.
+    assert_eq!(B::CALLER_INBOX, 16 + 40);
+    assert_eq!(B::CALLER_OUT, 16 + 1 + 12 + 5); // the hello: name, version
+    assert_eq!(
+        (B::RESPONDER_OUT, B::RESPONDER_INBOX),
+        (B::CALLER_INBOX, B::CALLER_OUT)
+    );
+    let sizes = [
+        (B::CALLER_OUT - 1, B::CALLER_INBOX, B::CALLER_OUT),
+        (B::CALLER_OUT, B::CALLER_INBOX - 1, B::CALLER_INBOX),
+    ];
+    for (out_len, inbox_len, needed) in sizes {
+        let (pipeline, _worker) = Channel::<MAX_FDS>::pair().unwrap();
+        let (mut out, mut inbox) = (vec![0u8; out_len], vec![0u8; inbox_len]);
+        let made = Caller::<Bounded, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox);
+        assert_eq!(
+            made.unwrap_err(),
+            Error::BufferTooSmall {
+                len: needed - 1,
+                needed
+            }
+        );
+    }
+    let sizes = [
+        (B::RESPONDER_OUT - 1, B::RESPONDER_INBOX, B::RESPONDER_OUT),
+        (B::RESPONDER_OUT, B::RESPONDER_INBOX - 1, B::RESPONDER_INBOX),
+    ];
+    for (out_len, inbox_len, needed) in sizes {
+        let (_pipeline, worker) = Channel::<MAX_FDS>::pair().unwrap();
+        let (mut out, mut inbox) = (vec![0u8; out_len], vec![0u8; inbox_len]);
+        let made = Responder::<Bounded, MAX_FDS>::new(worker, &mut out, &mut inbox);
+        assert_eq!(
+            made.unwrap_err(),
+            Error::BufferTooSmall {
+                len: needed - 1,
+                needed
+            }
+        );
+    }
+}
+
+/// Arrays of exactly the sizes `Buffers` gives carry the largest value of
+/// every type: a request, a reply, an event and a handler error each at
+/// its longest encoding. Fails if a bound undercounts (the record would be
+/// `EncodeFailed` at the sender or `Truncated` at the receiver).
+#[test]
+fn buffers_sized_from_the_types_carry_their_largest_values() {
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, worker) = Channel::<MAX_FDS>::pair().unwrap();
+    let largest = BoundedRequest::Ask {
+        frame: u32::MAX,
+        offset: i64::MIN,
+    };
+    let server = thread::spawn(move || {
+        let mut out = [0u8; Buffers::<Bounded>::RESPONDER_OUT];
+        let mut inbox = [0u8; Buffers::<Bounded>::RESPONDER_INBOX];
+        let mut responder =
+            Responder::<Bounded, MAX_FDS>::with_arrays(worker, &mut out, &mut inbox).unwrap();
+        let mut served = Vec::new();
+        for _ in 0..3 {
+            served.push(responder.serve(|mut call| match call.request {
+                BoundedRequest::Ask { frame, .. } if frame == u32::MAX => {
+                    call.events.emit(&(u16::MAX, i32::MIN), &[])?;
+                    Ok([u64::MAX; 4])
+                }
+                _ => Err(CallError::Handler(Denied::Code(u64::MAX))),
+            }));
+        }
+        served
+    });
+    let mut out = [0u8; Buffers::<Bounded>::CALLER_OUT];
+    let mut inbox = [0u8; Buffers::<Bounded>::CALLER_INBOX];
+    let mut caller =
+        Caller::<Bounded, MAX_FDS, CALLS>::with_arrays(pipeline, &mut out, &mut inbox).unwrap();
+    let mut events = Vec::new();
+    let (reply, _) = caller
+        .call(&largest, &[], BOUND, |event, _| events.push(event))
+        .unwrap();
+    assert_eq!((reply, events), ([u64::MAX; 4], vec![(u16::MAX, i32::MIN)]));
+    let denied = caller.call(&BoundedRequest::Quiet, &[], BOUND, |_, _| {});
+    assert_eq!(
+        denied.unwrap_err(),
+        CallError::Handler(Denied::Code(u64::MAX))
+    );
+    drop(caller);
+    let served = server.join().unwrap();
+    assert_eq!(
+        served,
+        [
+            Ok(Served::Hello),
+            Ok(Served::Replied { cookie: 1 }),
+            Ok(Served::Failed { cookie: 2 })
+        ]
+    );
 }

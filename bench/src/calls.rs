@@ -125,6 +125,7 @@ impl Protocol for BenchProtocol {
     type Request<'a> = Request<'a>;
     type Reply<'a> = Reply<'a>;
     type Event<'a> = ();
+    type Error<'a> = ipc_unixsocket::calls::NoError;
 }
 
 /// Postcard length of `value`.
@@ -359,8 +360,8 @@ trait CallBench {
     fn stop(&mut self) -> io::Result<PeerStats>;
 }
 
-fn channel_error(error: ChannelError) -> io::Error {
-    io::Error::other(error)
+fn channel_error(error: impl Into<ChannelError>) -> io::Error {
+    io::Error::other(error.into())
 }
 
 /// Times each round trip of `lat.len()`; `rt` gets the round trip's index.

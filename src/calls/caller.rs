@@ -7,6 +7,7 @@ use core::time::Duration;
 use heapless::Vec;
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
+use super::sizes::{caller_inbox, caller_out};
 use super::{Arrived, CallError, Claims, Endpoint, Kind, Peer, Protocol, Rejection, Wait, decode};
 use crate::channel::{discard_all, monotonic_now};
 use crate::{Channel, Error};
@@ -229,9 +230,16 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     /// `CALLS`, the calls that may be in flight at once, must be at least 1:
     /// zero fails to compile.
     ///
+    /// The buffers must hold the largest record of the protocol that each
+    /// carries: the hellos, and the bounded types' `MAX_*` sizes
+    /// ([`Buffers::CALLER_OUT`](super::Buffers::CALLER_OUT) and
+    /// [`Buffers::CALLER_INBOX`](super::Buffers::CALLER_INBOX)).
+    /// [`with_arrays`](Self::with_arrays) checks this at compile time.
+    ///
     /// # Errors
     ///
     /// [`Error::NoHeaderRoom`] for a buffer under 16 bytes,
+    /// [`Error::BufferTooSmall`] for one smaller than the protocol needs,
     /// [`Error::EncodeFailed`] if the hello does not fit, or what sending
     /// it returns ([`Error::WouldBlock`] if the peer has stopped reading).
     ///
@@ -266,8 +274,9 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
                 "a Caller needs room for at least one call (CALLS >= 1)"
             );
         }
+        let needs = [caller_out::<P>(), caller_inbox::<P>()];
         Ok(Self {
-            end: Endpoint::new::<P>(channel, out, inbox)?,
+            end: Endpoint::new::<P>(channel, out, inbox, needs)?,
             pending: Vec::new(),
             next_cookie: 1,
             late: 0,
@@ -275,6 +284,84 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
             disconnected: false,
             protocol: PhantomData,
         })
+    }
+
+    /// [`new`](Self::new) with arrays whose sizes are checked against the
+    /// protocol at compile time: an array smaller than the hello or than a
+    /// bounded type's largest record (`Protocol::MAX_*`) fails to build.
+    /// Size them with [`Buffers`](super::Buffers).
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new), but never [`Error::BufferTooSmall`] or
+    /// [`Error::NoHeaderRoom`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::Channel;
+    /// use ipc_unixsocket::calls::{Buffers, Caller, NoError, Protocol, bound};
+    ///
+    /// struct Stats;
+    /// impl Protocol for Stats {
+    ///     const NAME: &'static str = "stats";
+    ///     const VERSION: u32 = 1;
+    ///     type Request<'a> = u32; // a frame number
+    ///     type Reply<'a> = [u64; 16]; // its histogram
+    ///     type Event<'a> = ();
+    ///     type Error<'a> = NoError;
+    ///     const MAX_REQUEST: Option<usize> = bound::<u32>();
+    ///     const MAX_REPLY: Option<usize> = bound::<[u64; 16]>();
+    ///     const MAX_EVENT: Option<usize> = bound::<()>();
+    ///     const MAX_ERROR: Option<usize> = bound::<NoError>();
+    /// }
+    ///
+    /// let (pipeline, _worker) = Channel::<0>::pair()?;
+    /// let mut out = [0u8; Buffers::<Stats>::CALLER_OUT];
+    /// let mut inbox = [0u8; Buffers::<Stats>::CALLER_INBOX]; // 16 + 160
+    /// let caller = Caller::<Stats, 0, 1>::with_arrays(pipeline, &mut out, &mut inbox)?;
+    /// # let _ = caller;
+    /// # Ok::<(), ipc_unixsocket::Error>(())
+    /// ```
+    ///
+    /// A reply that outgrows the inbox fails where it is built:
+    ///
+    /// ```compile_fail
+    /// # use ipc_unixsocket::Channel;
+    /// # use ipc_unixsocket::calls::{Caller, NoError, Protocol, bound};
+    /// # struct Stats;
+    /// # impl Protocol for Stats {
+    /// #     const NAME: &'static str = "stats";
+    /// #     const VERSION: u32 = 1;
+    /// #     type Request<'a> = u32;
+    /// #     type Reply<'a> = [u64; 16];
+    /// #     type Event<'a> = ();
+    /// #     type Error<'a> = NoError;
+    /// #     const MAX_REPLY: Option<usize> = bound::<[u64; 16]>();
+    /// # }
+    /// # fn main() -> Result<(), ipc_unixsocket::Error> {
+    /// let (pipeline, _worker) = Channel::<0>::pair()?;
+    /// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]); // 64 < 16 + 160
+    /// let caller = Caller::<Stats, 0, 1>::with_arrays(pipeline, &mut out, &mut inbox)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_arrays<const OUT: usize, const INBOX: usize>(
+        channel: Channel<MAX_FDS>,
+        out: &'b mut [u8; OUT],
+        inbox: &'b mut [u8; INBOX],
+    ) -> Result<Self, Error> {
+        const {
+            assert!(
+                OUT >= caller_out::<P>().min(),
+                "the outgoing array is smaller than the protocol's hello or largest request"
+            );
+            assert!(
+                INBOX >= caller_inbox::<P>().min(),
+                "the incoming array is smaller than the hello or the protocol's largest reply, handler error or event"
+            );
+        }
+        Self::new(channel, out, inbox)
     }
 
     /// Sends `request` with `fds` and waits for its reply, at most

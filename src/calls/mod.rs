@@ -37,11 +37,14 @@ use crate::{Channel, Error, HEADER_LEN};
 
 mod caller;
 mod responder;
+mod sizes;
 mod slots;
 mod wire;
 
 pub use caller::{Caller, Cookie, Incoming};
+pub use postcard::experimental::max_size::MaxSize;
 pub use responder::{Call, Emitter, Responder, Served};
+pub use sizes::{Buffers, bound};
 pub use slots::{Attach, Claims, FdSlot};
 pub use wire::{CALL_HEADER_LEN, CallHeader, Kind, Rejection};
 
@@ -108,6 +111,23 @@ pub trait Protocol {
     /// [`CallError::Handler`]. [`NoError`] for a protocol whose handlers
     /// fail only with the crate's errors.
     type Error<'a>: Serialize + Deserialize<'a> + Debug;
+    /// The largest encoded request, when the type has a bound:
+    /// [`bound`]`::<Request>()` for a type that derives [`MaxSize`]. `None`
+    /// (the default) for a type without one (slices, strings): its buffers
+    /// are then the user's choice, and a record too large for them fails
+    /// its call at once with the sizes ([`Error::Truncated`],
+    /// [`Rejection::TooLarge`]). With a bound, [`Buffers`] gives the sizes
+    /// and a buffer too small is refused when the end is made.
+    const MAX_REQUEST: Option<usize> = None;
+    /// The largest encoded reply, when the type has a bound (see
+    /// [`MAX_REQUEST`](Self::MAX_REQUEST)).
+    const MAX_REPLY: Option<usize> = None;
+    /// The largest encoded event, when the type has a bound (see
+    /// [`MAX_REQUEST`](Self::MAX_REQUEST)).
+    const MAX_EVENT: Option<usize> = None;
+    /// The largest encoded handler error, when the type has a bound (see
+    /// [`MAX_REQUEST`](Self::MAX_REQUEST)).
+    const MAX_ERROR: Option<usize> = None;
 }
 
 /// How a call failed, on both sides: the handler's own error, typed, or
@@ -278,15 +298,26 @@ enum Peer {
 }
 
 impl<'b, const MAX_FDS: usize> Endpoint<'b, MAX_FDS> {
-    /// Takes the channel and the buffers and sends this end's hello.
+    /// Takes the channel and the buffers, checks them against what the
+    /// protocol's bounds need (`out_min` and `inbox_min`), and sends this
+    /// end's hello.
     fn new<P: Protocol>(
         channel: Channel<MAX_FDS>,
         out: &'b mut [u8],
         inbox: &'b mut [u8],
+        [out_min, inbox_min]: [sizes::Needed; 2],
     ) -> Result<Self, Error> {
         for buffer in [&*out, &*inbox] {
             if buffer.len() < BODY {
                 return Err(Error::NoHeaderRoom { len: buffer.len() });
+            }
+        }
+        for (buffer, needed) in [(&*out, out_min), (&*inbox, inbox_min)] {
+            if buffer.len() < needed.min() {
+                return Err(Error::BufferTooSmall {
+                    len: buffer.len(),
+                    needed: needed.min(),
+                });
             }
         }
         let mut end = Self {

@@ -6,6 +6,7 @@ use core::time::Duration;
 
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
+use super::sizes::{caller_inbox, caller_out};
 use super::{
     Arrived, Attach, BODY, CallError, Claims, Endpoint, Kind, Peer, Protocol, Rejection, Wait,
     decode, encode, encode_rejection, send,
@@ -173,9 +174,16 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
     /// Takes the channel and two buffers (outgoing and incoming records,
     /// each at least 16 bytes) and sends the hello.
     ///
+    /// The buffers must hold the largest record of the protocol that each
+    /// carries: the hellos, and the bounded types' `MAX_*` sizes
+    /// ([`Buffers::RESPONDER_OUT`](super::Buffers::RESPONDER_OUT) and
+    /// [`Buffers::RESPONDER_INBOX`](super::Buffers::RESPONDER_INBOX)).
+    /// [`with_arrays`](Self::with_arrays) checks this at compile time.
+    ///
     /// # Errors
     ///
     /// [`Error::NoHeaderRoom`] for a buffer under 16 bytes,
+    /// [`Error::BufferTooSmall`] for one smaller than the protocol needs,
     /// [`Error::EncodeFailed`] if the hello does not fit, or what sending
     /// it returns.
     ///
@@ -187,12 +195,67 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
         out: &'b mut [u8],
         inbox: &'b mut [u8],
     ) -> Result<Self, Error> {
+        let needs = [caller_inbox::<P>(), caller_out::<P>()];
         Ok(Self {
-            end: Endpoint::new::<P>(channel, out, inbox)?,
+            end: Endpoint::new::<P>(channel, out, inbox, needs)?,
             discarded: 0,
             send_timeout: None,
             protocol: PhantomData,
         })
+    }
+
+    /// [`new`](Self::new) with arrays whose sizes are checked against the
+    /// protocol at compile time, like
+    /// [`Caller::with_arrays`](super::Caller::with_arrays).
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new), but never [`Error::BufferTooSmall`] or
+    /// [`Error::NoHeaderRoom`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::Channel;
+    /// use ipc_unixsocket::calls::{Buffers, NoError, Protocol, Responder, bound};
+    ///
+    /// struct Stats;
+    /// impl Protocol for Stats {
+    ///     const NAME: &'static str = "stats";
+    ///     const VERSION: u32 = 1;
+    ///     type Request<'a> = u32;
+    ///     type Reply<'a> = [u64; 16];
+    ///     type Event<'a> = ();
+    ///     type Error<'a> = NoError;
+    ///     const MAX_REQUEST: Option<usize> = bound::<u32>();
+    ///     const MAX_REPLY: Option<usize> = bound::<[u64; 16]>();
+    ///     const MAX_EVENT: Option<usize> = bound::<()>();
+    ///     const MAX_ERROR: Option<usize> = bound::<NoError>();
+    /// }
+    ///
+    /// let (_pipeline, worker) = Channel::<0>::pair()?;
+    /// let mut out = [0u8; Buffers::<Stats>::RESPONDER_OUT];
+    /// let mut inbox = [0u8; Buffers::<Stats>::RESPONDER_INBOX];
+    /// let responder = Responder::<Stats, 0>::with_arrays(worker, &mut out, &mut inbox)?;
+    /// # let _ = responder;
+    /// # Ok::<(), ipc_unixsocket::Error>(())
+    /// ```
+    pub fn with_arrays<const OUT: usize, const INBOX: usize>(
+        channel: Channel<MAX_FDS>,
+        out: &'b mut [u8; OUT],
+        inbox: &'b mut [u8; INBOX],
+    ) -> Result<Self, Error> {
+        const {
+            assert!(
+                OUT >= caller_inbox::<P>().min(),
+                "the outgoing array is smaller than the protocol's hello or largest reply, handler error or event"
+            );
+            assert!(
+                INBOX >= caller_out::<P>().min(),
+                "the incoming array is smaller than the hello or the protocol's largest request"
+            );
+        }
+        Self::new(channel, out, inbox)
     }
 
     /// Waits for the next record and handles it: a request goes to
