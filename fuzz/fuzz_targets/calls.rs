@@ -978,7 +978,13 @@ fn fuzz_caller(fixtures: &'static Fixtures, flags: u8, input: &[u8]) {
     } else if let Some(error) = model.dead {
         assert!(caller.try_incoming().err() == Some(error), "dead for good");
     } else {
-        // A genuine reply for every call still in flight arrives.
+        // A genuine peer says hello first, if it has not yet; then a
+        // genuine reply for every call still in flight arrives.
+        if !model.hello {
+            send_call(&peer, HELLO, 0, &(Fuzz::NAME, Fuzz::VERSION), &[]);
+            assert!(matches!(caller.try_incoming(), Ok(None)), "the hello");
+            model.hello = true;
+        }
         let reply_fd = [fixtures.memfds[5].as_fd()];
         for &cookie in &model.pending {
             send_call(&peer, REPLY, cookie, &Reply::Len(cookie), &reply_fd);
