@@ -54,7 +54,7 @@ use std::process::{Child, Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use ipc_unixsocket::calls::{
-    Attach, Call, CallError, Caller, Cookie, FdSlot, Incoming, Protocol, Responder,
+    Attach, Call, CallError, Caller, Cookie, FdSlot, Incoming, Protocol, Responder, Schema,
 };
 use ipc_unixsocket::{Channel, Error};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
@@ -100,7 +100,7 @@ impl Protocol for Ipa {
     type Error<'a> = IpaError;
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, Schema)]
 enum Request<'a> {
     /// Load the tuning for this sensor.
     Init {
@@ -119,7 +119,7 @@ enum Request<'a> {
     Stop,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, Schema)]
 enum Reply {
     Initialised,
     Configured { mapped: u32 },
@@ -129,7 +129,7 @@ enum Reply {
 
 /// How the worker's handlers fail: the pipeline gets it typed
 /// (`CallError::Handler`), apart from the crate's own errors.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, Schema)]
 enum IpaError {
     /// The buffer in this slot is not a sealed frame of the right size.
     UnusableBuffer { slot: u8 },
@@ -146,7 +146,7 @@ impl std::fmt::Display for IpaError {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, Schema)]
 enum Event {
     /// The exposure and gain (8.8 fixed point) to use for frame `frame`.
     SetSensorControls {
@@ -473,7 +473,7 @@ fn timespec(duration: Duration) -> Timespec {
 // Statistics, computed by both sides
 // ---------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Schema)]
 struct Stats {
     luma_sum: u64,
     histogram: [u32; BINS],

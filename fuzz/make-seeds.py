@@ -180,7 +180,12 @@ def calls_input(flags, *records, calls=0):
     return bytes([flags | (calls << 3)]) + b"".join(records)
 
 
-GOOD_HELLO = pc_bytes(NAME) + varint(PROTOCOL_VERSION)
+# A "calls v1" hello (no schema hashes): refused as unreadable.
+V1_HELLO = pc_bytes(NAME) + varint(PROTOCOL_VERSION)
+# The matching "calls v2" hello carries the schema hashes of the target's
+# types, which the target computes: a typed hello body whose `arbitrary`
+# source is empty is `HelloM::Good`.
+GOOD = dict(typed=True)
 PING = b"\x00"
 ECHO_SHORT = b"\x01" + pc_bytes(b"hi")
 ECHO_LONG = b"\x01" + pc_bytes(bytes(range(60)))
@@ -205,7 +210,7 @@ CALLS_SEEDS = {
     "r-ping": calls_input(C_PEER_HELLO, call_rec(REQUEST, 7, PING)),
     "r-request-before-hello": calls_input(0, call_rec(REQUEST, 7, PING, fds=1)),
     "r-hello-in-junk-then-requests": calls_input(
-        0, call_rec(HELLO, 0, GOOD_HELLO), call_rec(REQUEST, 1, TAKE, fds=2, memfds=True)
+        0, call_rec(HELLO, 0, b"", **GOOD), call_rec(REQUEST, 1, TAKE, fds=2, memfds=True)
     ),
     "r-take": calls_input(C_PEER_HELLO, call_rec(REQUEST, 9, TAKE, fds=2)),
     "r-take-bad-slots": calls_input(
@@ -241,7 +246,8 @@ CALLS_SEEDS = {
         call_rec(REQUEST, 1, PING),
         call_rec(HELLO, 0, pc_bytes(b"other") + varint(3)),
         call_rec(HELLO, 0, b"\xff\xff"),
-        call_rec(HELLO, 0, GOOD_HELLO, fds=2),
+        call_rec(HELLO, 0, V1_HELLO),
+        call_rec(HELLO, 0, b"", fds=2, **GOOD),
         call_rec(REQUEST, 2, PING),
     ),
     "r-not-requests": calls_input(
@@ -364,7 +370,7 @@ CALLS_SEEDS = {
     "c-reply-before-hello": calls_input(
         C_CALLER,
         call_rec(REPLY, 0, b"\x03\x05"),
-        call_rec(HELLO, 0, GOOD_HELLO),
+        call_rec(HELLO, 0, b"", **GOOD),
         calls=2,
     ),
     "c-hang-up": calls_input(

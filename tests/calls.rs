@@ -20,8 +20,8 @@ use calls_protocol::{
 };
 use common::{Watchdog, open_fds, serial};
 use ipc_unixsocket::calls::{
-    Attach, CallError, CallHeader, Caller, Claims, Cookie, FdSlot, Incoming, Kind, Protocol,
-    Rejection, Responder, Served,
+    Attach, CallError, CallHeader, Caller, Claims, Cookie, Differs, FdSlot, Hello, Incoming, Kind,
+    Protocol, Rejection, Responder, Schema, Served,
 };
 use ipc_unixsocket::{Channel, Error};
 use rustix::event::{PollFd, PollFlags, poll};
@@ -215,10 +215,10 @@ fn raw_hello(channel: &Channel<MAX_FDS>) {
     let (header, body, _) = raw_recv(channel);
     assert_eq!(header.kind, Kind::Hello);
     assert_eq!(
-        postcard::from_bytes::<(&str, u32)>(&body).unwrap(),
-        (Isp::NAME, Isp::VERSION)
+        postcard::from_bytes::<Hello<'_>>(&body).unwrap(),
+        Hello::of::<Isp>()
     );
-    raw_send(channel, Kind::Hello, 0, &(Isp::NAME, Isp::VERSION), &[]);
+    raw_send(channel, Kind::Hello, 0, &Hello::of::<Isp>(), &[]);
 }
 
 /// Receives one `Export` request: its cookie and contents.
@@ -706,10 +706,12 @@ fn mismatch<P: Protocol + 'static>(same_name: bool) {
     let theirs = Error::ProtocolMismatch {
         same_name,
         peer_version: P::VERSION,
+        differs: Differs::NONE,
     };
     let ours = Error::ProtocolMismatch {
         same_name,
         peer_version: Isp::VERSION,
+        differs: Differs::NONE,
     };
     let first = caller.call(&Request::Ping(1), &[], LONG, |_, _| {});
     assert_eq!(first.unwrap_err(), theirs);
@@ -1303,7 +1305,7 @@ fn into_channel_gives_back_the_connected_channel() {
 /// from the receive buffer like a reply.
 struct Strict;
 
-#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, Schema)]
 enum StrictRequest<'a> {
     Ping(u32),
     /// Fails with `Refusal { reason: text, code }` unless `text` is "ok".
@@ -1313,7 +1315,7 @@ enum StrictRequest<'a> {
     },
 }
 
-#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, Schema)]
 struct Refusal<'a> {
     reason: &'a str,
     code: u16,
@@ -1463,4 +1465,125 @@ fn a_handler_error_reaches_try_incoming_typed_and_a_late_one_is_dropped() {
     assert_eq!(caller.late_replies(), 1, "the cancelled call's error");
     drop(caller);
     worker.join().unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 12. Identity from the types (issue 19.2).
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, Schema)]
+struct AskV1 {
+    frame: u32,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, Schema)]
+struct AskV2 {
+    frame: u32,
+    crop: bool,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, Schema)]
+struct GainV1 {
+    gain: u16,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, Schema)]
+struct GainV2 {
+    gain: u16,
+    exposure: u32,
+}
+
+/// Three builds of one protocol: one name, one version, and one field
+/// added to the reply (`Build2`) or to the request (`Build3`) without a
+/// version bump.
+macro_rules! build {
+    ($name:ident, $request:ty, $reply:ty) => {
+        struct $name;
+        impl Protocol for $name {
+            const NAME: &'static str = "test.build";
+            const VERSION: u32 = 7;
+            type Request<'a> = $request;
+            type Reply<'a> = $reply;
+            type Event<'a> = ();
+            type Error<'a> = ipc_unixsocket::calls::NoError;
+        }
+    };
+}
+build!(Build1, AskV1, GainV1);
+build!(Build2, AskV1, GainV2);
+build!(Build3, AskV2, GainV1);
+
+/// A caller of build `A` against a responder of build `B`: both fail with
+/// `ProtocolMismatch` naming the types that differ, the responder on the
+/// caller's hello and the caller on its first call, and no handler runs.
+fn builds_refuse_each_other<A: Protocol, B: Protocol>(request: &A::Request<'_>, differs: Differs) {
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, worker) = Channel::<MAX_FDS>::pair().unwrap();
+    let expected = Error::ProtocolMismatch {
+        same_name: true,
+        peer_version: 7,
+        differs,
+    };
+    let server = thread::spawn(move || {
+        let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
+        let mut responder = Responder::<B, MAX_FDS>::new(worker, &mut out, &mut inbox).unwrap();
+        let mut ran = 0;
+        let mut served = Vec::new();
+        loop {
+            match responder.serve(|_| {
+                ran += 1;
+                Err(Error::EncodeFailed.into())
+            }) {
+                Err(Error::Disconnected) => return (served, ran),
+                other => served.push(other),
+            }
+        }
+    });
+    let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
+    let mut caller = Caller::<A, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
+    match caller.call(request, &[], LONG, |_, _| {}) {
+        Err(error) => assert!(error == expected, "{error:?}"),
+        Ok(_) => panic!("the call went through"),
+    }
+    drop(caller);
+    let (served, ran) = server.join().unwrap();
+    assert_eq!(ran, 0, "a handler ran");
+    // The caller's hello, then its request, refused without a handler.
+    assert_eq!(
+        served,
+        [
+            Err(expected),
+            Ok(Served::Refused {
+                cookie: 1,
+                rejection: Rejection::ProtocolMismatch
+            })
+        ]
+    );
+    assert!(expected.to_string().contains(&differs.to_string()));
+}
+
+/// One field added to the reply type, same name and version: both sides
+/// fail with `ProtocolMismatch { differs: reply }` before any request runs.
+/// Fails on the old hello (name and version only), where the call went
+/// through and the reply was misread.
+#[test]
+fn a_reply_type_changed_without_a_version_bump_is_a_mismatch_naming_it() {
+    let reply = Differs {
+        reply: true,
+        ..Differs::NONE
+    };
+    builds_refuse_each_other::<Build1, Build2>(&AskV1 { frame: 1 }, reply);
+}
+
+/// The same for a field added to the request type.
+#[test]
+fn a_request_type_changed_without_a_version_bump_is_a_mismatch_naming_it() {
+    let request = Differs {
+        request: true,
+        ..Differs::NONE
+    };
+    let ask = AskV2 {
+        frame: 1,
+        crop: true,
+    };
+    builds_refuse_each_other::<Build3, Build1>(&ask, request);
 }

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use calls_protocol::{CALLS, Isp, MAX_FDS, Reply, Request, memfd};
 use common::{Watchdog, open_fds, serial};
 use ipc_unixsocket::calls::{
-    Attach, Buffers, CallError, CallHeader, Caller, Claims, Kind, MaxSize, Protocol, Rejection,
-    Responder, Served, bound,
+    Attach, Buffers, CallError, CallHeader, Caller, Claims, Differs, Hello, Kind, MaxSize,
+    Protocol, Rejection, Responder, Schema, Served, bound,
 };
 use ipc_unixsocket::{Channel, Error, HEADER_LEN};
 
@@ -42,7 +42,7 @@ fn encode(value: &impl serde::Serialize) -> Vec<u8> {
 }
 
 fn hello_body() -> Vec<u8> {
-    encode(&(Isp::NAME, Isp::VERSION))
+    encode(&Hello::of::<Isp>())
 }
 
 /// Receives one record on a raw channel: `(call header, body)`.
@@ -156,23 +156,31 @@ fn a_hello_larger_than_the_inbox_is_a_protocol_mismatch() {
     // made (issue 19.1); a peer's longer hello still arrives truncated.
     let _watchdog = Watchdog::for_test();
     let (pipeline, _raw) = Channel::<MAX_FDS>::pair().unwrap();
-    // ("test.isp", 3) needs 1 + 8 and, counted at its largest, 5.
-    let (mut out, mut small) = ([0u8; 1024], [0u8; HEADER_LEN + 8 + 13]);
+    // ("test.isp", 3, 4 schema hashes) needs 1 + 8, 5 counted at its
+    // largest, and 32.
+    let (mut out, mut small) = ([0u8; 1024], [0u8; HEADER_LEN + 8 + 45]);
     assert_eq!(
         Caller::<Isp, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut small).unwrap_err(),
         Error::BufferTooSmall {
-            len: HEADER_LEN + 8 + 13,
-            needed: HEADER_LEN + 8 + 14
+            len: HEADER_LEN + 8 + 45,
+            needed: HEADER_LEN + 8 + 46
         }
     );
     let (pipeline, raw) = Channel::<MAX_FDS>::pair().unwrap();
     let long_name = "test.isp".repeat(8);
     raw.send(
-        &record(Kind::Hello, 0, &encode(&(long_name.as_str(), 3u32))),
+        &record(
+            Kind::Hello,
+            0,
+            &encode(&Hello {
+                name: &long_name,
+                ..Hello::of::<Isp>()
+            }),
+        ),
         &[],
     )
     .unwrap();
-    let mut inbox = [0u8; HEADER_LEN + 8 + 14];
+    let mut inbox = [0u8; HEADER_LEN + 8 + 46];
     let mut caller = Caller::<Isp, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
     assert!(matches!(
         caller.call(&Request::Ping(1), &[], BOUND, |_, _| {}),
@@ -202,7 +210,8 @@ fn replies_before_the_peers_hello_are_a_protocol_mismatch() {
         answer.map(|(reply, _)| reply).map_err(Error::from),
         Err(Error::ProtocolMismatch {
             same_name: false,
-            peer_version: 0
+            peer_version: 0,
+            differs: Differs::NONE,
         })
     );
     assert_eq!(caller.in_flight(), 0);
@@ -477,13 +486,13 @@ fn poll_number() -> Option<i64> {
 /// A protocol whose every type has a bound.
 struct Bounded;
 
-#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, MaxSize)]
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, MaxSize, Schema)]
 enum BoundedRequest {
     Ask { frame: u32, offset: i64 },
     Quiet,
 }
 
-#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, MaxSize)]
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, MaxSize, Schema)]
 enum Denied {
     Code(u64),
 }
@@ -492,11 +501,11 @@ impl Protocol for Bounded {
     const NAME: &'static str = "test.bounded";
     const VERSION: u32 = u32::MAX; // the largest hello
     type Request<'a> = BoundedRequest;
-    type Reply<'a> = [u64; 4];
+    type Reply<'a> = [u64; 8];
     type Event<'a> = (u16, i32);
     type Error<'a> = Denied;
     const MAX_REQUEST: Option<usize> = bound::<BoundedRequest>();
-    const MAX_REPLY: Option<usize> = bound::<[u64; 4]>();
+    const MAX_REPLY: Option<usize> = bound::<[u64; 8]>();
     const MAX_EVENT: Option<usize> = bound::<(u16, i32)>();
     const MAX_ERROR: Option<usize> = bound::<Denied>();
 }
@@ -508,9 +517,10 @@ impl Protocol for Bounded {
 #[test]
 fn buffers_smaller_than_the_protocol_needs_are_refused_when_made() {
     type B = Buffers<Bounded>;
-    // 16 header bytes and 4 u64 varints; the hello is smaller.
-    assert_eq!(B::CALLER_INBOX, 16 + 40);
-    assert_eq!(B::CALLER_OUT, 16 + 1 + 12 + 5); // the hello: name, version
+    // 16 header bytes and 8 u64 varints; the hello is smaller.
+    assert_eq!(B::CALLER_INBOX, 16 + 80);
+    // The hello: name, version, 4 schema hashes.
+    assert_eq!(B::CALLER_OUT, 16 + 1 + 12 + 5 + 32);
     assert_eq!(
         (B::RESPONDER_OUT, B::RESPONDER_INBOX),
         (B::CALLER_INBOX, B::CALLER_OUT)
@@ -571,7 +581,7 @@ fn buffers_sized_from_the_types_carry_their_largest_values() {
             served.push(responder.serve(|mut call| match call.request {
                 BoundedRequest::Ask { frame, .. } if frame == u32::MAX => {
                     call.events.emit(&(u16::MAX, i32::MIN), &[])?;
-                    Ok([u64::MAX; 4])
+                    Ok([u64::MAX; 8])
                 }
                 _ => Err(CallError::Handler(Denied::Code(u64::MAX))),
             }));
@@ -586,7 +596,7 @@ fn buffers_sized_from_the_types_carry_their_largest_values() {
     let (reply, _) = caller
         .call(&largest, &[], BOUND, |event, _| events.push(event))
         .unwrap();
-    assert_eq!((reply, events), ([u64::MAX; 4], vec![(u16::MAX, i32::MIN)]));
+    assert_eq!((reply, events), ([u64::MAX; 8], vec![(u16::MAX, i32::MIN)]));
     let denied = caller.call(&BoundedRequest::Quiet, &[], BOUND, |_, _| {});
     assert_eq!(
         denied.unwrap_err(),

@@ -27,7 +27,7 @@ use std::time::Duration;
 use common::{harness, identity, memfd, wait_child};
 use ipc_unixsocket::calls::{
     Attach, Call, CallError, Caller, Claims, Cookie, FdSlot, Incoming, NoError, Protocol,
-    Responder, Served,
+    Responder, Schema, Served,
 };
 use ipc_unixsocket::{Channel, Error};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
@@ -83,7 +83,7 @@ fn allocator_counts() -> bool {
 /// `(st_dev, st_ino)` of a file, as `common::identity` returns it.
 type FileId = (u64, u64);
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, Schema)]
 enum Request {
     /// Process frame `seq` in `buffer` (and with `params`, if any): the
     /// responder checks the files are the ones named, writes `seq` at
@@ -98,7 +98,7 @@ enum Request {
     Finish,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, Schema)]
 enum Reply {
     /// Frame `seq` is done; `buffer` is the buffer the request carried.
     Done { seq: u32, buffer: FdSlot },
@@ -112,7 +112,7 @@ enum Reply {
     },
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, Schema)]
 enum Event {
     /// `requests` calls served so far; `stats` is the responder's memfd.
     Stats {

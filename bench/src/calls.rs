@@ -20,14 +20,16 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ipc_unixsocket::calls::{Attach, CallHeader, Caller, FdSlot, Kind, Protocol, Responder};
+use ipc_unixsocket::calls::{
+    Attach, Bytes, CallHeader, Caller, FdSlot, Kind, Protocol, Responder, Schema,
+};
 use ipc_unixsocket::{Channel, Error as ChannelError, HEADER_LEN};
 use rustix::io::{FdFlags, IoSlice, IoSliceMut, fcntl_setfd};
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags, SocketFlags, SocketType, recvmsg, sendmsg, socketpair,
 };
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::Config;
 use crate::alloc_count::allocations;
@@ -47,25 +49,8 @@ const STOP_LEN: usize = 1;
 // ---------------------------------------------------------------------------
 // The protocol.
 
-/// Bytes serialized as one postcard byte string (`serialize_bytes`): a
-/// plain `&[u8]` field goes through serde as a sequence, one `u8` at a
-/// time.
-#[derive(Debug, Clone, Copy)]
-pub struct Bytes<'a>(pub &'a [u8]);
-
-impl Serialize for Bytes<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(self.0)
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Bytes<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        <&'de [u8]>::deserialize(d).map(Bytes)
-    }
-}
-
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, Schema)]
+#[postcard(crate = ipc_unixsocket::calls::postcard_schema)]
 pub enum Request<'a> {
     Echo {
         #[serde(borrow)]
@@ -97,7 +82,8 @@ pub enum Request<'a> {
     Stop,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, Schema)]
+#[postcard(crate = ipc_unixsocket::calls::postcard_schema)]
 pub enum Reply<'a> {
     Echo {
         #[serde(borrow)]

@@ -61,8 +61,8 @@ use std::collections::BTreeSet;
 use arbitrary::{Arbitrary, Unstructured};
 use heapless::Vec as StackVec;
 use ipc_unixsocket::calls::{
-    CALL_HEADER_LEN, Call, CallError, Caller, Claims, FdSlot, Incoming, Protocol, Rejection,
-    Responder, Served,
+    CALL_HEADER_LEN, Call, CallError, Caller, Claims, Differs, FdSlot, Hello, Incoming, Protocol,
+    Rejection, Responder, Schema, Served,
 };
 use ipc_unixsocket::{Channel, Error, HEADER_LEN, MAGIC, VERSION};
 use ipc_unixsocket_fuzz::{Fixtures, MAX_RAW_FDS, expected_outcome, identity, open_fds, send_raw};
@@ -106,7 +106,8 @@ const LAST_COOKIE: u32 = 0x5eed_0001;
 
 // ---- the protocol ----------------------------------------------------------
 
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize, Schema)]
+#[postcard(crate = ipc_unixsocket::calls::postcard_schema)]
 enum Request<'a> {
     Ping,
     Echo(&'a [u8]),
@@ -127,13 +128,15 @@ enum Request<'a> {
 }
 
 /// The handlers' own error type.
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize, Schema)]
+#[postcard(crate = ipc_unixsocket::calls::postcard_schema)]
 enum FuzzError<'a> {
     Denied(u16),
     Why(&'a str),
 }
 
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize, Schema)]
+#[postcard(crate = ipc_unixsocket::calls::postcard_schema)]
 enum Reply<'a> {
     Pong,
     Echo(&'a [u8]),
@@ -142,7 +145,8 @@ enum Reply<'a> {
     Sum(u64),
 }
 
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize, Schema)]
+#[postcard(crate = ipc_unixsocket::calls::postcard_schema)]
 enum Event<'a> {
     Tick(u32),
     Blob(&'a [u8]),
@@ -220,7 +224,10 @@ enum HelloM {
     Good,
     OtherVersion(u32),
     OtherName(String),
+    /// A calls v1 hello: no schema hashes.
     Any(String, u32),
+    /// Another build of the protocol: the same name and version.
+    OtherSchemas([[u8; 8]; 4]),
 }
 
 /// `Vec<u8>` serialized as bytes, as `&[u8]` deserializes.
@@ -272,15 +279,32 @@ fn predict_decode<'a, T: Deserialize<'a>>(
 
 /// The outcome of a hello with `body`: `None` for a match.
 fn predict_hello(body: &[u8]) -> Option<Error> {
-    match predict_decode::<(&str, u32)>(body, None) {
-        Ok((name, version)) if name == Fuzz::NAME && version == Fuzz::VERSION => None,
-        Ok((name, version)) => Some(Error::ProtocolMismatch {
+    let ours = Hello::of::<Fuzz>();
+    match predict_decode::<Hello<'_>>(body, None) {
+        Ok(hello) if hello == ours => None,
+        Ok(Hello {
+            name,
+            version,
+            schemas,
+        }) if name == Fuzz::NAME && version == Fuzz::VERSION => Some(Error::ProtocolMismatch {
+            same_name: true,
+            peer_version: version,
+            differs: Differs {
+                request: schemas[0] != ours.schemas[0],
+                reply: schemas[1] != ours.schemas[1],
+                event: schemas[2] != ours.schemas[2],
+                error: schemas[3] != ours.schemas[3],
+            },
+        }),
+        Ok(Hello { name, version, .. }) => Some(Error::ProtocolMismatch {
             same_name: name == Fuzz::NAME,
             peer_version: version,
+            differs: Differs::NONE,
         }),
         Err(_) => Some(Error::ProtocolMismatch {
             same_name: false,
             peer_version: 0,
+            differs: Differs::NONE,
         }),
     }
 }
@@ -314,10 +338,20 @@ fn typed_body(kind: u8, source: &[u8]) -> Vec<u8> {
         HELLO => {
             let hello = HelloM::arbitrary(&mut u).unwrap_or(HelloM::Good);
             match hello {
-                HelloM::Good => to_postcard(&(Fuzz::NAME, Fuzz::VERSION)),
-                HelloM::OtherVersion(v) => to_postcard(&(Fuzz::NAME, v)),
-                HelloM::OtherName(name) => to_postcard(&(name, Fuzz::VERSION)),
+                HelloM::Good => to_postcard(&Hello::of::<Fuzz>()),
+                HelloM::OtherVersion(version) => to_postcard(&Hello {
+                    version,
+                    ..Hello::of::<Fuzz>()
+                }),
+                HelloM::OtherName(name) => to_postcard(&Hello {
+                    name: &name,
+                    ..Hello::of::<Fuzz>()
+                }),
                 HelloM::Any(name, v) => to_postcard(&(name, v)),
+                HelloM::OtherSchemas(schemas) => to_postcard(&Hello {
+                    schemas,
+                    ..Hello::of::<Fuzz>()
+                }),
             }
         }
         REPLY => to_postcard(&ReplyM::arbitrary(&mut u).unwrap_or(ReplyM::Pong)),
@@ -631,7 +665,7 @@ fn fuzz_responder(fixtures: &'static Fixtures, flags: u8, input: &[u8]) {
     let mut state = PeerState::Unknown;
     let mut discarded = 0u32;
     if flags & PEER_HELLO != 0 {
-        send_call(&peer, HELLO, 0, &(Fuzz::NAME, Fuzz::VERSION), &[]);
+        send_call(&peer, HELLO, 0, &Hello::of::<Fuzz>(), &[]);
         let got = responder.try_serve(|call| handler(call, fixtures, &mut Log::default()));
         assert_eq!(got, Ok(Some(Served::Hello)));
         state = PeerState::Matched;
@@ -683,6 +717,7 @@ fn fuzz_responder(fixtures: &'static Fixtures, flags: u8, input: &[u8]) {
                     Some(_) => Some(Error::ProtocolMismatch {
                         same_name: false,
                         peer_version: 0,
+                        differs: Differs::NONE,
                     }),
                     None => predict_hello(body),
                 };
@@ -859,7 +894,7 @@ fn fuzz_caller(fixtures: &'static Fixtures, flags: u8, input: &[u8]) {
     assert!(fds.is_empty());
 
     if flags & PEER_HELLO != 0 {
-        send_call(&peer, HELLO, 0, &(Fuzz::NAME, Fuzz::VERSION), &[]);
+        send_call(&peer, HELLO, 0, &Hello::of::<Fuzz>(), &[]);
     }
 
     // Start the calls, and see them arrive.
@@ -981,7 +1016,7 @@ fn fuzz_caller(fixtures: &'static Fixtures, flags: u8, input: &[u8]) {
         // A genuine peer says hello first, if it has not yet; then a
         // genuine reply for every call still in flight arrives.
         if !model.hello {
-            send_call(&peer, HELLO, 0, &(Fuzz::NAME, Fuzz::VERSION), &[]);
+            send_call(&peer, HELLO, 0, &Hello::of::<Fuzz>(), &[]);
             assert!(matches!(caller.try_incoming(), Ok(None)), "the hello");
             model.hello = true;
         }
@@ -1075,6 +1110,7 @@ fn predict_caller(model: &mut Model, record: &RawRecord) -> Vec<Delivery> {
     let unreadable = Error::ProtocolMismatch {
         same_name: false,
         peer_version: 0,
+        differs: Differs::NONE,
     };
     let mismatch = match (kind, too_large) {
         (HELLO, Some(_)) => Some(unreadable),
@@ -1177,7 +1213,9 @@ impl Model {
     /// delivered before.
     fn deliver(&mut self, got: &[Delivery], what: &str) {
         for delivery in got {
-            if let Delivery::Reply(c, ..) | Delivery::Denied(c, _) | Delivery::Failed(c, _) = delivery {
+            if let Delivery::Reply(c, ..) | Delivery::Denied(c, _) | Delivery::Failed(c, _) =
+                delivery
+            {
                 assert!(self.started.contains(c), "cookie {c} never started: {what}");
                 assert!(
                     self.delivered.insert(*c),

@@ -78,7 +78,7 @@ pub struct Caller<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> {
 /// }
 ///
 /// let (pipeline, _worker) = Channel::<0>::pair()?;
-/// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+/// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
 /// let mut caller = Caller::<Ping, 0, 2>::new(pipeline, &mut out, &mut inbox)?;
 /// let first: Cookie = caller.start(&(), &[], None)?;
 /// let second = caller.start(&(), &[], None)?;
@@ -103,7 +103,7 @@ pub struct Caller<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> {
 /// # }
 /// # fn main() -> Result<(), ipc_unixsocket::Error> {
 /// # let (pipeline, _worker) = Channel::<0>::pair()?;
-/// # let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+/// # let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
 /// # let mut caller = Caller::<Ping, 0, 2>::new(pipeline, &mut out, &mut inbox)?;
 /// caller.start(&(), &[], None)?;
 /// # Ok(())
@@ -534,9 +534,9 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     /// }
     ///
     /// let (pipeline, worker) = Channel::<0>::pair()?;
-    /// let (mut wout, mut win) = ([0u8; 32], [0u8; 32]);
+    /// let (mut wout, mut win) = ([0u8; 64], [0u8; 64]);
     /// let mut responder = Responder::<Double, 0>::new(worker, &mut wout, &mut win)?;
-    /// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+    /// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
     /// let mut caller = Caller::<Double, 0, 1>::new(pipeline, &mut out, &mut inbox)?;
     ///
     /// let slow = caller.start(&20, &[], None)?;
@@ -574,7 +574,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     /// }
     ///
     /// let (pipeline, worker) = Channel::<0>::pair()?;
-    /// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+    /// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
     /// let caller = Caller::<Ping, 0, 1>::new(pipeline, &mut out, &mut inbox)?;
     /// let pipeline: Channel<0> = caller.into_channel();
     /// pipeline.send(b"raw again", &[])?;
@@ -667,9 +667,9 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     /// }
     ///
     /// let (pipeline, worker) = Channel::<0>::pair()?;
-    /// let (mut wout, mut win) = ([0u8; 32], [0u8; 32]);
+    /// let (mut wout, mut win) = ([0u8; 64], [0u8; 64]);
     /// let mut responder = Responder::<Double, 0>::new(worker, &mut wout, &mut win)?;
-    /// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+    /// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
     /// let mut caller = Caller::<Double, 0, 2>::new(pipeline, &mut out, &mut inbox)?;
     ///
     /// let a = caller.start(&20, &[], Some(Duration::from_secs(5)))?;
@@ -755,7 +755,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     /// }
     ///
     /// let (pipeline, _worker) = Channel::<0>::pair()?;
-    /// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+    /// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
     /// let mut caller = Caller::<Ping, 0, 1>::new(pipeline, &mut out, &mut inbox)?;
     /// assert_eq!(caller.until_next_deadline(), None);
     /// let _call = caller.start(&(), &[], Some(Duration::from_millis(50)))?;
@@ -953,6 +953,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
                 self.end.peer = Peer::Mismatched(Error::ProtocolMismatch {
                     same_name: false,
                     peer_version: 0,
+                    differs: super::Differs::NONE,
                 });
                 continue;
             }

@@ -3,14 +3,16 @@
 //! inside the message, with Rust types serialized by [postcard] and no heap.
 //!
 //! This is what libcamera's IPA proxies do over `IPCPipeUnixSocket`. A
-//! [`Protocol`] ties three serde types together (request, reply, event)
-//! with a name and a version. The pipeline holds a [`Caller`], the worker a
-//! [`Responder`]; each sends a hello when it is made, and a peer whose name
-//! or version differs is an [`Error::ProtocolMismatch`](crate::Error) on
-//! both sides before any request is handled. Every message is one record of
-//! wire format v1 whose data is an 8-byte [`CallHeader`] and the postcard
-//! body ("calls v1", see the README), sent and received as one iovec
-//! segment from buffers the caller supplies.
+//! [`Protocol`] ties four serde types together (request, reply, event,
+//! handler error) with a name and a version. The pipeline holds a
+//! [`Caller`], the worker a [`Responder`]; each sends a hello when it is
+//! made, with the name, the version and a hash of each type's schema
+//! ([`Schema`], postcard-schema's), and a peer whose name, version or types
+//! differ is an [`Error::ProtocolMismatch`](crate::Error) on both sides
+//! before any request is handled ([`Differs`] says which types). Every
+//! message is one record of wire format v1 whose data is an 8-byte
+//! [`CallHeader`] and the postcard body ("calls v2", see the README), sent
+//! and received as one iovec segment from buffers the caller supplies.
 //!
 //! An fd travels as an [`FdSlot`], its index in the record's fd list: the
 //! sender [`Attach`]es borrowed fds and writes the slots into the message,
@@ -35,52 +37,74 @@ use serde::{Deserialize, Serialize};
 use crate::channel::{discard_all, monotonic_now, timespec};
 use crate::{Channel, Error, HEADER_LEN};
 
+mod bytes;
 mod caller;
 mod responder;
 mod sizes;
 mod slots;
 mod wire;
 
+pub use bytes::Bytes;
 pub use caller::{Caller, Cookie, Incoming};
 pub use postcard::experimental::max_size::MaxSize;
+/// The postcard-schema crate whose [`Schema`] the protocol's types derive.
+/// The derive names `::postcard_schema`; a crate that does not depend on it
+/// itself points the derive here:
+///
+/// ```
+/// use ipc_unixsocket::calls::Schema;
+///
+/// #[derive(serde::Serialize, Schema)]
+/// #[postcard(crate = ipc_unixsocket::calls::postcard_schema)]
+/// struct Gain(u16);
+/// ```
+pub use postcard_schema;
+pub use postcard_schema::Schema;
 pub use responder::{Call, Emitter, Responder, Served};
 pub use sizes::{Buffers, bound};
 pub use slots::{Attach, Claims, FdSlot};
-pub use wire::{CALL_HEADER_LEN, CallHeader, Kind, Rejection};
+pub use wire::{CALL_HEADER_LEN, CallHeader, Differs, Hello, Kind, Rejection};
 
-/// A protocol: the request, reply and event types one side sends the other,
-/// with a name and a version that both ends compare in their hellos.
+/// A protocol: the request, reply, event and error types one side sends
+/// the other, with a name and a version that both ends compare in their
+/// hellos, together with a hash of each type's schema: two builds whose
+/// types differ (a field added, a variant renamed) and that share a name
+/// and version fail their hellos ([`Error::ProtocolMismatch`] with the
+/// types that differ), so a forgotten version bump is caught before any
+/// request runs.
 ///
-/// The types are serde types, usually enums; they may borrow `&[u8]` and
-/// `&str` from the receive buffer (the lifetime `'a`), so nothing is copied
-/// out of it.
+/// The types are serde types, usually enums, that also derive [`Schema`]
+/// (postcard-schema's derive: the crate that uses it depends on
+/// `postcard-schema` with its `derive` feature, without `alloc`); they may
+/// borrow `&[u8]` and `&str` from the receive buffer (the lifetime `'a`),
+/// so nothing is copied out of it.
 ///
 /// # Example
 ///
 /// ```
-/// use ipc_unixsocket::calls::{FdSlot, Protocol};
+/// use ipc_unixsocket::calls::{FdSlot, Protocol, Schema};
 /// use serde::{Deserialize, Serialize};
 ///
-/// #[derive(Debug, Serialize, Deserialize)]
+/// #[derive(Debug, Serialize, Deserialize, Schema)]
 /// enum Request<'a> {
 ///     Configure { buffers: [FdSlot; 2] },
 ///     Process { buffer: u32, note: &'a str },
 /// }
 ///
-/// #[derive(Debug, Serialize, Deserialize)]
+/// #[derive(Debug, Serialize, Deserialize, Schema)]
 /// enum Reply {
 ///     Configured,
 ///     Stats { exposure_us: u32 },
 /// }
 ///
-/// #[derive(Debug, Serialize, Deserialize)]
+/// #[derive(Debug, Serialize, Deserialize, Schema)]
 /// enum Event<'a> {
 ///     SetSensorControls { gain: u16 },
 ///     Metadata(&'a [u8]),
 /// }
 ///
 /// /// How a handler may fail: the caller gets it typed.
-/// #[derive(Debug, Serialize, Deserialize)]
+/// #[derive(Debug, Serialize, Deserialize, Schema)]
 /// enum Failure {
 ///     NoSuchBuffer(u32),
 /// }
@@ -101,16 +125,16 @@ pub trait Protocol {
     /// The protocol's version, compared in the hellos.
     const VERSION: u32;
     /// What the caller sends.
-    type Request<'a>: Serialize + Deserialize<'a> + Debug;
+    type Request<'a>: Serialize + Deserialize<'a> + Debug + Schema;
     /// What the responder answers a request with.
-    type Reply<'a>: Serialize + Deserialize<'a> + Debug;
+    type Reply<'a>: Serialize + Deserialize<'a> + Debug + Schema;
     /// What the responder sends unasked.
-    type Event<'a>: Serialize + Deserialize<'a> + Debug;
+    type Event<'a>: Serialize + Deserialize<'a> + Debug + Schema;
     /// What a handler may fail with, sent to the caller as a
     /// [`Kind::HandlerError`] record and handed over as
     /// [`CallError::Handler`]. [`NoError`] for a protocol whose handlers
     /// fail only with the crate's errors.
-    type Error<'a>: Serialize + Deserialize<'a> + Debug;
+    type Error<'a>: Serialize + Deserialize<'a> + Debug + Schema;
     /// The largest encoded request, when the type has a bound:
     /// [`bound`]`::<Request>()` for a type that derives [`MaxSize`]. `None`
     /// (the default) for a type without one (slices, strings): its buffers
@@ -140,10 +164,10 @@ pub trait Protocol {
 /// ```
 /// use std::time::Duration;
 /// use ipc_unixsocket::{Channel, Error};
-/// use ipc_unixsocket::calls::{CallError, Caller, Protocol, Responder};
+/// use ipc_unixsocket::calls::{CallError, Caller, Protocol, Responder, Schema};
 /// use serde::{Deserialize, Serialize};
 ///
-/// #[derive(Debug, PartialEq, Serialize, Deserialize)]
+/// #[derive(Debug, PartialEq, Serialize, Deserialize, Schema)]
 /// enum Refusal { TooDark { luma: u8 } }
 ///
 /// struct Exposure;
@@ -158,7 +182,7 @@ pub trait Protocol {
 ///
 /// let (pipeline, worker) = Channel::<0>::pair()?;
 /// let worker = std::thread::spawn(move || {
-///     let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+///     let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
 ///     let mut responder = Responder::<Exposure, 0>::new(worker, &mut out, &mut inbox)?;
 ///     for _ in 0..3 { // the hello, then two requests
 ///         responder.serve(|call| match call.request {
@@ -168,7 +192,7 @@ pub trait Protocol {
 ///     }
 ///     Ok::<(), Error>(())
 /// });
-/// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+/// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
 /// let mut caller = Caller::<Exposure, 0, 1>::new(pipeline, &mut out, &mut inbox)?;
 /// let refused = caller.call(&3, &[], Duration::from_secs(5), |_, _| {});
 /// assert_eq!(refused.unwrap_err(), CallError::Handler(Refusal::TooDark { luma: 3 }));
@@ -232,6 +256,14 @@ impl<E: Debug + Display> core::error::Error for CallError<E> {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum NoError {}
+
+impl Schema for NoError {
+    const SCHEMA: &'static postcard_schema::schema::NamedType =
+        &postcard_schema::schema::NamedType {
+            name: "NoError",
+            ty: &postcard_schema::schema::DataModelType::Enum(&[]),
+        };
+}
 
 impl Display for NoError {
     fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -327,8 +359,7 @@ impl<'b, const MAX_FDS: usize> Endpoint<'b, MAX_FDS> {
             fds: Vec::new(),
             peer: Peer::Unknown,
         };
-        let hello = (P::NAME, P::VERSION);
-        let len = end.encode(Kind::Hello, 0, &hello)?;
+        let len = end.encode(Kind::Hello, 0, &Hello::of::<P>())?;
         // The first record on the channel: it does not wait for room (a
         // full socket here means the peer has stopped reading).
         end.send(len, &[], Wait::Now)?;
@@ -430,16 +461,34 @@ impl<'b, const MAX_FDS: usize> Endpoint<'b, MAX_FDS> {
         let unreadable = Peer::Mismatched(Error::ProtocolMismatch {
             same_name: false,
             peer_version: 0,
+            differs: Differs::NONE,
         });
         // A hello that does not fit the inbox cannot be checked: that is a
-        // failure of the protocol, not something to pass over.
+        // failure of the protocol, not something to pass over. So is a
+        // hello of "calls v1", without the schema hashes.
         let outcome = match arrived.too_large {
             Some(_) => unreadable,
-            None => match decode::<(&str, u32)>(self.body(arrived)) {
-                Ok((name, version)) if name == P::NAME && version == P::VERSION => Peer::Matched,
-                Ok((name, version)) => Peer::Mismatched(Error::ProtocolMismatch {
+            None => match decode::<Hello<'_>>(self.body(arrived)) {
+                Ok(Hello {
+                    name,
+                    version,
+                    schemas,
+                }) if name == P::NAME && version == P::VERSION => {
+                    let differs = Differs::between(&Hello::of::<P>().schemas, &schemas);
+                    if differs == Differs::NONE {
+                        Peer::Matched
+                    } else {
+                        Peer::Mismatched(Error::ProtocolMismatch {
+                            same_name: true,
+                            peer_version: version,
+                            differs,
+                        })
+                    }
+                }
+                Ok(Hello { name, version, .. }) => Peer::Mismatched(Error::ProtocolMismatch {
                     same_name: name == P::NAME,
                     peer_version: version,
+                    differs: Differs::NONE,
                 }),
                 Err(_) => unreadable,
             },

@@ -127,9 +127,9 @@ impl<P: Protocol, const MAX_FDS: usize> Emitter<'_, P, MAX_FDS> {
     /// }
     ///
     /// let (pipeline, worker) = Channel::<0>::pair()?;
-    /// let (mut wout, mut win) = ([0u8; 32], [0u8; 32]);
+    /// let (mut wout, mut win) = ([0u8; 64], [0u8; 64]);
     /// let mut responder = Responder::<Frames, 0>::new(worker, &mut wout, &mut win)?;
-    /// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+    /// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
     /// let mut caller = Caller::<Frames, 0, 1>::new(pipeline, &mut out, &mut inbox)?;
     /// let frame = caller.start(&7, &[], None)?;
     /// for _ in 0..2 { // the hello, then the request
@@ -315,7 +315,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
     /// }
     ///
     /// let (_pipeline, worker) = Channel::<0>::pair()?;
-    /// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+    /// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
     /// let mut responder = Responder::<Ping, 0>::new(worker, &mut out, &mut inbox)?;
     /// assert_eq!(responder.try_serve(|_| Ok(()))?, None);
     /// # Ok::<(), ipc_unixsocket::Error>(())
@@ -355,7 +355,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
     /// }
     ///
     /// let (_pipeline, worker) = Channel::<0>::pair()?;
-    /// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+    /// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
     /// let mut responder = Responder::<Sensor, 0>::new(worker, &mut out, &mut inbox)?;
     /// responder.emit(&640, &[])?;
     /// # Ok::<(), ipc_unixsocket::Error>(())
@@ -390,7 +390,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
     /// }
     ///
     /// let (pipeline, worker) = Channel::<0>::pair()?;
-    /// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+    /// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
     /// let mut responder = Responder::<Ping, 0>::new(worker, &mut out, &mut inbox)?;
     /// pipeline.send(b"not a call", &[])?;
     /// responder.serve(|_| Ok(()))?;
@@ -456,7 +456,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
     /// }
     ///
     /// let (_pipeline, worker) = Channel::<0>::pair()?;
-    /// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+    /// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
     /// let responder = Responder::<Ping, 0>::new(worker, &mut out, &mut inbox)?;
     /// let worker: Channel<0> = responder.into_channel();
     /// # let _ = worker;

@@ -29,6 +29,14 @@ impl MaxSize for FdSlot {
     const POSTCARD_MAX_SIZE: usize = 1;
 }
 
+impl postcard_schema::Schema for FdSlot {
+    const SCHEMA: &'static postcard_schema::schema::NamedType =
+        &postcard_schema::schema::NamedType {
+            name: "FdSlot",
+            ty: <u8 as postcard_schema::Schema>::SCHEMA.ty,
+        };
+}
+
 impl MaxSize for NoError {
     const POSTCARD_MAX_SIZE: usize = 0;
 }
@@ -48,10 +56,10 @@ impl MaxSize for NoError {
 /// # Example
 ///
 /// ```
-/// use ipc_unixsocket::calls::{Buffers, FdSlot, MaxSize, NoError, Protocol, bound};
+/// use ipc_unixsocket::calls::{Buffers, FdSlot, MaxSize, NoError, Protocol, Schema, bound};
 /// use serde::{Deserialize, Serialize};
 ///
-/// #[derive(Debug, Serialize, Deserialize, MaxSize)]
+/// #[derive(Debug, Serialize, Deserialize, MaxSize, Schema)]
 /// enum Request {
 ///     Configure { buffers: [FdSlot; 4] },
 ///     Process { frame: u32, buffer: u8 },
@@ -62,20 +70,21 @@ impl MaxSize for NoError {
 ///     const NAME: &'static str = "ipa";
 ///     const VERSION: u32 = 1;
 ///     type Request<'a> = Request;
-///     type Reply<'a> = u64;
+///     type Reply<'a> = [u64; 8]; // a histogram
 ///     type Event<'a> = (u16, u32);
 ///     type Error<'a> = NoError;
 ///     const MAX_REQUEST: Option<usize> = bound::<Request>();
-///     const MAX_REPLY: Option<usize> = bound::<u64>();
+///     const MAX_REPLY: Option<usize> = bound::<[u64; 8]>();
 ///     const MAX_EVENT: Option<usize> = bound::<(u16, u32)>();
 ///     const MAX_ERROR: Option<usize> = bound::<NoError>();
 /// }
 ///
-/// // 16 header bytes and the hello ("ipa": 1 + 3, the version 5), larger
-/// // than the largest request (a variant index, then 5 + 1).
-/// assert_eq!(Buffers::<Ipa>::CALLER_OUT, 16 + 9);
-/// // The largest of a u64 (10), an event (3 + 5) and the hello (1 + 3 + 5).
-/// assert_eq!(Buffers::<Ipa>::CALLER_INBOX, 16 + 10);
+/// // 16 header bytes and the hello ("ipa": 1 + 3, the version 5, 4 schema
+/// // hashes of 8), larger than the largest request (an index, 5 + 1).
+/// assert_eq!(Buffers::<Ipa>::CALLER_OUT, 16 + 41);
+/// // The largest of a reply (8 u64 varints of 10), an event (3 + 5) and
+/// // the hello.
+/// assert_eq!(Buffers::<Ipa>::CALLER_INBOX, 16 + 80);
 /// let mut inbox = [0u8; Buffers::<Ipa>::CALLER_INBOX];
 /// # let _ = &mut inbox;
 /// ```
@@ -124,11 +133,11 @@ impl Needed {
     }
 }
 
-/// The room a hello of `P` takes: postcard `(name, version)`, the version
-/// counted at its largest (a peer of another version still fits).
+/// The room a hello of `P` takes: postcard `(name, version, hashes)`, the
+/// version counted at its largest (a peer of another version still fits).
 const fn hello<P: Protocol>() -> usize {
     let name = P::NAME.len();
-    BODY + varint_len(name) + name + 5
+    BODY + varint_len(name) + name + 5 + 4 * 8
 }
 
 /// Bytes of `n` as a postcard varint.

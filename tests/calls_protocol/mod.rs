@@ -7,7 +7,9 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 
-use ipc_unixsocket::calls::{Call, CallError, FdSlot, NoError, Protocol, Responder, Served};
+use ipc_unixsocket::calls::{
+    Call, CallError, FdSlot, NoError, Protocol, Responder, Schema, Served,
+};
 use ipc_unixsocket::{Channel, Error};
 use serde::de::Deserializer;
 use serde::ser::{SerializeTuple, Serializer};
@@ -21,7 +23,7 @@ pub const CALLS: usize = 4;
 pub const BUF: usize = 1024;
 
 /// What the pipeline asks the worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Schema)]
 pub enum Request<'a> {
     /// Answered with `Reply::Pong` of the same number.
     Ping(u32),
@@ -46,7 +48,7 @@ pub enum Request<'a> {
 }
 
 /// What the worker answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Schema)]
 pub enum Reply<'a> {
     Pong(u32),
     Echoed { text: &'a str, bytes: &'a [u8] },
@@ -56,7 +58,7 @@ pub enum Reply<'a> {
 }
 
 /// What the worker sends unasked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Schema)]
 pub enum Event<'a> {
     Progress { seq: u32 },
     Metadata(&'a [u8]),
@@ -111,6 +113,12 @@ impl Serialize for Wire<'_> {
             }
         }
     }
+}
+
+/// The schema of the request it stands for: `Forged` is `Isp` to a peer.
+impl Schema for Wire<'_> {
+    const SCHEMA: &'static postcard_schema::schema::NamedType =
+        <Request<'static> as Schema>::SCHEMA;
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Wire<'a> {
