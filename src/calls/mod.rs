@@ -23,6 +23,96 @@
 //! reaches the caller typed as [`CallError::Handler`]; the crate's own
 //! failures (timeouts, refusals, a dead peer) are [`CallError::Ipc`].
 //!
+//! # A poll loop
+//!
+//! A pipeline drives its frame timer and its worker from one `poll`: the
+//! caller is an fd like the timer ([`AsFd`](rustix::fd::AsFd)),
+//! [`Caller::until_next_deadline`] bounds the wait, and
+//! [`Caller::try_incoming`] reports, without blocking, what came. A call
+//! that failed (here: its worker died, or it timed out) means a new worker.
+//! A thread stands in for the worker process here; it dies after two
+//! frames the first time.
+//!
+//! ```
+//! use std::time::Duration;
+//! use ipc_unixsocket::{Channel, Error};
+//! use ipc_unixsocket::calls::{Caller, Incoming, NoError, Protocol, Responder};
+//! use rustix::event::{PollFd, PollFlags, Timespec, poll};
+//! use rustix::time::{Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags};
+//!
+//! struct Stats;
+//! impl Protocol for Stats {
+//!     const NAME: &'static str = "stats";
+//!     const VERSION: u32 = 1;
+//!     type Request<'a> = u32; // a frame number
+//!     type Reply<'a> = u32; // its statistics
+//!     type Event<'a> = ();
+//!     type Error<'a> = NoError;
+//! }
+//!
+//! /// Starts a worker that answers `frames` calls, then dies.
+//! fn spawn_worker(frames: usize) -> Result<Channel<0>, Error> {
+//!     let (pipeline, worker) = Channel::<0>::pair()?;
+//!     std::thread::spawn(move || {
+//!         let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
+//!         let mut responder = Responder::<Stats, 0>::new(worker, &mut out, &mut inbox)?;
+//!         responder.serve(|_| Ok(0))?; // the hello
+//!         for _ in 0..frames {
+//!             responder.serve(|call| Ok(call.request * 10))?;
+//!         }
+//!         Ok::<(), Error>(())
+//!     });
+//!     Ok(pipeline)
+//! }
+//!
+//! let timespec = |d: Duration| Timespec { tv_sec: d.as_secs() as _, tv_nsec: d.subsec_nanos() as _ };
+//! let timer = rustix::time::timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::CLOEXEC)?;
+//! let tick = Itimerspec { it_interval: timespec(Duration::from_millis(5)), it_value: timespec(Duration::from_millis(5)) };
+//! rustix::time::timerfd_settime(&timer, TimerfdTimerFlags::empty(), &tick)?;
+//!
+//! let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
+//! let (mut frame, mut done, mut restarts) = (0, Vec::new(), 0);
+//! let mut lives = [2, 100].into_iter(); // frames each worker answers
+//! 'worker: while done.len() < 5 {
+//!     let channel = spawn_worker(lives.next().expect("a worker left"))?;
+//!     let mut caller = Caller::<Stats, 0, 4>::new(channel, &mut out, &mut inbox)?;
+//!     while done.len() < 5 {
+//!         let wait = caller.until_next_deadline().unwrap_or(Duration::from_secs(5));
+//!         let mut fds = [PollFd::new(&timer, PollFlags::IN), PollFd::new(&caller, PollFlags::IN)];
+//!         match poll(&mut fds, Some(&timespec(wait))) {
+//!             Ok(_) | Err(rustix::io::Errno::INTR) => {}
+//!             Err(errno) => return Err(errno.into()),
+//!         }
+//!         if fds[0].revents().contains(PollFlags::IN) {
+//!             rustix::io::read(&timer, &mut [0u8; 8])?;
+//!             frame += 1;
+//!             match caller.start(&frame, &[], Some(Duration::from_secs(5))) {
+//!                 Ok(_cookie) => {}
+//!                 Err(Error::TooManyCalls { .. }) => {} // the worker lags: skip a frame
+//!                 Err(Error::Disconnected) => { restarts += 1; continue 'worker; }
+//!                 Err(error) => return Err(error.into()),
+//!             }
+//!         }
+//!         loop {
+//!             match caller.try_incoming() {
+//!                 Ok(Some(Incoming::Reply { reply, .. })) => done.push(reply),
+//!                 Ok(Some(Incoming::Failed { .. })) | Err(Error::Disconnected) => {
+//!                     restarts += 1; // its frames are lost: a new worker
+//!                     continue 'worker;
+//!                 }
+//!                 Ok(Some(other)) => println!("{other:?}"),
+//!                 Ok(None) => break,
+//!                 Err(error) => return Err(error.into()),
+//!             }
+//!         }
+//!     }
+//! }
+//! assert_eq!(restarts, 1);
+//! assert_eq!(done.len(), 5);
+//! assert!(done.iter().all(|stats| stats % 10 == 0));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! [postcard]: https://docs.rs/postcard
 
 use core::fmt::{self, Debug, Display};
