@@ -120,7 +120,7 @@ use core::time::Duration;
 
 use heapless::Vec;
 use rustix::event::{PollFd, PollFlags, poll};
-use rustix::fd::{BorrowedFd, OwnedFd};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
@@ -518,16 +518,7 @@ impl<'b, const MAX_FDS: usize> Endpoint<'b, MAX_FDS> {
     /// tries it first, which suits a caller that may find a record queued).
     fn recv_until(&mut self, deadline: Duration) -> Result<crate::Received, Error> {
         loop {
-            let left = match deadline.checked_sub(monotonic_now()) {
-                Some(left) if !left.is_zero() => timespec(left),
-                _ => return Err(Error::TimedOut),
-            };
-            let mut watch = [PollFd::new(&self.channel, PollFlags::IN)];
-            match poll(&mut watch, Some(&left)) {
-                Ok(0) => return Err(Error::TimedOut),
-                Ok(_) | Err(Errno::INTR) => {}
-                Err(errno) => return Err(errno.into()),
-            }
+            wait_ready(&self.channel, PollFlags::IN, Some(deadline))?;
             match self.channel.try_recv_frame(self.inbox, &mut self.fds) {
                 Err(Error::WouldBlock) => {}
                 done => return done,
@@ -637,20 +628,31 @@ fn send<const MAX_FDS: usize>(
             Err(Error::WouldBlock) => {}
             done => return done,
         }
-        let timeout = match wait {
+        let deadline = match wait {
             Wait::Now => return Err(Error::WouldBlock),
             Wait::Forever => None,
-            Wait::Until(deadline) => match deadline.checked_sub(monotonic_now()) {
-                Some(left) if !left.is_zero() => Some(timespec(left)),
-                _ => return Err(Error::TimedOut),
-            },
+            Wait::Until(deadline) => Some(deadline),
         };
-        let mut watch = [PollFd::new(channel, PollFlags::OUT)];
-        match poll(&mut watch, timeout.as_ref()) {
-            Ok(0) => return Err(Error::TimedOut),
-            Ok(_) | Err(Errno::INTR) => {}
-            Err(errno) => return Err(errno.into()),
-        }
+        wait_ready(channel, PollFlags::OUT, deadline)?;
+    }
+}
+
+/// The call layer's one deadline wait: `poll`s `fd` for `flags` with the
+/// time left until `deadline` (`CLOCK_MONOTONIC`; `None` for no limit).
+/// `Ok` when the fd may be ready (or a signal interrupted the wait: the
+/// caller tries its operation again, which calls this again with the time
+/// then left); [`Error::TimedOut`] once the deadline has passed.
+fn wait_ready(fd: impl AsFd, flags: PollFlags, deadline: Option<Duration>) -> Result<(), Error> {
+    let timeout = match deadline.map(|deadline| deadline.checked_sub(monotonic_now())) {
+        None => None,
+        Some(Some(left)) if !left.is_zero() => Some(timespec(left)),
+        Some(_) => return Err(Error::TimedOut),
+    };
+    let mut watch = [PollFd::new(&fd, flags)];
+    match poll(&mut watch, timeout.as_ref()) {
+        Ok(0) => Err(Error::TimedOut),
+        Ok(_) | Err(Errno::INTR) => Ok(()),
+        Err(errno) => Err(errno.into()),
     }
 }
 
