@@ -65,6 +65,11 @@ pub enum Request<'a> {
     Configure {
         pool: [FdSlot; POOL],
     },
+    /// `Echo` with a plain `&[u8]` field: serde hands it to postcard one
+    /// byte at a time (`Bytes` is one byte string).
+    EchoSlice {
+        data: &'a [u8],
+    },
     /// A frame naming a buffer registered by `Configure`.
     FrameById {
         frame: u32,
@@ -95,6 +100,9 @@ pub enum Reply<'a> {
         data: Bytes<'a>,
     },
     Configured,
+    EchoSlice {
+        data: &'a [u8],
+    },
     FrameDone {
         frame: u32,
         #[serde(borrow)]
@@ -188,7 +196,14 @@ impl Case {
 
     pub fn variants(self) -> &'static [CallVariant] {
         match self {
-            Case::Small | Case::Large => &[
+            Case::Small => &[
+                CallVariant::Channel,
+                CallVariant::Call,
+                CallVariant::CallForever,
+                CallVariant::CallSlices,
+                CallVariant::IpcPipe,
+            ],
+            Case::Large => &[
                 CallVariant::Channel,
                 CallVariant::Call,
                 CallVariant::CallForever,
@@ -209,16 +224,18 @@ pub enum CallVariant {
     Channel,
     Call,
     CallForever,
+    CallSlices,
     IpcPipe,
     FrameById,
     FrameFd,
 }
 
 impl CallVariant {
-    pub const ALL: [CallVariant; 6] = [
+    pub const ALL: [CallVariant; 7] = [
         CallVariant::Channel,
         CallVariant::Call,
         CallVariant::CallForever,
+        CallVariant::CallSlices,
         CallVariant::IpcPipe,
         CallVariant::FrameById,
         CallVariant::FrameFd,
@@ -229,6 +246,7 @@ impl CallVariant {
             CallVariant::Channel => "channel",
             CallVariant::Call => "call",
             CallVariant::CallForever => "call-no-deadline",
+            CallVariant::CallSlices => "call-slices",
             CallVariant::IpcPipe => "ipcpipe",
             CallVariant::FrameById => "frame-by-id",
             CallVariant::FrameFd => "frame-fd-each",
@@ -250,6 +268,9 @@ impl CallVariant {
             CallVariant::CallForever => {
                 "`Caller::call` with no deadline (`Duration::MAX`: blocking `recv_frame`) / `Responder::serve`"
             }
+            CallVariant::CallSlices => {
+                "`call` as above with the data in a plain `&[u8]` field instead of `calls::Bytes` (small case)"
+            }
             CallVariant::IpcPipe => {
                 "libcamera `IPCPipeUnixSocket` emulation: header datagram + body datagram with SCM_RIGHTS on SOCK_DGRAM, `Vec<u8>` payloads built by a serializer, `Arc<OwnedFd>` as `SharedFD`, `BTreeMap` cookie table, per-send `Vec` cmsg buffers"
             }
@@ -265,7 +286,10 @@ impl CallVariant {
     fn instance(self) -> Instance {
         match self {
             CallVariant::Channel => Instance::Channel,
-            CallVariant::Call | CallVariant::FrameById | CallVariant::FrameFd => Instance::Call,
+            CallVariant::Call
+            | CallVariant::CallSlices
+            | CallVariant::FrameById
+            | CallVariant::FrameFd => Instance::Call,
             CallVariant::CallForever => Instance::CallForever,
             CallVariant::IpcPipe => Instance::IpcPipe,
         }
@@ -721,6 +745,25 @@ impl TypedBench {
         }
     }
 
+    /// The small echo with the data in a plain `&[u8]` field.
+    #[inline(never)]
+    fn typed_slice_loop(&mut self, lat: &mut [u32]) -> io::Result<Duration> {
+        let (caller, timeout) = (&mut self.caller, self.timeout);
+        let request = Request::EchoSlice {
+            data: &self.data[..self.small],
+        };
+        let want = self.small;
+        timed(lat, |_| {
+            let (reply, _) = caller
+                .call(&request, &[], timeout, |_, _| {})
+                .map_err(channel_error)?;
+            match reply {
+                Reply::EchoSlice { data } if data.len() == want => Ok(()),
+                other => Err(io::Error::other(format!("echo slice: {other:?}"))),
+            }
+        })
+    }
+
     #[inline(never)]
     fn typed_frame_loop<const WITH_FD: bool>(&mut self, lat: &mut [u32]) -> io::Result<Duration> {
         let (caller, timeout) = (&mut self.caller, self.timeout);
@@ -761,6 +804,7 @@ impl CallBench for TypedBench {
         match variant {
             CallVariant::FrameById => self.typed_frame_loop::<false>(lat),
             CallVariant::FrameFd => self.typed_frame_loop::<true>(lat),
+            CallVariant::CallSlices => self.typed_slice_loop(lat),
             _ => self.typed_echo_loop(case, lat),
         }
     }
@@ -795,6 +839,7 @@ fn typed_worker(channel: Channel<MAX_FDS>) -> io::Result<PeerStats> {
                 let fds = call.fds;
                 Ok(match call.request {
                     Request::Echo { data } => Reply::Echo { data },
+                    Request::EchoSlice { data } => Reply::EchoSlice { data },
                     Request::EchoFds { slots, data } => {
                         for slot in slots {
                             drop(fds.claim(slot)?);
