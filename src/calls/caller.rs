@@ -627,8 +627,9 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     }
 
     /// The next thing that happened, or `None` when nothing is left to
-    /// report right now: a reply, an event, or a call that ended without a
-    /// reply. Never blocks; call it until `None` each time the channel is
+    /// report right now: a reply, an event, a handler's own error
+    /// ([`Incoming::HandlerError`]), or a call that ended without a reply.
+    /// Never blocks; call it until `None` each time the channel is
     /// readable or [`until_next_deadline`](Self::until_next_deadline) has
     /// passed.
     ///
@@ -810,8 +811,10 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
         self.pending.len()
     }
 
-    /// Replies that arrived for no call in flight (after their call timed
-    /// out, or with a cookie never used), dropped with their fds.
+    /// Replies, error replies and handler errors that arrived for no call
+    /// in flight (after their call timed out or was
+    /// [`cancel`](Self::cancel)led, or with a cookie never used), dropped
+    /// with their fds.
     ///
     /// # Example
     ///

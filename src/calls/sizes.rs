@@ -93,15 +93,31 @@ pub struct Buffers<P>(PhantomData<fn() -> P>);
 
 impl<P: Protocol> Buffers<P> {
     /// The caller's outgoing buffer: its hello and the largest request.
+    ///
+    /// # Example
+    ///
+    /// See [`Buffers`].
     pub const CALLER_OUT: usize = bounded(caller_out::<P>());
     /// The caller's incoming buffer: the peer's hello and the largest
     /// reply, handler error or event.
+    ///
+    /// # Example
+    ///
+    /// See [`Buffers`].
     pub const CALLER_INBOX: usize = bounded(caller_inbox::<P>());
     /// The responder's outgoing buffer: its hello and the largest reply,
     /// handler error or event (and a one-byte error reply).
+    ///
+    /// # Example
+    ///
+    /// See [`Buffers`].
     pub const RESPONDER_OUT: usize = bounded(caller_inbox::<P>());
     /// The responder's incoming buffer: the peer's hello and the largest
     /// request.
+    ///
+    /// # Example
+    ///
+    /// See [`Buffers`].
     pub const RESPONDER_INBOX: usize = bounded(caller_out::<P>());
 }
 
