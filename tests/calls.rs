@@ -1523,18 +1523,18 @@ fn builds_refuse_each_other<A: Protocol, B: Protocol>(request: &A::Request<'_>, 
         peer_version: 7,
         differs,
     };
+    let (report, served) = mpsc::channel();
     let server = thread::spawn(move || {
         let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
         let mut responder = Responder::<B, MAX_FDS>::new(worker, &mut out, &mut inbox).unwrap();
         let mut ran = 0;
-        let mut served = Vec::new();
         loop {
             match responder.serve(|_| {
                 ran += 1;
                 Err(Error::EncodeFailed.into())
             }) {
-                Err(Error::Disconnected) => return (served, ran),
-                other => served.push(other),
+                Err(Error::Disconnected) => return ran,
+                other => report.send(other).unwrap(),
             }
         }
     });
@@ -1544,20 +1544,19 @@ fn builds_refuse_each_other<A: Protocol, B: Protocol>(request: &A::Request<'_>, 
         Err(error) => assert!(error == expected, "{error:?}"),
         Ok(_) => panic!("the call went through"),
     }
-    drop(caller);
-    let (served, ran) = server.join().unwrap();
-    assert_eq!(ran, 0, "a handler ran");
-    // The caller's hello, then its request, refused without a handler.
+    // The caller's hello, then its request, refused without a handler
+    // (read before the caller goes, or the refusal would find it gone).
+    let next = || served.recv_timeout(LONG).expect("the responder's report");
+    assert_eq!(next(), Err(expected));
     assert_eq!(
-        served,
-        [
-            Err(expected),
-            Ok(Served::Refused {
-                cookie: 1,
-                rejection: Rejection::ProtocolMismatch
-            })
-        ]
+        next(),
+        Ok(Served::Refused {
+            cookie: 1,
+            rejection: Rejection::ProtocolMismatch
+        })
     );
+    drop(caller);
+    assert_eq!(server.join().unwrap(), 0, "a handler ran");
     assert!(expected.to_string().contains(&differs.to_string()));
 }
 
