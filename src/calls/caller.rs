@@ -373,6 +373,11 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     /// yet finished, it returns [`Error::CallsInFlight`] (their replies
     /// would have nowhere to go).
     ///
+    /// The wait for the reply is a `ppoll` bounded by the time left, then a
+    /// non-blocking `recvmsg`: one system call more than the blocking
+    /// `recvmsg` of a `timeout` of `Duration::MAX` (no deadline), which
+    /// is what the deadline costs.
+    ///
     /// # Errors
     ///
     /// [`CallError::Handler`] with the protocol's error when the handler
