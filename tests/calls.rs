@@ -1408,8 +1408,8 @@ fn a_handler_error_reaches_a_call_typed_and_the_next_call_works() {
         served,
         [
             Served::Hello,
-            Served::Failed { cookie: 1 },
-            Served::Failed { cookie: 0 },
+            Served::HandlerError { cookie: 1 },
+            Served::HandlerError { cookie: 0 },
             Served::Replied { cookie: 2 },
         ]
     );

@@ -609,7 +609,7 @@ fn buffers_sized_from_the_types_carry_their_largest_values() {
         [
             Ok(Served::Hello),
             Ok(Served::Replied { cookie: 1 }),
-            Ok(Served::Failed { cookie: 2 })
+            Ok(Served::HandlerError { cookie: 2 })
         ]
     );
 }

@@ -805,7 +805,7 @@ fn check_handled(
             assert!(back.is_none(), "a reply to a one-way request: {what}");
         }
         Expect::Denied(error) => {
-            assert_eq!(got, Ok(Some(Served::Failed { cookie })), "{what}");
+            assert_eq!(got, Ok(Some(Served::HandlerError { cookie })), "{what}");
             match back {
                 None => assert_eq!(cookie, 0, "no handler error sent: {what}"),
                 Some((kind, back_cookie, body, fds)) => {

@@ -51,7 +51,7 @@ pub enum Served {
     OneWay,
     /// The handler failed with the protocol's error type, which was sent
     /// to the caller (or, one-way, dropped).
-    Failed {
+    HandlerError {
         /// The request's cookie (0 for a one-way request).
         cookie: u32,
     },
@@ -547,13 +547,13 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
         drop(claims);
         let reply = match reply {
             Ok(reply) => reply,
-            Err(CallError::Handler(_)) if cookie == 0 => return Ok(Served::Failed { cookie }),
+            Err(CallError::Handler(_)) if cookie == 0 => return Ok(Served::HandlerError { cookie }),
             Err(CallError::Handler(error)) => {
                 let Ok(len) = encode(out, Kind::HandlerError, cookie, &error) else {
                     return refuse(channel, out, cookie, Rejection::HandlerFailed, timeout);
                 };
                 send(channel, &mut out[..len], &[], wait(timeout))?;
-                return Ok(Served::Failed { cookie });
+                return Ok(Served::HandlerError { cookie });
             }
             Err(CallError::Ipc(Error::BadFdSlot { .. } | Error::FdSlotClaimed { .. })) => {
                 return refuse(channel, out, cookie, Rejection::BadFdSlot, timeout);
