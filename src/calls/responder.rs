@@ -547,7 +547,9 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
         drop(claims);
         let reply = match reply {
             Ok(reply) => reply,
-            Err(CallError::Handler(_)) if cookie == 0 => return Ok(Served::HandlerError { cookie }),
+            Err(CallError::Handler(_)) if cookie == 0 => {
+                return Ok(Served::HandlerError { cookie });
+            }
             Err(CallError::Handler(error)) => {
                 let Ok(len) = encode(out, Kind::HandlerError, cookie, &error) else {
                     return refuse(channel, out, cookie, Rejection::HandlerFailed, timeout);
