@@ -613,3 +613,61 @@ fn buffers_sized_from_the_types_carry_their_largest_values() {
         ]
     );
 }
+
+/// A protocol whose handler error is a borrowed string, without a bound.
+struct Chatty;
+
+impl Protocol for Chatty {
+    const NAME: &'static str = "test.chatty";
+    const VERSION: u32 = 1;
+    type Request<'a> = &'a str;
+    type Reply<'a> = u8;
+    type Event<'a> = ();
+    type Error<'a> = &'a str;
+}
+
+/// A handler error that does not fit the responder's outgoing buffer is
+/// refused as `HandlerFailed` at once (the call does not wait for its
+/// deadline), and one that fits arrives typed. Fails if the oversized
+/// error is dropped without an answer (the call would time out) or sent
+/// truncated.
+#[test]
+fn a_handler_error_too_large_for_the_out_buffer_is_refused_as_handler_failed() {
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, worker) = Channel::<MAX_FDS>::pair().unwrap();
+    let server = thread::spawn(move || {
+        // Room for the hello ("test.chatty": 1 + 11, the version at its
+        // largest 5, the schema hashes 32) and no more: 49 body bytes.
+        let (mut out, mut inbox) = ([0u8; 16 + 49], [0u8; 256]);
+        let mut responder =
+            Responder::<Chatty, MAX_FDS>::new(worker, &mut out, &mut inbox).unwrap();
+        (0..3)
+            .map(|_| responder.serve(|call| Err(CallError::Handler(call.request))))
+            .collect::<Vec<_>>()
+    });
+    let (mut out, mut inbox) = ([0u8; 256], [0u8; 256]);
+    let mut caller = Caller::<Chatty, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
+    let long = "x".repeat(60);
+    let started = Instant::now();
+    let refused = caller.call(&long.as_str(), &[], BOUND, |_, _| {});
+    assert_eq!(
+        refused.unwrap_err(),
+        CallError::Ipc(Error::Rejected(Rejection::HandlerFailed))
+    );
+    assert!(started.elapsed() < BOUND, "waited for the deadline");
+    let short = caller.call(&"no sensor", &[], BOUND, |_, _| {});
+    assert_eq!(short.unwrap_err(), CallError::Handler("no sensor"));
+    drop(caller);
+    let served = server.join().unwrap();
+    assert_eq!(
+        served,
+        [
+            Ok(Served::Hello),
+            Ok(Served::Refused {
+                cookie: 1,
+                rejection: Rejection::HandlerFailed
+            }),
+            Ok(Served::HandlerError { cookie: 2 })
+        ]
+    );
+}
