@@ -88,6 +88,25 @@ impl MaxSize for NoError {
 /// let mut inbox = [0u8; Buffers::<Ipa>::CALLER_INBOX];
 /// # let _ = &mut inbox;
 /// ```
+///
+/// A type without a bound has no such size: using the constant fails to
+/// build.
+///
+/// ```compile_fail
+/// use ipc_unixsocket::calls::{Buffers, NoError, Protocol};
+///
+/// struct Notes;
+/// impl Protocol for Notes {
+///     const NAME: &'static str = "notes";
+///     const VERSION: u32 = 1;
+///     type Request<'a> = &'a str; // no bound: MAX_REQUEST stays None
+///     type Reply<'a> = ();
+///     type Event<'a> = ();
+///     type Error<'a> = NoError;
+/// }
+///
+/// let out = [0u8; Buffers::<Notes>::CALLER_OUT];
+/// ```
 #[derive(Debug)]
 pub struct Buffers<P>(PhantomData<fn() -> P>);
 
