@@ -53,7 +53,9 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use ipc_unixsocket::calls::{Attach, Call, Caller, FdSlot, Incoming, Protocol, Responder};
+use ipc_unixsocket::calls::{
+    Attach, Call, CallError, Caller, Cookie, FdSlot, Incoming, Protocol, Responder, Schema,
+};
 use ipc_unixsocket::{Channel, Error};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, fcntl_get_seals, fstat, memfd_create};
@@ -95,9 +97,10 @@ impl Protocol for Ipa {
     type Request<'a> = Request<'a>;
     type Reply<'a> = Reply;
     type Event<'a> = Event;
+    type Error<'a> = IpaError;
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, Schema)]
 enum Request<'a> {
     /// Load the tuning for this sensor.
     Init {
@@ -116,7 +119,7 @@ enum Request<'a> {
     Stop,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, Schema)]
 enum Reply {
     Initialised,
     Configured { mapped: u32 },
@@ -124,7 +127,26 @@ enum Reply {
     Stopped,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// How the worker's handlers fail: the pipeline gets it typed
+/// (`CallError::Handler`), apart from the crate's own errors.
+#[derive(Debug, Serialize, Deserialize, Schema)]
+enum IpaError {
+    /// The buffer in this slot is not a sealed frame of the right size.
+    UnusableBuffer { slot: u8 },
+    /// The frame names a buffer of the pool that was never configured.
+    NotConfigured { buffer: u32 },
+}
+
+impl std::fmt::Display for IpaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnusableBuffer { slot } => write!(f, "buffer in slot {slot} is unusable"),
+            Self::NotConfigured { buffer } => write!(f, "buffer {buffer} was never configured"),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, Schema)]
 enum Event {
     /// The exposure and gain (8.8 fixed point) to use for frame `frame`.
     SetSensorControls {
@@ -164,7 +186,7 @@ struct Frame {
     expected: Stats,
     sent_at: Option<Instant>,
     /// The cookie of its call while it is in flight.
-    cookie: Option<u32>,
+    cookie: Option<Cookie>,
 }
 
 fn pipeline() -> Result<()> {
@@ -287,7 +309,7 @@ fn stream(channel: Channel<BUFFERS>, worker: &mut Child, frames: &mut [Frame]) -
             PollFd::new(&ipa, PollFlags::IN),
         ];
         // Wake for the timer, the channel, or the first call's deadline.
-        let wait = ipa.poll_timeout().unwrap_or(WATCHDOG).min(WATCHDOG);
+        let wait = ipa.until_next_deadline().unwrap_or(WATCHDOG).min(WATCHDOG);
         match poll(&mut watch, Some(&timespec(wait))) {
             Ok(_) | Err(Errno::INTR) => {}
             Err(errno) => return Err(errno.into()),
@@ -313,7 +335,7 @@ fn stream(channel: Channel<BUFFERS>, worker: &mut Child, frames: &mut [Frame]) -
             }
         }
         // Everything that is ready, in order: poll never blocks.
-        while let Some(incoming) = ipa.poll()? {
+        while let Some(incoming) = ipa.try_incoming()? {
             match incoming {
                 Incoming::Reply {
                     cookie,
@@ -324,8 +346,11 @@ fn stream(channel: Channel<BUFFERS>, worker: &mut Child, frames: &mut [Frame]) -
                     verified += 1;
                 }
                 Incoming::Event { event, .. } => println!("pipeline: event {event:?}"),
+                Incoming::HandlerError { cookie, error } => {
+                    return Err(format!("the worker refused {cookie}: {error}").into());
+                }
                 Incoming::Failed { cookie, error } => {
-                    return Err(format!("the call with cookie {cookie} failed: {error}").into());
+                    return Err(format!("{cookie} failed: {error}").into());
                 }
                 other => return Err(format!("unexpected {other:?}").into()),
             }
@@ -344,7 +369,7 @@ fn stream(channel: Channel<BUFFERS>, worker: &mut Child, frames: &mut [Frame]) -
         &mut [PollFd::new(&ipa, PollFlags::IN)],
         Some(&timespec(WATCHDOG)),
     )?;
-    match ipa.poll() {
+    match ipa.try_incoming() {
         Err(Error::Disconnected) => {}
         other => return Err(format!("after the kill: {other:?}").into()),
     }
@@ -363,7 +388,12 @@ fn stream(channel: Channel<BUFFERS>, worker: &mut Child, frames: &mut [Frame]) -
 }
 
 /// Checks a frame's statistics against the pipeline's own.
-fn check_stats(cookie: u32, number: u32, stats: Stats, frames: &mut [Frame]) -> Result<&mut Frame> {
+fn check_stats(
+    cookie: Cookie,
+    number: u32,
+    stats: Stats,
+    frames: &mut [Frame],
+) -> Result<&mut Frame> {
     let frame = frames
         .iter_mut()
         .find(|frame| frame.cookie == Some(cookie))
@@ -453,7 +483,7 @@ fn timespec(duration: Duration) -> Timespec {
 // Statistics, computed by both sides
 // ---------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Schema)]
 struct Stats {
     luma_sum: u64,
     histogram: [u32; BINS],
@@ -525,7 +555,10 @@ struct Worker {
 }
 
 impl Worker {
-    fn handle<'a>(&mut self, call: Call<'a, '_, '_, Ipa, BUFFERS>) -> Result<Reply, Error> {
+    fn handle<'a>(
+        &mut self,
+        call: Call<'a, '_, '_, Ipa, BUFFERS>,
+    ) -> Result<Reply, CallError<IpaError>> {
         match call.request {
             Request::Init { sensor } => {
                 eprintln!("ipa worker: init for sensor {sensor}");
@@ -540,7 +573,8 @@ impl Worker {
                         Ok(mapping) => self.pool.push(mapping),
                         Err(reason) => {
                             eprintln!("ipa worker: buffer {}: {reason}", slot.index());
-                            return Err(Error::BadBody);
+                            let slot = slot.index();
+                            return Err(CallError::Handler(IpaError::UnusableBuffer { slot }));
                         }
                     }
                 }
@@ -551,7 +585,7 @@ impl Worker {
             Request::ProcessStats { frame, buffer } => {
                 let Some(mapping) = self.pool.get(buffer as usize) else {
                     eprintln!("ipa worker: frame {frame} names buffer {buffer}, not configured");
-                    return Err(Error::BadBody);
+                    return Err(CallError::Handler(IpaError::NotConfigured { buffer }));
                 };
                 let stats = Stats::compute(mapping.bytes(), WIDTH, HEIGHT, STRIDE);
                 // The controls for the next frame go out before the reply,

@@ -138,9 +138,9 @@ RECV_SEEDS = {
 # length, source -------------------------------------------------------------
 
 C_CALLER, C_PEER_HELLO, C_HANG_UP = 0x01, 0x02, 0x04
-C_FIRST_ZERO, C_LAST_ZERO = 0x20, 0x40
+C_FIRST_ZERO, C_LAST_ZERO, C_CANCEL_FIRST = 0x20, 0x40, 0x80
 C_V1, C_CALL, C_TYPED, C_ALL_MEMFDS = 0x10, 0x20, 0x40, 0x80
-HELLO, REQUEST, REPLY, ERROR_REPLY, EVENT = 1, 2, 3, 4, 5
+HELLO, REQUEST, REPLY, ERROR_REPLY, EVENT, HANDLER_ERROR = 1, 2, 3, 4, 5, 6
 NAME, PROTOCOL_VERSION = b"fuzz.calls", 3
 
 
@@ -161,7 +161,7 @@ def pc_bytes(b):
 
 
 def call_rec(kind, cookie, body, fds=0, v1=True, typed=False, memfds=False, raw_kind=None):
-    """A record with a call header: `kind` 1..5 (or the raw kind byte
+    """A record with a call header: `kind` 1..6 (or the raw kind byte
     `raw_kind`), the cookie byte `cookie`, and `body` (raw postcard, or the
     `arbitrary` source with `typed`)."""
     assert 0 <= fds <= 12 and len(body) <= 1024
@@ -180,7 +180,12 @@ def calls_input(flags, *records, calls=0):
     return bytes([flags | (calls << 3)]) + b"".join(records)
 
 
-GOOD_HELLO = pc_bytes(NAME) + varint(PROTOCOL_VERSION)
+# A "calls v1" hello (no schema hashes): refused as unreadable.
+V1_HELLO = pc_bytes(NAME) + varint(PROTOCOL_VERSION)
+# The matching "calls v2" hello carries the schema hashes of the target's
+# types, which the target computes: a typed hello body whose `arbitrary`
+# source is empty is `HelloM::Good`.
+GOOD = dict(typed=True)
 PING = b"\x00"
 ECHO_SHORT = b"\x01" + pc_bytes(b"hi")
 ECHO_LONG = b"\x01" + pc_bytes(bytes(range(60)))
@@ -191,6 +196,11 @@ TEXT_SLOT = b"\x03" + pc_bytes("\u00e9t\u00e9".encode()) + b"\x01\x01"
 TEXT = b"\x03" + pc_bytes(b"abc") + b"\x00"
 FAIL = b"\x04"
 NESTED = b"\x05" + varint(300) + varint(3) + b"\x01\x01" + pc_bytes("\u00df".encode()) + b"xyz"
+DENY = b"\x06" + pc_bytes(b"no sensor")
+DENY_LONG = b"\x06" + pc_bytes(bytes(70))
+# The handlers' own error type: Denied(u16) or Why(&str).
+DENIED = b"\x00" + varint(404)
+WHY = b"\x01" + pc_bytes(b"too dark")
 UNKNOWN = b"\x09"
 # Literal cookie bytes (0x80 | n) for the caller, plain for the responder.
 LIT = 0x80
@@ -200,7 +210,7 @@ CALLS_SEEDS = {
     "r-ping": calls_input(C_PEER_HELLO, call_rec(REQUEST, 7, PING)),
     "r-request-before-hello": calls_input(0, call_rec(REQUEST, 7, PING, fds=1)),
     "r-hello-in-junk-then-requests": calls_input(
-        0, call_rec(HELLO, 0, GOOD_HELLO), call_rec(REQUEST, 1, TAKE, fds=2, memfds=True)
+        0, call_rec(HELLO, 0, b"", **GOOD), call_rec(REQUEST, 1, TAKE, fds=2, memfds=True)
     ),
     "r-take": calls_input(C_PEER_HELLO, call_rec(REQUEST, 9, TAKE, fds=2)),
     "r-take-bad-slots": calls_input(
@@ -236,7 +246,8 @@ CALLS_SEEDS = {
         call_rec(REQUEST, 1, PING),
         call_rec(HELLO, 0, pc_bytes(b"other") + varint(3)),
         call_rec(HELLO, 0, b"\xff\xff"),
-        call_rec(HELLO, 0, GOOD_HELLO, fds=2),
+        call_rec(HELLO, 0, V1_HELLO),
+        call_rec(HELLO, 0, b"", fds=2, **GOOD),
         call_rec(REQUEST, 2, PING),
     ),
     "r-not-requests": calls_input(
@@ -268,6 +279,20 @@ CALLS_SEEDS = {
         call_rec(HELLO, 0, b"\x00", typed=True),
     ),
     "r-hang-up": calls_input(C_PEER_HELLO | C_HANG_UP, call_rec(REQUEST, 5, PING)),
+    "r-deny": calls_input(
+        C_PEER_HELLO,
+        call_rec(REQUEST, 1, DENY, fds=1),
+        call_rec(REQUEST, 0, DENY),
+        call_rec(REQUEST, 2, DENY_LONG),
+        call_rec(HANDLER_ERROR, 3, DENIED, fds=2),
+        call_rec(REQUEST, 4, PING),
+    ),
+    "r-too-large": calls_input(
+        C_PEER_HELLO,
+        call_rec(REQUEST, 1, ECHO_SHORT + bytes(300), fds=2),
+        call_rec(HELLO, 0, pc_bytes(NAME + bytes(200)) + varint(3)),
+        call_rec(REQUEST, 2, PING),
+    ),
     # Caller.
     "c-reply": calls_input(
         C_CALLER | C_PEER_HELLO,
@@ -319,6 +344,34 @@ CALLS_SEEDS = {
         call_rec(REPLY, 1, b"\x00", fds=1),
         call_rec(REPLY, 2, b"\x04\x01"),
         calls=3,
+    ),
+    "c-handler-errors": calls_input(
+        C_CALLER | C_PEER_HELLO,
+        call_rec(HANDLER_ERROR, 0, DENIED, fds=1),
+        call_rec(HANDLER_ERROR, 1, WHY),
+        call_rec(HANDLER_ERROR, 2, b"\x05"),
+        call_rec(HANDLER_ERROR, LIT | 0x40, WHY),
+        calls=3,
+    ),
+    "c-cancel": calls_input(
+        C_CALLER | C_PEER_HELLO | C_CANCEL_FIRST,
+        call_rec(REPLY, 0, b"\x03\x05", fds=1),
+        call_rec(HANDLER_ERROR, 0, DENIED),
+        call_rec(REPLY, 1, b"\x03\x06"),
+        calls=2,
+    ),
+    "c-too-large": calls_input(
+        C_CALLER | C_PEER_HELLO,
+        call_rec(REPLY, 0, b"\x01" + pc_bytes(bytes(200)), fds=2),
+        call_rec(EVENT, 0, b"\x01" + pc_bytes(bytes(200)), fds=1),
+        call_rec(HANDLER_ERROR, 1, b"\x01" + pc_bytes(bytes(200))),
+        calls=2,
+    ),
+    "c-reply-before-hello": calls_input(
+        C_CALLER,
+        call_rec(REPLY, 0, b"\x03\x05"),
+        call_rec(HELLO, 0, b"", **GOOD),
+        calls=2,
     ),
     "c-hang-up": calls_input(
         C_CALLER | C_PEER_HELLO | C_HANG_UP,

@@ -143,14 +143,18 @@ pub enum Error {
     /// record is consumed and its fds closed.
     #[cfg(feature = "calls")]
     BadCallHeader,
-    /// Typed calls: the peer's hello named another protocol, or another
-    /// version of it. Every call fails with this, on both sides.
+    /// Typed calls: the peer's hello named another protocol, another
+    /// version of it, or the same name and version with types whose
+    /// schemas differ (a build whose version was not bumped). Every call
+    /// fails with this, on both sides.
     #[cfg(feature = "calls")]
     ProtocolMismatch {
-        /// Whether the protocol names matched (only the version differs).
+        /// Whether the protocol names matched.
         same_name: bool,
         /// The version the peer speaks (0 if its hello did not decode).
         peer_version: u32,
+        /// With the same name and version: which types differ.
+        differs: crate::calls::Differs,
     },
     /// Typed calls: a body did not decode as the protocol's type (or had
     /// bytes left over).
@@ -190,6 +194,16 @@ pub enum Error {
     TooManyCalls {
         /// The table's capacity (`CALLS`).
         max: usize,
+    },
+    /// Typed calls: a buffer given to a `Caller` or `Responder` is smaller
+    /// than the largest record it must hold: the hello, and the protocol's
+    /// bounded types (`Protocol::MAX_*`).
+    #[cfg(feature = "calls")]
+    BufferTooSmall {
+        /// The buffer's length.
+        len: usize,
+        /// The bytes it needs.
+        needed: usize,
     },
 }
 
@@ -308,8 +322,14 @@ impl fmt::Display for Error {
             Self::ProtocolMismatch {
                 same_name,
                 peer_version,
+                differs,
             } => {
-                if *same_name {
+                if *differs != crate::calls::Differs::NONE {
+                    write!(
+                        f,
+                        "the peer's {differs} type differs under the same protocol name and                          version {peer_version} (bump the version)"
+                    )
+                } else if *same_name {
                     write!(f, "the peer speaks version {peer_version} of the protocol")
                 } else {
                     f.write_str("the peer speaks another protocol")
@@ -336,6 +356,11 @@ impl fmt::Display for Error {
             }
             #[cfg(feature = "calls")]
             Self::TooManyCalls { max } => write!(f, "{max} calls are in flight already"),
+            #[cfg(feature = "calls")]
+            Self::BufferTooSmall { len, needed } => write!(
+                f,
+                "a {len}-byte buffer is too small for the protocol's largest record ({needed} bytes)"
+            ),
         }
     }
 }

@@ -20,8 +20,8 @@ use calls_protocol::{
 };
 use common::{Watchdog, open_fds, serial};
 use ipc_unixsocket::calls::{
-    Attach, CallHeader, Caller, Claims, FdSlot, Incoming, Kind, Protocol, Rejection, Responder,
-    Served,
+    Attach, CallError, CallHeader, Caller, Claims, Cookie, Differs, FdSlot, Hello, Incoming, Kind,
+    Protocol, Rejection, Responder, Schema, Served,
 };
 use ipc_unixsocket::{Channel, Error};
 use rustix::event::{PollFd, PollFlags, poll};
@@ -86,7 +86,7 @@ impl Worker {
 /// Waits until the caller's socket is readable or the first call deadline
 /// has passed; fails the test if neither happens within `LONG`.
 fn wait_for(caller: &TestCaller<'_>) {
-    wait_readable(caller.as_fd(), caller.poll_timeout());
+    wait_readable(caller.as_fd(), caller.until_next_deadline());
 }
 
 fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, deadline_in: Option<Duration>) {
@@ -108,21 +108,21 @@ fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, deadline_in: Option<Duration>)
 fn next<T>(caller: &mut TestCaller<'_>, map: impl FnOnce(Incoming<'_, Isp, MAX_FDS>) -> T) -> T {
     let mut map = Some(map);
     loop {
-        if let Some(incoming) = caller.poll().expect("poll") {
+        if let Some(incoming) = caller.try_incoming().expect("poll") {
             return map.take().unwrap()(incoming);
         }
         wait_for(caller);
     }
 }
 
-/// What the tests compare `poll`'s reports by: owned, with fd contents.
+/// What the tests compare `try_incoming`'s reports by: owned, with fd contents.
 #[derive(Debug, PartialEq, Eq)]
 enum Seen {
-    Reply { cookie: u32, reply: String },
-    Exported { cookie: u32, contents: Vec<u8> },
+    Reply { cookie: Cookie, reply: String },
+    Exported { cookie: Cookie, contents: Vec<u8> },
     Event(String),
     Frame { seq: u32, contents: Vec<u8> },
-    Failed { cookie: u32, error: Error },
+    Failed { cookie: Cookie, error: Error },
     BadEvent(Error),
 }
 
@@ -150,6 +150,7 @@ fn seen(incoming: Incoming<'_, Isp, MAX_FDS>) -> Seen {
         Incoming::Event { event, .. } => Seen::Event(format!("{event:?}")),
         Incoming::Failed { cookie, error } => Seen::Failed { cookie, error },
         Incoming::BadEvent(error) => Seen::BadEvent(error),
+        other => panic!("an outcome these tests do not know: {other:?}"),
     }
 }
 
@@ -214,10 +215,10 @@ fn raw_hello(channel: &Channel<MAX_FDS>) {
     let (header, body, _) = raw_recv(channel);
     assert_eq!(header.kind, Kind::Hello);
     assert_eq!(
-        postcard::from_bytes::<(&str, u32)>(&body).unwrap(),
-        (Isp::NAME, Isp::VERSION)
+        postcard::from_bytes::<Hello<'_>>(&body).unwrap(),
+        Hello::of::<Isp>()
     );
-    raw_send(channel, Kind::Hello, 0, &(Isp::NAME, Isp::VERSION), &[]);
+    raw_send(channel, Kind::Hello, 0, &Hello::of::<Isp>(), &[]);
 }
 
 /// Receives one `Export` request: its cookie and contents.
@@ -262,7 +263,7 @@ fn out_of_order_replies_are_matched_by_cookie() {
     });
     let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
     let mut caller = TestCaller::new(pipeline, &mut out, &mut inbox).unwrap();
-    let sent: Vec<(u32, &[u8])> = [&b"first"[..], b"second", b"third"]
+    let sent: Vec<(Cookie, &[u8])> = [&b"first"[..], b"second", b"third"]
         .into_iter()
         .map(|contents| {
             let cookie = caller
@@ -390,7 +391,7 @@ fn late_reply_after_started_call_timeout_is_dropped_counted_and_closed() {
     worker.open_gate();
     wait_readable(caller.as_fd(), None);
     assert!(
-        caller.poll().unwrap().is_none(),
+        caller.try_incoming().unwrap().is_none(),
         "a late reply was reported"
     );
     assert_eq!(caller.late_replies(), 1);
@@ -489,7 +490,7 @@ fn events_interleaved_with_replies_arrive_in_order() {
             Seen::Event("Progress { seq: 3 }".into()),
         ]
     );
-    let cookies: Vec<u32> = (10..13)
+    let cookies: Vec<Cookie> = (10..13)
         .map(|n| caller.start(&Request::Ping(n), &[], Some(LONG)).unwrap())
         .collect();
     let got: Vec<Seen> = (0..7).map(|_| next(&mut caller, seen)).collect();
@@ -515,7 +516,7 @@ fn events_interleaved_with_replies_arrive_in_order() {
             },
         ]
     );
-    assert!(caller.poll().unwrap().is_none());
+    assert!(caller.try_incoming().unwrap().is_none());
     drop(caller);
     worker.join().unwrap();
 }
@@ -571,7 +572,9 @@ fn rejected_requests_are_reported_and_both_sides_keep_going() {
     let mut failures = Vec::new();
     for (n, (what, request, rejection)) in cases.iter().enumerate() {
         let got = caller.call(request, &[file.as_fd()], LONG, |_, _| {});
-        let got = got.map(|(reply, _)| format!("{reply:?}"));
+        let got = got
+            .map(|(reply, _)| format!("{reply:?}"))
+            .map_err(Error::from);
         if got != Err(Error::Rejected(*rejection)) {
             failures.push(format!(
                 "{what}: expected Rejected({rejection:?}), got {got:?}"
@@ -666,6 +669,7 @@ impl Protocol for OtherName {
     type Request<'a> = Request<'a>;
     type Reply<'a> = Reply<'a>;
     type Event<'a> = Event<'a>;
+    type Error<'a> = ipc_unixsocket::calls::NoError;
 }
 
 struct NextVersion;
@@ -675,6 +679,7 @@ impl Protocol for NextVersion {
     type Request<'a> = Request<'a>;
     type Reply<'a> = Reply<'a>;
     type Event<'a> = Event<'a>;
+    type Error<'a> = ipc_unixsocket::calls::NoError;
 }
 
 /// A responder of protocol `P` against an `Isp` caller: its `serve`
@@ -701,16 +706,18 @@ fn mismatch<P: Protocol + 'static>(same_name: bool) {
     let theirs = Error::ProtocolMismatch {
         same_name,
         peer_version: P::VERSION,
+        differs: Differs::NONE,
     };
     let ours = Error::ProtocolMismatch {
         same_name,
         peer_version: Isp::VERSION,
+        differs: Differs::NONE,
     };
     let first = caller.call(&Request::Ping(1), &[], LONG, |_, _| {});
     assert_eq!(first.unwrap_err(), theirs);
     let second = caller.call(&Request::Ping(2), &[], LONG, |_, _| {});
     assert_eq!(second.unwrap_err(), theirs);
-    assert_eq!(caller.poll().unwrap_err(), theirs);
+    assert_eq!(caller.try_incoming().unwrap_err(), theirs);
     // The worker's side: the hello, then the one request that was sent
     // before the caller saw the worker's hello, refused unhandled.
     let served = || reports.recv_timeout(LONG).expect("worker stopped");
@@ -745,7 +752,7 @@ fn mismatch<P: Protocol + 'static>(same_name: bool) {
             error: theirs
         }
     );
-    assert_eq!(caller.poll().unwrap_err(), theirs);
+    assert_eq!(caller.try_incoming().unwrap_err(), theirs);
     assert_eq!(
         caller
             .start(&Request::Ping(4), &[], Some(LONG))
@@ -782,7 +789,9 @@ fn unknown_variant_is_rejected_as_unknown_variant() {
     let mut caller = Caller::<Forged, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
     // Variant 100 of a 7-variant enum, then a field.
     let got = caller.call(&Wire::Bytes(&[100, 1]), &[], LONG, |_, _| {});
-    let got = got.map(|(reply, _)| format!("{reply:?}"));
+    let got = got
+        .map(|(reply, _)| format!("{reply:?}"))
+        .map_err(Error::from);
     ping(&mut caller, &Wire::Typed(Request::Ping(1)), 1);
     drop(caller);
     let log = worker.join();
@@ -842,7 +851,7 @@ fn start_with_the_table_full_is_too_many_calls() {
     let worker = Worker::spawn(channel);
     let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
     let mut caller = TestCaller::new(pipeline, &mut out, &mut inbox).unwrap();
-    let cookies: Vec<u32> = (0..CALLS as u32)
+    let cookies: Vec<Cookie> = (0..CALLS as u32)
         .map(|n| caller.start(&Request::Ping(n), &[], Some(LONG)).unwrap())
         .collect();
     let refused = caller.start(&Request::Ping(99), &[], Some(LONG));
@@ -928,7 +937,7 @@ fn notify_is_handled_and_gets_no_reply() {
             reply: "Pong(2)".into()
         }
     );
-    assert!(caller.poll().unwrap().is_none());
+    assert!(caller.try_incoming().unwrap().is_none());
     assert_eq!((caller.late_replies(), caller.discarded()), (0, 0));
     drop(caller);
     let log = worker.join();
@@ -1158,4 +1167,422 @@ fn random_requests_round_trip_through_call_and_start() {
     assert_eq!(open_fds(), baseline, "fds leaked over the run");
     drop(caller);
     worker.join();
+}
+
+// ---------------------------------------------------------------------------
+// 10. Cancel, and the channel given back (issue 19.4).
+
+/// A cancelled call is no longer in flight, and its reply (with an fd) is
+/// dropped by `try_incoming` like a late reply: nothing reported, counted,
+/// its fd closed; the next call gets its own reply. Fails if `cancel`
+/// leaves the call in the table (its reply would be reported) or if the
+/// dropped reply's fd stays open.
+#[test]
+fn cancelled_call_reply_is_dropped_counted_and_its_fds_closed() {
+    let _serial = serial();
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, channel) = Channel::<MAX_FDS>::pair().unwrap();
+    let worker = Worker::spawn(channel);
+    let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
+    let mut caller = TestCaller::new(pipeline, &mut out, &mut inbox).unwrap();
+    let slow = caller
+        .start(
+            &Request::Slow {
+                contents: b"cancelled",
+            },
+            &[],
+            Some(LONG),
+        )
+        .unwrap();
+    worker.wait_at_gate();
+    // The worker's hello, read now so that the next readable is the reply.
+    assert!(caller.try_incoming().unwrap().is_none());
+    assert!(caller.cancel(slow), "the call was in flight");
+    assert!(!caller.cancel(slow), "cancelled twice");
+    assert_eq!(caller.in_flight(), 0);
+    assert_eq!(caller.until_next_deadline(), None, "its deadline is gone");
+    let baseline = open_fds();
+    worker.open_gate();
+    wait_readable(caller.as_fd(), None);
+    assert!(
+        caller.try_incoming().unwrap().is_none(),
+        "a cancelled call's reply was reported"
+    );
+    assert_eq!(caller.late_replies(), 1);
+    assert_eq!(caller.discarded(), 0);
+    assert_eq!(
+        open_fds(),
+        baseline,
+        "the cancelled reply's fd is still open"
+    );
+    let ping = caller.start(&Request::Ping(6), &[], Some(LONG)).unwrap();
+    assert_eq!(
+        next(&mut caller, seen),
+        Seen::Reply {
+            cookie: ping,
+            reply: "Pong(6)".into()
+        }
+    );
+    drop(caller);
+    let log = worker.join();
+    assert_eq!(log.served.len(), 4, "{log:?}"); // hello, slow, ping, gone
+}
+
+/// Cancelling one of several calls leaves the others alone: their replies
+/// arrive with their cookies. Fails if `cancel` removes another call (or
+/// every call) from the table.
+#[test]
+fn cancel_ends_only_the_call_it_names() {
+    let _serial = serial();
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, channel) = Channel::<MAX_FDS>::pair().unwrap();
+    let worker = Worker::spawn(channel);
+    let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
+    let mut caller = TestCaller::new(pipeline, &mut out, &mut inbox).unwrap();
+    let cookies: Vec<Cookie> = (20..23)
+        .map(|n| caller.start(&Request::Ping(n), &[], Some(LONG)).unwrap())
+        .collect();
+    assert!(caller.cancel(cookies[1]));
+    assert_eq!(caller.in_flight(), 2);
+    let got: Vec<Seen> = (0..2).map(|_| next(&mut caller, seen)).collect();
+    assert_eq!(
+        got,
+        [
+            Seen::Reply {
+                cookie: cookies[0],
+                reply: "Pong(20)".into()
+            },
+            Seen::Reply {
+                cookie: cookies[2],
+                reply: "Pong(22)".into()
+            },
+        ]
+    );
+    assert_eq!(caller.late_replies(), 1, "the cancelled call's reply");
+    drop(caller);
+    worker.join();
+}
+
+/// Both ends give their channel back, still connected: raw records go
+/// through it both ways, and a new caller and responder made on the two
+/// channels speak again. Fails if `into_channel` closed or swapped the
+/// socket.
+#[test]
+fn into_channel_gives_back_the_connected_channel() {
+    let _serial = serial();
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, worker) = Channel::<MAX_FDS>::pair().unwrap();
+    let (mut wout, mut win) = ([0u8; BUF], [0u8; BUF]);
+    let mut responder = Responder::<Isp, MAX_FDS>::new(worker, &mut wout, &mut win).unwrap();
+    let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
+    let mut caller = TestCaller::new(pipeline, &mut out, &mut inbox).unwrap();
+    let _ping = caller.start(&Request::Ping(1), &[], Some(LONG)).unwrap();
+    for _ in 0..2 {
+        responder.serve(|_| Ok(Reply::Pong(1))).unwrap(); // hello, ping
+    }
+    assert!(matches!(next(&mut caller, seen), Seen::Reply { .. }));
+    let (pipeline, worker) = (caller.into_channel(), responder.into_channel());
+    let mut data = [0u8; 16];
+    let mut fds = heapless::Vec::<OwnedFd, MAX_FDS>::new();
+    pipeline.send(b"raw", &[]).unwrap();
+    let got = worker.recv_timeout(&mut data, &mut fds, LONG).unwrap();
+    assert_eq!(&data[..got.data_len], b"raw");
+    worker.send(b"back", &[]).unwrap();
+    let got = pipeline.recv_timeout(&mut data, &mut fds, LONG).unwrap();
+    assert_eq!(&data[..got.data_len], b"back");
+    let worker = Worker::spawn(worker);
+    let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
+    let mut caller = TestCaller::new(pipeline, &mut out, &mut inbox).unwrap();
+    ping(&mut caller, &Request::Ping(9), 9);
+    drop(caller);
+    worker.join();
+}
+
+// ---------------------------------------------------------------------------
+// 11. Typed application errors (issue 19.3).
+
+/// A protocol whose handler fails with its own error type, which borrows
+/// from the receive buffer like a reply.
+struct Strict;
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, Schema)]
+enum StrictRequest<'a> {
+    Ping(u32),
+    /// Fails with `Refusal { reason: text, code }` unless `text` is "ok".
+    Check {
+        text: &'a str,
+        code: u16,
+    },
+}
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, Schema)]
+struct Refusal<'a> {
+    reason: &'a str,
+    code: u16,
+}
+
+impl Protocol for Strict {
+    const NAME: &'static str = "test.strict";
+    const VERSION: u32 = 1;
+    type Request<'a> = StrictRequest<'a>;
+    type Reply<'a> = u32;
+    type Event<'a> = ();
+    type Error<'a> = Refusal<'a>;
+}
+
+/// Serves `Strict` until the caller is gone; a failing `Check` first
+/// attaches a memfd to its reply (which must not travel with the error).
+fn strict_worker(channel: Channel<MAX_FDS>) -> thread::JoinHandle<Vec<Served>> {
+    let spare = memfd(b"never sent");
+    thread::spawn(move || {
+        let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
+        let mut responder = Responder::<Strict, MAX_FDS>::new(channel, &mut out, &mut inbox)
+            .expect("Responder::new");
+        let mut served = Vec::new();
+        loop {
+            let got = responder.serve(|call| match call.request {
+                StrictRequest::Ping(n) => Ok(n),
+                StrictRequest::Check { text: "ok", .. } => Ok(0),
+                StrictRequest::Check { text, code } => {
+                    call.reply_fds.attach(spare.as_fd())?;
+                    Err(CallError::Handler(Refusal { reason: text, code }))
+                }
+            });
+            match got {
+                Ok(s) => served.push(s),
+                Err(Error::Disconnected) => return served,
+                Err(e) => panic!("serve: {e}"),
+            }
+        }
+    })
+}
+
+/// The handler's error reaches a blocking call intact (a borrowed string
+/// and a code), apart from the crate's errors, without the fds the handler
+/// had attached; the next call works; a one-way request whose handler
+/// fails gets no answer at all. Fails if the error travels as a rejection
+/// (`Rejected(HandlerFailed)`, what it was before), loses its fields, leaks
+/// an fd, or leaves a record behind that a later call would trip on.
+#[test]
+fn a_handler_error_reaches_a_call_typed_and_the_next_call_works() {
+    let _serial = serial();
+    let _watchdog = Watchdog::for_test();
+    let baseline = open_fds();
+    let (pipeline, channel) = Channel::<MAX_FDS>::pair().unwrap();
+    let worker = strict_worker(channel);
+    let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
+    let mut caller = Caller::<Strict, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
+    let refused = StrictRequest::Check {
+        text: "no such sensor",
+        code: 404,
+    };
+    match caller.call(&refused, &[], LONG, |_, _| {}) {
+        Err(CallError::Handler(refusal)) => assert_eq!(
+            refusal,
+            Refusal {
+                reason: "no such sensor",
+                code: 404
+            }
+        ),
+        other => panic!("expected the handler's error, got {other:?}"),
+    }
+    assert_eq!(caller.in_flight(), 0);
+    caller
+        .notify(
+            &StrictRequest::Check {
+                text: "one way",
+                code: 1,
+            },
+            &[],
+        )
+        .unwrap();
+    let (reply, fds) = caller
+        .call(&StrictRequest::Ping(7), &[], LONG, |_, _| {})
+        .unwrap();
+    assert_eq!((reply, fds.len()), (7, 0));
+    assert_eq!((caller.late_replies(), caller.discarded()), (0, 0));
+    drop(fds);
+    drop(caller);
+    let served = worker.join().unwrap();
+    assert_eq!(
+        served,
+        [
+            Served::Hello,
+            Served::HandlerError { cookie: 1 },
+            Served::HandlerError { cookie: 0 },
+            Served::Replied { cookie: 2 },
+        ]
+    );
+    assert_eq!(open_fds(), baseline, "an fd leaked");
+}
+
+/// The same through `start`/`try_incoming`: `Incoming::HandlerError` with
+/// the call's cookie and the error intact, beside the replies of the other
+/// calls; and a handler error that comes after its call was cancelled is
+/// dropped and counted like a late reply. Fails if the error is reported
+/// as `Failed`, under another cookie, or after a cancel.
+#[test]
+fn a_handler_error_reaches_try_incoming_typed_and_a_late_one_is_dropped() {
+    let _serial = serial();
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, channel) = Channel::<MAX_FDS>::pair().unwrap();
+    let worker = strict_worker(channel);
+    let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
+    let mut caller = Caller::<Strict, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
+    let bad = StrictRequest::Check {
+        text: "dark",
+        code: 3,
+    };
+    let first = caller.start(&bad, &[], Some(LONG)).unwrap();
+    let ping = caller
+        .start(&StrictRequest::Ping(5), &[], Some(LONG))
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match caller.try_incoming().unwrap() {
+            Some(Incoming::HandlerError { cookie, error }) => {
+                got.push(format!("{cookie:?} {error:?}"))
+            }
+            Some(Incoming::Reply { cookie, reply, .. }) => got.push(format!("{cookie:?} {reply}")),
+            Some(other) => panic!("unexpected {other:?}"),
+            None => wait_readable(caller.as_fd(), None),
+        }
+    }
+    assert_eq!(
+        got,
+        [
+            format!("{first:?} Refusal {{ reason: \"dark\", code: 3 }}"),
+            format!("{ping:?} 5"),
+        ]
+    );
+    let cancelled = caller.start(&bad, &[], Some(LONG)).unwrap();
+    assert!(caller.cancel(cancelled));
+    // A call after it: its reply comes after the cancelled call's error.
+    let (reply, _) = caller
+        .call(&StrictRequest::Ping(8), &[], LONG, |_, _| {})
+        .unwrap();
+    assert_eq!(reply, 8);
+    assert_eq!(caller.late_replies(), 1, "the cancelled call's error");
+    drop(caller);
+    worker.join().unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 12. Identity from the types (issue 19.2).
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, Schema)]
+struct AskV1 {
+    frame: u32,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, Schema)]
+struct AskV2 {
+    frame: u32,
+    crop: bool,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, Schema)]
+struct GainV1 {
+    gain: u16,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, Schema)]
+struct GainV2 {
+    gain: u16,
+    exposure: u32,
+}
+
+/// Three builds of one protocol: one name, one version, and one field
+/// added to the reply (`Build2`) or to the request (`Build3`) without a
+/// version bump.
+macro_rules! build {
+    ($name:ident, $request:ty, $reply:ty) => {
+        struct $name;
+        impl Protocol for $name {
+            const NAME: &'static str = "test.build";
+            const VERSION: u32 = 7;
+            type Request<'a> = $request;
+            type Reply<'a> = $reply;
+            type Event<'a> = ();
+            type Error<'a> = ipc_unixsocket::calls::NoError;
+        }
+    };
+}
+build!(Build1, AskV1, GainV1);
+build!(Build2, AskV1, GainV2);
+build!(Build3, AskV2, GainV1);
+
+/// A caller of build `A` against a responder of build `B`: both fail with
+/// `ProtocolMismatch` naming the types that differ, the responder on the
+/// caller's hello and the caller on its first call, and no handler runs.
+fn builds_refuse_each_other<A: Protocol, B: Protocol>(request: &A::Request<'_>, differs: Differs) {
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, worker) = Channel::<MAX_FDS>::pair().unwrap();
+    let expected = Error::ProtocolMismatch {
+        same_name: true,
+        peer_version: 7,
+        differs,
+    };
+    let (report, served) = mpsc::channel();
+    let server = thread::spawn(move || {
+        let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
+        let mut responder = Responder::<B, MAX_FDS>::new(worker, &mut out, &mut inbox).unwrap();
+        let mut ran = 0;
+        loop {
+            match responder.serve(|_| {
+                ran += 1;
+                Err(Error::EncodeFailed.into())
+            }) {
+                Err(Error::Disconnected) => return ran,
+                other => report.send(other).unwrap(),
+            }
+        }
+    });
+    let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
+    let mut caller = Caller::<A, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
+    match caller.call(request, &[], LONG, |_, _| {}) {
+        Err(error) => assert!(error == expected, "{error:?}"),
+        Ok(_) => panic!("the call went through"),
+    }
+    // The caller's hello, then its request, refused without a handler
+    // (read before the caller goes, or the refusal would find it gone).
+    let next = || served.recv_timeout(LONG).expect("the responder's report");
+    assert_eq!(next(), Err(expected));
+    assert_eq!(
+        next(),
+        Ok(Served::Refused {
+            cookie: 1,
+            rejection: Rejection::ProtocolMismatch
+        })
+    );
+    drop(caller);
+    assert_eq!(server.join().unwrap(), 0, "a handler ran");
+    assert!(expected.to_string().contains(&differs.to_string()));
+}
+
+/// One field added to the reply type, same name and version: both sides
+/// fail with `ProtocolMismatch { differs: reply }` before any request runs.
+/// Fails on the old hello (name and version only), where the call went
+/// through and the reply was misread.
+#[test]
+fn a_reply_type_changed_without_a_version_bump_is_a_mismatch_naming_it() {
+    let reply = Differs {
+        reply: true,
+        ..Differs::NONE
+    };
+    builds_refuse_each_other::<Build1, Build2>(&AskV1 { frame: 1 }, reply);
+}
+
+/// The same for a field added to the request type.
+#[test]
+fn a_request_type_changed_without_a_version_bump_is_a_mismatch_naming_it() {
+    let request = Differs {
+        request: true,
+        ..Differs::NONE
+    };
+    let ask = AskV2 {
+        frame: 1,
+        crop: true,
+    };
+    builds_refuse_each_other::<Build3, Build1>(&ask, request);
 }

@@ -17,16 +17,18 @@ mod common;
 use std::os::fd::OwnedFd;
 
 use common::{open_fds, serial};
-use ipc_unixsocket::calls::{CallHeader, Kind, Protocol, Rejection, Responder, Served};
+use ipc_unixsocket::calls::{
+    CallHeader, Hello, Kind, Protocol, Rejection, Responder, Schema, Served,
+};
 use ipc_unixsocket::{Channel, Error};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize, Schema)]
 enum Request<'a> {
     Echo(&'a [u8]),
 }
 
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize, Schema)]
 enum Reply<'a> {
     Echo(&'a [u8]),
 }
@@ -39,6 +41,7 @@ impl Protocol for Echo {
     type Request<'a> = Request<'a>;
     type Reply<'a> = Reply<'a>;
     type Event<'a> = ();
+    type Error<'a> = ipc_unixsocket::calls::NoError;
 }
 
 /// A record of the call layer: the call header and the body.
@@ -81,7 +84,7 @@ fn a_one_way_request_whose_reply_would_not_fit_is_handled_as_one_way() {
         let (hello, _) = received(&peer).expect("the responder's hello");
         assert_eq!(hello.kind, Kind::Hello);
 
-        let hello_body = encoded(&(Echo::NAME, Echo::VERSION));
+        let hello_body = encoded(&Hello::of::<Echo>());
         peer.send(&record(Kind::Hello, 0, &hello_body), &[])
             .unwrap();
         assert_eq!(

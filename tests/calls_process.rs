@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use calls_protocol::{BUF, CALLS, Isp, MAX_FDS, Request, run_worker};
 use common::{TEST_BOUND, harness, wait_child};
-use ipc_unixsocket::calls::{Caller, Incoming};
+use ipc_unixsocket::calls::{Caller, Cookie, Incoming};
 use ipc_unixsocket::{Channel, Error};
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::io::{FdFlags, fcntl_setfd};
@@ -138,10 +138,10 @@ impl Worker {
 fn next<T>(caller: &mut TestCaller<'_>, map: impl FnOnce(Incoming<'_, Isp, MAX_FDS>) -> T) -> T {
     let mut map = Some(map);
     loop {
-        if let Some(incoming) = caller.poll().expect("poll") {
+        if let Some(incoming) = caller.try_incoming().expect("poll") {
             return map.take().unwrap()(incoming);
         }
-        let left = caller.poll_timeout();
+        let left = caller.until_next_deadline();
         let bound = left.map_or(TEST_BOUND, |left| left.min(TEST_BOUND));
         let timeout = rustix::event::Timespec {
             tv_sec: bound.as_secs() as _,
@@ -156,7 +156,7 @@ fn next<T>(caller: &mut TestCaller<'_>, map: impl FnOnce(Incoming<'_, Isp, MAX_F
     }
 }
 
-fn failed(incoming: Incoming<'_, Isp, MAX_FDS>) -> (u32, Error) {
+fn failed(incoming: Incoming<'_, Isp, MAX_FDS>) -> (Cookie, Error) {
     match incoming {
         Incoming::Failed { cookie, error } => (cookie, error),
         other => panic!("expected a failed call, got {other:?}"),
@@ -202,13 +202,14 @@ fn sigkill_fails_every_started_call_then_poll() {
     ];
     worker.wait_at_gate();
     worker.sigkill();
-    let mut got: Vec<(u32, Error)> = (0..3).map(|_| next(&mut caller, failed)).collect();
+    let mut got: Vec<(Cookie, Error)> = (0..3).map(|_| next(&mut caller, failed)).collect();
     got.sort_by_key(|(cookie, _)| *cookie);
     cookies.sort();
-    let expected: Vec<(u32, Error)> = cookies.iter().map(|&c| (c, Error::Disconnected)).collect();
+    let expected: Vec<(Cookie, Error)> =
+        cookies.iter().map(|&c| (c, Error::Disconnected)).collect();
     assert_eq!(got, expected);
-    assert_eq!(caller.poll().unwrap_err(), Error::Disconnected);
-    assert_eq!(caller.poll().unwrap_err(), Error::Disconnected);
+    assert_eq!(caller.try_incoming().unwrap_err(), Error::Disconnected);
+    assert_eq!(caller.try_incoming().unwrap_err(), Error::Disconnected);
     assert_eq!(
         caller.start(&Request::Ping(3), &[], Some(FAR)).unwrap_err(),
         Error::Disconnected
@@ -266,7 +267,7 @@ fn hung_worker_started_calls_time_out_not_before_their_deadlines() {
     let after_second = began.elapsed();
     assert_eq!(b, (slow, Error::TimedOut));
     assert!(after_second >= second, "{after_second:?} < {second:?}");
-    assert!(caller.poll().unwrap().is_none());
+    assert!(caller.try_incoming().unwrap().is_none());
     worker.wait_at_gate();
     drop(caller);
     worker.finish();

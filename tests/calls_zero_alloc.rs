@@ -26,7 +26,8 @@ use std::time::Duration;
 
 use common::{harness, identity, memfd, wait_child};
 use ipc_unixsocket::calls::{
-    Attach, Call, Caller, Claims, FdSlot, Incoming, Protocol, Responder, Served,
+    Attach, Call, CallError, Caller, Claims, Cookie, FdSlot, Incoming, NoError, Protocol,
+    Responder, Schema, Served,
 };
 use ipc_unixsocket::{Channel, Error};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
@@ -82,7 +83,7 @@ fn allocator_counts() -> bool {
 /// `(st_dev, st_ino)` of a file, as `common::identity` returns it.
 type FileId = (u64, u64);
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, Schema)]
 enum Request {
     /// Process frame `seq` in `buffer` (and with `params`, if any): the
     /// responder checks the files are the ones named, writes `seq` at
@@ -97,7 +98,7 @@ enum Request {
     Finish,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, Schema)]
 enum Reply {
     /// Frame `seq` is done; `buffer` is the buffer the request carried.
     Done { seq: u32, buffer: FdSlot },
@@ -111,7 +112,7 @@ enum Reply {
     },
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, Schema)]
 enum Event {
     /// `requests` calls served so far; `stats` is the responder's memfd.
     Stats {
@@ -129,6 +130,7 @@ impl Protocol for Frames {
     type Request<'a> = Request;
     type Reply<'a> = Reply;
     type Event<'a> = Event;
+    type Error<'a> = ipc_unixsocket::calls::NoError;
 }
 
 fn main() -> ExitCode {
@@ -252,7 +254,7 @@ fn handle<'a, 'f>(
     call: Call<'a, '_, 'f, Frames, MAX_FDS>,
     keep: &'f mut Option<OwnedFd>,
     worker: &mut Worker,
-) -> Result<Reply, Error> {
+) -> Result<Reply, CallError<NoError>> {
     match call.request {
         Request::Process {
             seq,
@@ -419,7 +421,7 @@ fn polled_calls(
     to: u32,
 ) {
     // `(cookie, seq, buffer)` of the calls in flight.
-    let mut flying = heapless::Vec::<(u32, u32, usize), DEPTH>::new();
+    let mut flying = heapless::Vec::<(Cookie, u32, usize), DEPTH>::new();
     let mut next = from;
     let mut done = from;
     while done < to {
@@ -442,7 +444,7 @@ fn polled_calls(
             seen.failures += 1;
             return;
         }
-        let timeout = caller.poll_timeout().map(|left| Timespec {
+        let timeout = caller.until_next_deadline().map(|left| Timespec {
             tv_sec: left.as_secs() as _,
             tv_nsec: left.subsec_nanos() as _,
         });
@@ -455,7 +457,7 @@ fn polled_calls(
             }
         }
         loop {
-            match caller.poll() {
+            match caller.try_incoming() {
                 Ok(None) => break,
                 Ok(Some(Incoming::Reply { cookie, reply, fds })) => {
                     match flying.iter().position(|&(c, ..)| c == cookie) {
@@ -468,7 +470,7 @@ fn polled_calls(
                     done += 1;
                 }
                 Ok(Some(Incoming::Event { event, fds })) => seen.event(&event, fds),
-                Ok(Some(Incoming::Failed { .. } | Incoming::BadEvent(_))) | Err(_) => {
+                Ok(Some(_)) | Err(_) => {
                     seen.failures += 1;
                     return;
                 }

@@ -573,7 +573,9 @@ fn calls_with_worker(filter: &str, clock: &str, confinement: &str) {
         let mut caller = TestCaller::new(local, &mut out, &mut inbox).unwrap();
         // A first ping tells a child that could not confine itself (exit
         // 77: skipped) from one that failed.
-        let first = caller.call(&Request::Ping(u32::MAX), &[], PEER_WAIT, |_, _| {});
+        let first = caller
+            .call(&Request::Ping(u32::MAX), &[], PEER_WAIT, |_, _| {})
+            .map_err(Error::from);
         if let Err(error) = first.map(|_| ()) {
             let status = peer.finish();
             if status.code() == Some(i32::from(SKIP)) {
@@ -596,19 +598,23 @@ fn calls_with_worker(filter: &str, clock: &str, confinement: &str) {
             attach.attach(a.as_fd()).unwrap(),
             attach.attach(b.as_fd()).unwrap(),
         );
-        let refused = caller.call(
-            &Request::Pair { first, second },
-            &attach.as_slice()[..1],
-            PEER_WAIT,
-            |_, _| {},
-        );
+        let refused = caller
+            .call(
+                &Request::Pair { first, second },
+                &attach.as_slice()[..1],
+                PEER_WAIT,
+                |_, _| {},
+            )
+            .map_err(Error::from);
         assert_eq!(
             refused.map(|_| ()),
             Err(Error::Rejected(Rejection::BadFdSlot)),
             "a request with a bad fd slot"
         );
         // A call the worker holds at its gate ends at its deadline.
-        let held = caller.call(&Request::Slow { contents: b"late" }, &[], SHORT, |_, _| {});
+        let held = caller
+            .call(&Request::Slow { contents: b"late" }, &[], SHORT, |_, _| {})
+            .map_err(Error::from);
         let held = held.map(|_| ());
         if held != Err(Error::TimedOut) {
             peer.fail(format_args!(
@@ -619,7 +625,9 @@ fn calls_with_worker(filter: &str, clock: &str, confinement: &str) {
         peer.ok(opener.send(b"open", &[]), "open the gate");
         // Its late reply is dropped; the next call is answered.
         let (reply, _) = peer.ok(
-            caller.call(&Request::Ping(7), &[], PEER_WAIT, |_, _| {}),
+            caller
+                .call(&Request::Ping(7), &[], PEER_WAIT, |_, _| {})
+                .map_err(Error::from),
             "the call after the late one",
         );
         assert_eq!(reply, Reply::Pong(7));
@@ -637,18 +645,20 @@ fn one_call(peer: &mut Peer, caller: &mut TestCaller<'_>, n: u32) {
     match n % 3 {
         0 => {
             let mut events = Vec::new();
-            let got = caller.call(
-                &Request::Ping(n),
-                &[],
-                PEER_WAIT,
-                |event, mut fds| match event {
-                    Event::Frame { seq, buffer } => {
-                        let fd = fds.claim(buffer).expect("the frame's fd");
-                        events.push(format!("frame {seq} {:?}", contents(fd.as_fd())));
-                    }
-                    other => events.push(format!("{other:?}")),
-                },
-            );
+            let got = caller
+                .call(
+                    &Request::Ping(n),
+                    &[],
+                    PEER_WAIT,
+                    |event, mut fds| match event {
+                        Event::Frame { seq, buffer } => {
+                            let fd = fds.claim(buffer).expect("the frame's fd");
+                            events.push(format!("frame {seq} {:?}", contents(fd.as_fd())));
+                        }
+                        other => events.push(format!("{other:?}")),
+                    },
+                )
+                .map_err(Error::from);
             let (reply, _) = peer.ok(got, "ping");
             assert_eq!(reply, Reply::Pong(n));
             assert_eq!(
@@ -675,7 +685,9 @@ fn one_call(peer: &mut Peer, caller: &mut TestCaller<'_>, n: u32) {
             // (the crate closes it).
             let claim = if n.is_multiple_of(2) { 1 } else { 2 };
             let request = Request::Buffers { slots, claim };
-            let got = caller.call(&request, attach.as_slice(), PEER_WAIT, |_, _| {});
+            let got = caller
+                .call(&request, attach.as_slice(), PEER_WAIT, |_, _| {})
+                .map_err(Error::from);
             let (reply, _) = peer.ok(got, "buffers");
             let digests = [
                 Some(fnv(format!("a{n}").as_bytes())),
@@ -690,7 +702,9 @@ fn one_call(peer: &mut Peer, caller: &mut TestCaller<'_>, n: u32) {
             let request = Request::Export {
                 contents: text.as_bytes(),
             };
-            let got = caller.call(&request, &[], PEER_WAIT, |_, _| {});
+            let got = caller
+                .call(&request, &[], PEER_WAIT, |_, _| {})
+                .map_err(Error::from);
             let (reply, mut fds) = peer.ok(got, "export");
             let Reply::Exported { file } = reply else {
                 panic!("export answered {reply:?}");
@@ -1228,6 +1242,7 @@ fn caller_child(filter: &str) -> ExitCode {
     if filter == "nopoll" {
         let failed = caller
             .call(&Request::Ping(1), &[], PEER_WAIT, |_, _| {})
+            .map_err(Error::from)
             .map(|_| ());
         let in_flight = caller.in_flight();
         assert!(
@@ -1239,10 +1254,12 @@ fn caller_child(filter: &str) -> ExitCode {
     }
     let (reply, _) = caller
         .call(&Request::Ping(1), &[], PEER_WAIT, |_, _| {})
+        .map_err(Error::from)
         .expect("the first call");
     assert_eq!(reply, Reply::Pong(1));
     let second = caller
         .call(&Request::Ping(2), &[], PEER_WAIT, |_, _| {})
+        .map_err(Error::from)
         .map(|_| ());
     let in_flight = caller.in_flight();
     assert!(

@@ -20,14 +20,16 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ipc_unixsocket::calls::{Attach, CallHeader, Caller, FdSlot, Kind, Protocol, Responder};
+use ipc_unixsocket::calls::{
+    Attach, Bytes, CallHeader, Caller, FdSlot, Kind, Protocol, Responder, Schema,
+};
 use ipc_unixsocket::{Channel, Error as ChannelError, HEADER_LEN};
 use rustix::io::{FdFlags, IoSlice, IoSliceMut, fcntl_setfd};
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags, SocketFlags, SocketType, recvmsg, sendmsg, socketpair,
 };
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::Config;
 use crate::alloc_count::allocations;
@@ -47,25 +49,8 @@ const STOP_LEN: usize = 1;
 // ---------------------------------------------------------------------------
 // The protocol.
 
-/// Bytes serialized as one postcard byte string (`serialize_bytes`): a
-/// plain `&[u8]` field goes through serde as a sequence, one `u8` at a
-/// time.
-#[derive(Debug, Clone, Copy)]
-pub struct Bytes<'a>(pub &'a [u8]);
-
-impl Serialize for Bytes<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(self.0)
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Bytes<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        <&'de [u8]>::deserialize(d).map(Bytes)
-    }
-}
-
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, Schema)]
+#[postcard(crate = ipc_unixsocket::calls::postcard_schema)]
 pub enum Request<'a> {
     Echo {
         #[serde(borrow)]
@@ -79,6 +64,11 @@ pub enum Request<'a> {
     /// libcamera's `configure`: the buffer pool, once.
     Configure {
         pool: [FdSlot; POOL],
+    },
+    /// `Echo` with a plain `&[u8]` field: serde hands it to postcard one
+    /// byte at a time (`Bytes` is one byte string).
+    EchoSlice {
+        data: &'a [u8],
     },
     /// A frame naming a buffer registered by `Configure`.
     FrameById {
@@ -97,7 +87,8 @@ pub enum Request<'a> {
     Stop,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, Schema)]
+#[postcard(crate = ipc_unixsocket::calls::postcard_schema)]
 pub enum Reply<'a> {
     Echo {
         #[serde(borrow)]
@@ -109,6 +100,9 @@ pub enum Reply<'a> {
         data: Bytes<'a>,
     },
     Configured,
+    EchoSlice {
+        data: &'a [u8],
+    },
     FrameDone {
         frame: u32,
         #[serde(borrow)]
@@ -125,6 +119,7 @@ impl Protocol for BenchProtocol {
     type Request<'a> = Request<'a>;
     type Reply<'a> = Reply<'a>;
     type Event<'a> = ();
+    type Error<'a> = ipc_unixsocket::calls::NoError;
 }
 
 /// Postcard length of `value`.
@@ -201,7 +196,14 @@ impl Case {
 
     pub fn variants(self) -> &'static [CallVariant] {
         match self {
-            Case::Small | Case::Large => &[
+            Case::Small => &[
+                CallVariant::Channel,
+                CallVariant::Call,
+                CallVariant::CallForever,
+                CallVariant::CallSlices,
+                CallVariant::IpcPipe,
+            ],
+            Case::Large => &[
                 CallVariant::Channel,
                 CallVariant::Call,
                 CallVariant::CallForever,
@@ -222,16 +224,18 @@ pub enum CallVariant {
     Channel,
     Call,
     CallForever,
+    CallSlices,
     IpcPipe,
     FrameById,
     FrameFd,
 }
 
 impl CallVariant {
-    pub const ALL: [CallVariant; 6] = [
+    pub const ALL: [CallVariant; 7] = [
         CallVariant::Channel,
         CallVariant::Call,
         CallVariant::CallForever,
+        CallVariant::CallSlices,
         CallVariant::IpcPipe,
         CallVariant::FrameById,
         CallVariant::FrameFd,
@@ -242,6 +246,7 @@ impl CallVariant {
             CallVariant::Channel => "channel",
             CallVariant::Call => "call",
             CallVariant::CallForever => "call-no-deadline",
+            CallVariant::CallSlices => "call-slices",
             CallVariant::IpcPipe => "ipcpipe",
             CallVariant::FrameById => "frame-by-id",
             CallVariant::FrameFd => "frame-fd-each",
@@ -263,6 +268,9 @@ impl CallVariant {
             CallVariant::CallForever => {
                 "`Caller::call` with no deadline (`Duration::MAX`: blocking `recv_frame`) / `Responder::serve`"
             }
+            CallVariant::CallSlices => {
+                "`call` as above with the data in a plain `&[u8]` field instead of `calls::Bytes` (small case)"
+            }
             CallVariant::IpcPipe => {
                 "libcamera `IPCPipeUnixSocket` emulation: header datagram + body datagram with SCM_RIGHTS on SOCK_DGRAM, `Vec<u8>` payloads built by a serializer, `Arc<OwnedFd>` as `SharedFD`, `BTreeMap` cookie table, per-send `Vec` cmsg buffers"
             }
@@ -278,7 +286,10 @@ impl CallVariant {
     fn instance(self) -> Instance {
         match self {
             CallVariant::Channel => Instance::Channel,
-            CallVariant::Call | CallVariant::FrameById | CallVariant::FrameFd => Instance::Call,
+            CallVariant::Call
+            | CallVariant::CallSlices
+            | CallVariant::FrameById
+            | CallVariant::FrameFd => Instance::Call,
             CallVariant::CallForever => Instance::CallForever,
             CallVariant::IpcPipe => Instance::IpcPipe,
         }
@@ -359,8 +370,8 @@ trait CallBench {
     fn stop(&mut self) -> io::Result<PeerStats>;
 }
 
-fn channel_error(error: ChannelError) -> io::Error {
-    io::Error::other(error)
+fn channel_error(error: impl Into<ChannelError>) -> io::Error {
+    io::Error::other(error.into())
 }
 
 /// Times each round trip of `lat.len()`; `rt` gets the round trip's index.
@@ -734,6 +745,25 @@ impl TypedBench {
         }
     }
 
+    /// The small echo with the data in a plain `&[u8]` field.
+    #[inline(never)]
+    fn typed_slice_loop(&mut self, lat: &mut [u32]) -> io::Result<Duration> {
+        let (caller, timeout) = (&mut self.caller, self.timeout);
+        let request = Request::EchoSlice {
+            data: &self.data[..self.small],
+        };
+        let want = self.small;
+        timed(lat, |_| {
+            let (reply, _) = caller
+                .call(&request, &[], timeout, |_, _| {})
+                .map_err(channel_error)?;
+            match reply {
+                Reply::EchoSlice { data } if data.len() == want => Ok(()),
+                other => Err(io::Error::other(format!("echo slice: {other:?}"))),
+            }
+        })
+    }
+
     #[inline(never)]
     fn typed_frame_loop<const WITH_FD: bool>(&mut self, lat: &mut [u32]) -> io::Result<Duration> {
         let (caller, timeout) = (&mut self.caller, self.timeout);
@@ -774,6 +804,7 @@ impl CallBench for TypedBench {
         match variant {
             CallVariant::FrameById => self.typed_frame_loop::<false>(lat),
             CallVariant::FrameFd => self.typed_frame_loop::<true>(lat),
+            CallVariant::CallSlices => self.typed_slice_loop(lat),
             _ => self.typed_echo_loop(case, lat),
         }
     }
@@ -808,6 +839,7 @@ fn typed_worker(channel: Channel<MAX_FDS>) -> io::Result<PeerStats> {
                 let fds = call.fds;
                 Ok(match call.request {
                     Request::Echo { data } => Reply::Echo { data },
+                    Request::EchoSlice { data } => Reply::EchoSlice { data },
                     Request::EchoFds { slots, data } => {
                         for slot in slots {
                             drop(fds.claim(slot)?);

@@ -6,12 +6,14 @@
 //!
 //! - a [`Responder`], which handles each with `try_serve`: what it reports
 //!   ([`Served`] or the error) and the record it sends back (none, a reply or
-//!   an error reply, always with the cookie of the request it answers) must
+//!   an error reply or a handler error, always with the cookie of the
+//!   request it answers) must
 //!   be exactly what the model below predicts; then a valid request must be
 //!   answered as the model says (a reply, or the refusal the junk made
 //!   legitimate); or
-//! - a [`Caller`] with up to 3 calls `start`ed (some with a zero timeout),
-//!   drained with `poll` after each record: it must deliver exactly what the
+//! - a [`Caller`] with up to 3 calls `start`ed (some with a zero timeout,
+//!   the first one perhaps cancelled), drained with `try_incoming` after
+//!   each record: it must deliver exactly what the
 //!   model predicts, never a reply or failure for a cookie that is not in
 //!   flight, never two for one cookie; then a genuine reply for every call
 //!   still in flight must arrive (or, after a hang-up, every such call must
@@ -24,7 +26,11 @@
 //! The model is written from the documentation of the call layer and the
 //! wire formats: the channel's checks come from the `recv` target's oracle
 //! ([`expected_outcome`]), the call header from its table in `wire.rs`, and
-//! bodies are decoded with postcard directly.
+//! bodies are decoded with postcard directly. A record too large for the
+//! inbox still shows its call header: the caller fails the call it
+//! answers (`Truncated`), the responder refuses such a request
+//! (`TooLarge`); and a caller that gets any record before the peer's hello
+//! takes the peer for one of another protocol.
 //!
 //! Input layout (every input is accepted):
 //!
@@ -35,6 +41,7 @@
 //!                 0x18 calls to start (Caller): (flags >> 3) & 3
 //!                 0x20 the first call started has a zero timeout
 //!                 0x40 the last call started has a zero timeout
+//!                 0x80 the first call started is cancelled at once
 //! then up to 16 records, each:
 //!   byte          control: low nibble % 13 = number of fds (0..=12)
 //!                 0x10 put a valid v1 header before the data
@@ -54,7 +61,8 @@ use std::collections::BTreeSet;
 use arbitrary::{Arbitrary, Unstructured};
 use heapless::Vec as StackVec;
 use ipc_unixsocket::calls::{
-    CALL_HEADER_LEN, Call, Caller, Claims, FdSlot, Incoming, Protocol, Rejection, Responder, Served,
+    CALL_HEADER_LEN, Call, CallError, Caller, Claims, Differs, FdSlot, Hello, Incoming, Protocol,
+    Rejection, Responder, Schema, Served,
 };
 use ipc_unixsocket::{Channel, Error, HEADER_LEN, MAGIC, VERSION};
 use ipc_unixsocket_fuzz::{
@@ -80,6 +88,7 @@ const PEER_HELLO: u8 = 0x02;
 const HANG_UP: u8 = 0x04;
 const FIRST_ZERO: u8 = 0x20;
 const LAST_ZERO: u8 = 0x40;
+const CANCEL_FIRST: u8 = 0x80;
 
 const V1: u8 = 0x10;
 const CALL_HEADER: u8 = 0x20;
@@ -92,13 +101,15 @@ const REQUEST: u8 = 2;
 const REPLY: u8 = 3;
 const ERROR_REPLY: u8 = 4;
 const EVENT: u8 = 5;
+const HANDLER_ERROR: u8 = 6;
 
 /// The cookie of the valid request sent to the responder after the junk.
 const LAST_COOKIE: u32 = 0x5eed_0001;
 
 // ---- the protocol ----------------------------------------------------------
 
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize, Schema)]
+#[postcard(crate = ipc_unixsocket::calls::postcard_schema)]
 enum Request<'a> {
     Ping,
     Echo(&'a [u8]),
@@ -114,9 +125,20 @@ enum Request<'a> {
         c: Option<(bool, char)>,
         d: [u8; 3],
     },
+    /// The handler fails with `FuzzError::Why` of the text.
+    Deny(&'a str),
 }
 
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
+/// The handlers' own error type.
+#[derive(Debug, PartialEq, Serialize, Deserialize, Schema)]
+#[postcard(crate = ipc_unixsocket::calls::postcard_schema)]
+enum FuzzError<'a> {
+    Denied(u16),
+    Why(&'a str),
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize, Schema)]
+#[postcard(crate = ipc_unixsocket::calls::postcard_schema)]
 enum Reply<'a> {
     Pong,
     Echo(&'a [u8]),
@@ -125,7 +147,8 @@ enum Reply<'a> {
     Sum(u64),
 }
 
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize, Schema)]
+#[postcard(crate = ipc_unixsocket::calls::postcard_schema)]
 enum Event<'a> {
     Tick(u32),
     Blob(&'a [u8]),
@@ -140,6 +163,7 @@ impl Protocol for Fuzz {
     type Request<'a> = Request<'a>;
     type Reply<'a> = Reply<'a>;
     type Event<'a> = Event<'a>;
+    type Error<'a> = FuzzError<'a>;
 }
 
 // Mirrors of the protocol's types with the same postcard encoding, built by
@@ -172,6 +196,13 @@ enum RequestM {
         c: Option<(bool, char)>,
         d: [u8; 3],
     },
+    Deny(String),
+}
+
+#[derive(Debug, Arbitrary, Serialize)]
+enum ErrorM {
+    Denied(u16),
+    Why(String),
 }
 
 #[derive(Debug, Arbitrary, Serialize)]
@@ -195,7 +226,10 @@ enum HelloM {
     Good,
     OtherVersion(u32),
     OtherName(String),
+    /// A calls v1 hello: no schema hashes.
     Any(String, u32),
+    /// Another build of the protocol: the same name and version.
+    OtherSchemas([[u8; 8]; 4]),
 }
 
 /// `Vec<u8>` serialized as bytes, as `&[u8]` deserializes.
@@ -222,9 +256,10 @@ fn to_postcard<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// Variants of the protocol's enums (postcard writes an enum as the
 /// variant's index, a varint, then its fields).
-const REQUEST_VARIANTS: u32 = 6;
+const REQUEST_VARIANTS: u32 = 7;
 const REPLY_VARIANTS: u32 = 5;
 const EVENT_VARIANTS: u32 = 3;
+const ERROR_VARIANTS: u32 = 2;
 
 /// What a body decodes to, as the call layer must see it: the whole body
 /// (trailing bytes are an error); for an enum of `variants` variants, a
@@ -244,29 +279,34 @@ fn predict_decode<'a, T: Deserialize<'a>>(
     }
 }
 
-/// The outcome of a hello: `None` for a match. One too large for the inbox
-/// cannot be checked, which is a mismatch.
-fn predict_hello(seen: &Seen<'_>) -> Option<Error> {
-    match seen.too_large {
-        Some(_) => Some(Error::ProtocolMismatch {
-            same_name: false,
-            peer_version: 0,
-        }),
-        None => predict_hello_body(seen.body),
-    }
-}
-
 /// The outcome of a hello with `body`: `None` for a match.
-fn predict_hello_body(body: &[u8]) -> Option<Error> {
-    match predict_decode::<(&str, u32)>(body, None) {
-        Ok((name, version)) if name == Fuzz::NAME && version == Fuzz::VERSION => None,
-        Ok((name, version)) => Some(Error::ProtocolMismatch {
+fn predict_hello(body: &[u8]) -> Option<Error> {
+    let ours = Hello::of::<Fuzz>();
+    match predict_decode::<Hello<'_>>(body, None) {
+        Ok(hello) if hello == ours => None,
+        Ok(Hello {
+            name,
+            version,
+            schemas,
+        }) if name == Fuzz::NAME && version == Fuzz::VERSION => Some(Error::ProtocolMismatch {
+            same_name: true,
+            peer_version: version,
+            differs: Differs {
+                request: schemas[0] != ours.schemas[0],
+                reply: schemas[1] != ours.schemas[1],
+                event: schemas[2] != ours.schemas[2],
+                error: schemas[3] != ours.schemas[3],
+            },
+        }),
+        Ok(Hello { name, version, .. }) => Some(Error::ProtocolMismatch {
             same_name: name == Fuzz::NAME,
             peer_version: version,
+            differs: Differs::NONE,
         }),
         Err(_) => Some(Error::ProtocolMismatch {
             same_name: false,
             peer_version: 0,
+            differs: Differs::NONE,
         }),
     }
 }
@@ -281,14 +321,14 @@ struct RawRecord {
 
 /// The 8 bytes of a call header from the input's kind byte `k` and the
 /// cookie: mostly a valid kind with zero reserved bytes; `k >= 0xf0` puts
-/// `k & 0x0f` as the kind byte (0 and 6..=15 are unknown), `0xe0..0xf0` a
+/// `k & 0x0f` as the kind byte (0 and 7..=15 are unknown), `0xe0..0xf0` a
 /// valid kind with a non-zero reserved byte.
 fn call_header(k: u8, cookie: u32) -> [u8; CALL_HEADER_LEN] {
     let c = cookie.to_le_bytes();
     let (kind, reserved) = match k {
         0xf0.. => (k & 0x0f, 0),
-        0xe0.. => (k % 5 + 1, 1),
-        _ => (k % 5 + 1, 0),
+        0xe0.. => (k % 6 + 1, 1),
+        _ => (k % 6 + 1, 0),
     };
     [kind, reserved, 0, 0, c[0], c[1], c[2], c[3]]
 }
@@ -300,15 +340,26 @@ fn typed_body(kind: u8, source: &[u8]) -> Vec<u8> {
         HELLO => {
             let hello = HelloM::arbitrary(&mut u).unwrap_or(HelloM::Good);
             match hello {
-                HelloM::Good => to_postcard(&(Fuzz::NAME, Fuzz::VERSION)),
-                HelloM::OtherVersion(v) => to_postcard(&(Fuzz::NAME, v)),
-                HelloM::OtherName(name) => to_postcard(&(name, Fuzz::VERSION)),
+                HelloM::Good => to_postcard(&Hello::of::<Fuzz>()),
+                HelloM::OtherVersion(version) => to_postcard(&Hello {
+                    version,
+                    ..Hello::of::<Fuzz>()
+                }),
+                HelloM::OtherName(name) => to_postcard(&Hello {
+                    name: &name,
+                    ..Hello::of::<Fuzz>()
+                }),
                 HelloM::Any(name, v) => to_postcard(&(name, v)),
+                HelloM::OtherSchemas(schemas) => to_postcard(&Hello {
+                    schemas,
+                    ..Hello::of::<Fuzz>()
+                }),
             }
         }
         REPLY => to_postcard(&ReplyM::arbitrary(&mut u).unwrap_or(ReplyM::Pong)),
         ERROR_REPLY => vec![u8::arbitrary(&mut u).unwrap_or(0)],
         EVENT => to_postcard(&EventM::arbitrary(&mut u).unwrap_or(EventM::Tick(0))),
+        HANDLER_ERROR => to_postcard(&ErrorM::arbitrary(&mut u).unwrap_or(ErrorM::Denied(0))),
         _ => to_postcard(&RequestM::arbitrary(&mut u).unwrap_or(RequestM::Ping)),
     }
 }
@@ -369,30 +420,31 @@ fn parse(mut input: &[u8], cookie: impl Fn(u8) -> u32) -> Vec<RawRecord> {
     records
 }
 
-/// A record as the call layer sees it: its call header and body, or, for
-/// a record too large for the inbox (`too_large`), only its call header.
-struct Seen<'a> {
+/// A record as the call layer sees it once the channel has taken it.
+struct Seen<'r> {
     kind: u8,
     cookie: u32,
-    body: &'a [u8],
+    body: &'r [u8],
+    /// `Some(Truncated { .. })` when the record did not fit the inbox: only
+    /// its call header arrived, its fds are closed, it has no body.
     too_large: Option<Error>,
 }
 
 /// What the receiving end must make of `record` before the call layer
-/// looks at the kind (`credentials`: the receiver has `SO_PASSCRED` on):
-/// `Err` for a record it drops (counted as discarded), else what it sees.
-/// A record too large for the inbox still shows its call header (the
-/// kernel delivers its first bytes).
+/// looks at the kind (`credentials`: the receiver has turned `SO_PASSCRED`
+/// on, after an empty record): `Err` for a record it drops (counted as
+/// discarded), else its call header and body.
 fn predict_record(record: &RawRecord, credentials: bool) -> Result<Seen<'_>, ()> {
     let capacity = INBOX_LEN - HEADER_LEN;
     let (data, too_large) =
         match expected_outcome(&record.bytes, record.fds, N, capacity, credentials) {
             Ok((data_len, _)) => (&record.bytes[HEADER_LEN..][..data_len], None),
+            // The kernel delivers the record's first bytes: the call header.
             Err(error @ Error::Truncated { .. }) => (&record.bytes[HEADER_LEN..], Some(error)),
             Err(_) => return Err(()),
         };
     match data.first_chunk::<CALL_HEADER_LEN>() {
-        Some(&[kind @ HELLO..=EVENT, 0, 0, 0, c0, c1, c2, c3]) => Ok(Seen {
+        Some(&[kind @ HELLO..=HANDLER_ERROR, 0, 0, 0, c0, c1, c2, c3]) => Ok(Seen {
             kind,
             cookie: u32::from_le_bytes([c0, c1, c2, c3]),
             body: if too_large.is_some() {
@@ -497,7 +549,7 @@ fn handler<'a>(
     call: Call<'a, '_, 'static, Fuzz, N>,
     fixtures: &'static Fixtures,
     log: &mut Log,
-) -> Result<Reply<'a>, Error> {
+) -> Result<Reply<'a>, CallError<FuzzError<'a>>> {
     log.ran = true;
     let mut claim = |slot: FdSlot| -> Result<(), Error> {
         let fd = call.fds.claim(slot)?;
@@ -520,14 +572,18 @@ fn handler<'a>(
             }
             Ok(Reply::Len(text.len() as u32))
         }
-        Request::Fail => Err(Error::EncodeFailed),
+        Request::Fail => Err(Error::EncodeFailed.into()),
         Request::Nested { a, b, .. } => Ok(Reply::Sum(a.wrapping_add(b as u64))),
+        Request::Deny(why) => Err(CallError::Handler(FuzzError::Why(why))),
     }
 }
 
 /// What the responder's handler must do with `request` and `fds` fds: the
-/// reply and the files it carries, or the rejection.
-fn predict_handler<'a>(request: &Request<'a>, fds: usize) -> Result<(Reply<'a>, usize), Rejection> {
+/// reply and the files it carries, or its own error, or the rejection.
+fn predict_handler<'a>(
+    request: &Request<'a>,
+    fds: usize,
+) -> Result<Result<(Reply<'a>, usize), FuzzError<'a>>, Rejection> {
     let slot_ok = |s: FdSlot| usize::from(s.index()) < fds;
     let reply = match *request {
         Request::Ping => (Reply::Pong, 0),
@@ -546,16 +602,17 @@ fn predict_handler<'a>(request: &Request<'a>, fds: usize) -> Result<(Reply<'a>, 
         }
         Request::Fail => return Err(Rejection::HandlerFailed),
         Request::Nested { a, b, .. } => (Reply::Sum(a.wrapping_add(b as u64)), 0),
+        Request::Deny(why) => return Ok(Err(FuzzError::Why(why))),
     };
-    Ok(reply)
+    Ok(Ok(reply))
 }
 
-/// Whether `reply` fits the responder's outgoing buffer (a reply that does
-/// not is refused as a handler failure; a one-way request has no reply to
-/// encode).
-fn fits(reply: &Reply<'_>) -> bool {
+/// Whether `body` fits the responder's outgoing buffer (a reply or handler
+/// error that does not is refused as a handler failure; a one-way request
+/// has nothing to encode).
+fn fits<T: Serialize>(body: &T) -> bool {
     let mut room = [0u8; OUT_LEN - HEADER_LEN - CALL_HEADER_LEN];
-    postcard::to_slice(reply, &mut room).is_ok()
+    postcard::to_slice(body, &mut room).is_ok()
 }
 
 /// The peer's view of the responder's protocol state.
@@ -569,17 +626,17 @@ enum PeerState {
 /// What the responder must do with one request.
 enum Expect<'a> {
     Reply(Reply<'a>, usize),
+    /// The handler's own error, sent back (or, one-way, not).
+    Denied(FuzzError<'a>),
     Refused(Rejection),
     OneWay,
 }
 
 /// Predicts the handling of a request with `cookie` and `body` in `state`.
-fn predict_request<'a>(state: PeerState, seen: &Seen<'a>, fds: usize) -> Expect<'a> {
-    let (body, cookie) = (seen.body, seen.cookie);
+fn predict_request<'a>(state: PeerState, body: &'a [u8], fds: usize, cookie: u32) -> Expect<'a> {
     let outcome = match state {
         PeerState::Unknown => Err(Rejection::Unexpected),
         PeerState::Mismatched => Err(Rejection::ProtocolMismatch),
-        PeerState::Matched if seen.too_large.is_some() => Err(Rejection::TooLarge),
         PeerState::Matched => match predict_decode::<Request<'_>>(body, Some(REQUEST_VARIANTS)) {
             Err(Error::UnknownVariant) => Err(Rejection::UnknownVariant),
             Err(_) => Err(Rejection::BadBody),
@@ -587,9 +644,11 @@ fn predict_request<'a>(state: PeerState, seen: &Seen<'a>, fds: usize) -> Expect<
         },
     };
     match outcome {
-        Ok(_) if cookie == 0 => Expect::OneWay,
-        Ok((reply, _)) if !fits(&reply) => Expect::Refused(Rejection::HandlerFailed),
-        Ok((reply, fds)) => Expect::Reply(reply, fds),
+        Ok(Ok(_)) if cookie == 0 => Expect::OneWay,
+        Ok(Err(error)) if cookie == 0 || fits(&error) => Expect::Denied(error),
+        Ok(Err(_)) => Expect::Refused(Rejection::HandlerFailed),
+        Ok(Ok((reply, _))) if !fits(&reply) => Expect::Refused(Rejection::HandlerFailed),
+        Ok(Ok((reply, fds))) => Expect::Reply(reply, fds),
         Err(rejection) => Expect::Refused(rejection),
     }
 }
@@ -604,14 +663,14 @@ fn fuzz_responder(fixtures: &'static Fixtures, flags: u8, input: &[u8]) {
     // Its hello.
     let (kind, cookie, body, fds) = recv_call(&peer).expect("the responder's hello");
     assert_eq!((kind, cookie), (HELLO, 0));
-    assert_eq!(predict_hello_body(&body), None, "the responder's hello");
+    assert_eq!(predict_hello(&body), None, "the responder's hello");
     assert!(fds.is_empty());
 
     let mut state = PeerState::Unknown;
     let mut discarded = 0u32;
     let mut credentials = false;
     if flags & PEER_HELLO != 0 {
-        send_call(&peer, HELLO, 0, &(Fuzz::NAME, Fuzz::VERSION), &[]);
+        send_call(&peer, HELLO, 0, &Hello::of::<Fuzz>(), &[]);
         let got = responder.try_serve(|call| handler(call, fixtures, &mut Log::default()));
         assert_eq!(got, Ok(Some(Served::Hello)));
         state = PeerState::Matched;
@@ -633,16 +692,42 @@ fn fuzz_responder(fixtures: &'static Fixtures, flags: u8, input: &[u8]) {
 
         let predicted = predict_record(record, credentials);
         credentials |= turns_on_credentials(&record.bytes, record.fds);
-        let Ok(seen) = predicted else {
+        let Ok(Seen {
+            kind,
+            cookie,
+            body,
+            too_large,
+        }) = predicted
+        else {
             discarded += 1;
             assert_eq!(got, Ok(Some(Served::Ignored)), "{what}");
             assert!(back.is_none(), "{what}");
             assert!(!log.ran, "{what}");
             continue;
         };
-        match seen.kind {
+        match kind {
+            // Only its call header arrived: refused whatever the state.
+            REQUEST if too_large.is_some() => {
+                discarded += 1;
+                check_handled(
+                    Expect::Refused(Rejection::TooLarge),
+                    cookie,
+                    got,
+                    back,
+                    &reply_fds,
+                    &what,
+                );
+                assert!(!log.ran, "{what}");
+            }
             HELLO => {
-                let mismatch = predict_hello(&seen);
+                let mismatch = match too_large {
+                    Some(_) => Some(Error::ProtocolMismatch {
+                        same_name: false,
+                        peer_version: 0,
+                        differs: Differs::NONE,
+                    }),
+                    None => predict_hello(body),
+                };
                 match mismatch {
                     None => assert_eq!(got, Ok(Some(Served::Hello)), "{what}"),
                     Some(error) => assert_eq!(got, Err(error), "{what}"),
@@ -654,15 +739,15 @@ fn fuzz_responder(fixtures: &'static Fixtures, flags: u8, input: &[u8]) {
                 };
                 assert!(back.is_none(), "{what}");
             }
-            REPLY | ERROR_REPLY | EVENT => {
+            REPLY | ERROR_REPLY | EVENT | HANDLER_ERROR => {
                 discarded += 1;
                 assert_eq!(got, Ok(Some(Served::Ignored)), "{what}");
                 assert!(back.is_none(), "{what}");
             }
             _ => {
                 check_handled(
-                    predict_request(state, &seen, record.fds),
-                    seen.cookie,
+                    predict_request(state, body, record.fds, cookie),
+                    cookie,
                     got,
                     back,
                     &reply_fds,
@@ -685,14 +770,8 @@ fn fuzz_responder(fixtures: &'static Fixtures, flags: u8, input: &[u8]) {
     let got = responder.try_serve(|call| handler(call, fixtures, &mut log));
     let back = recv_call(&peer);
     let body = to_postcard(&take);
-    let seen = Seen {
-        kind: REQUEST,
-        cookie: LAST_COOKIE,
-        body: &body,
-        too_large: None,
-    };
     check_handled(
-        predict_request(state, &seen, 2),
+        predict_request(state, &body, 2, LAST_COOKIE),
         LAST_COOKIE,
         got,
         back,
@@ -731,6 +810,22 @@ fn check_handled(
         Expect::OneWay => {
             assert_eq!(got, Ok(Some(Served::OneWay)), "{what}");
             assert!(back.is_none(), "a reply to a one-way request: {what}");
+        }
+        Expect::Denied(error) => {
+            assert_eq!(got, Ok(Some(Served::HandlerError { cookie })), "{what}");
+            match back {
+                None => assert_eq!(cookie, 0, "no handler error sent: {what}"),
+                Some((kind, back_cookie, body, fds)) => {
+                    assert_ne!(cookie, 0, "a handler error for a one-way request: {what}");
+                    assert_eq!((kind, back_cookie), (HANDLER_ERROR, cookie), "{what}");
+                    assert_eq!(
+                        predict_decode::<FuzzError<'_>>(&body, Some(ERROR_VARIANTS)),
+                        Ok(error),
+                        "{what}"
+                    );
+                    assert!(fds.is_empty(), "{what}");
+                }
+            }
         }
         Expect::Refused(rejection) => {
             assert_eq!(
@@ -771,6 +866,8 @@ fn check_handled(
 #[derive(Debug, PartialEq)]
 enum Delivery {
     Reply(u32, String, usize),
+    /// The handler's own error, as its `Debug` text.
+    Denied(u32, String),
     Event(String, usize),
     Failed(u32, Error),
     BadEvent(Error),
@@ -787,8 +884,8 @@ struct Model {
     /// Set when the peer is dead to the caller (a mismatched hello, or a
     /// hang-up): every later poll fails with it.
     dead: Option<Error>,
-    /// The peer's matching hello has arrived: anything else before it is a
-    /// protocol mismatch.
+    /// Whether the peer's matching hello has arrived: any other record
+    /// before it makes the peer one of another protocol.
     hello: bool,
     /// The caller has turned `SO_PASSCRED` on (after an empty record).
     credentials: bool,
@@ -802,11 +899,11 @@ fn fuzz_caller(fixtures: &'static Fixtures, flags: u8, input: &[u8]) {
     let mut caller = Caller::<Fuzz, N, CALLS>::new(end, &mut out, &mut inbox).expect("the caller");
     let (kind, cookie, body, fds) = recv_call(&peer).expect("the caller's hello");
     assert_eq!((kind, cookie), (HELLO, 0));
-    assert_eq!(predict_hello_body(&body), None, "the caller's hello");
+    assert_eq!(predict_hello(&body), None, "the caller's hello");
     assert!(fds.is_empty());
 
     if flags & PEER_HELLO != 0 {
-        send_call(&peer, HELLO, 0, &(Fuzz::NAME, Fuzz::VERSION), &[]);
+        send_call(&peer, HELLO, 0, &Hello::of::<Fuzz>(), &[]);
     }
 
     // Start the calls, and see them arrive.
@@ -822,6 +919,7 @@ fn fuzz_caller(fixtures: &'static Fixtures, flags: u8, input: &[u8]) {
     };
     let calls = usize::from((flags >> 3) & 3);
     let mut zero = BTreeSet::new();
+    let mut cookies = Vec::new();
     for k in 0..calls {
         let zero_timeout =
             (k == 0 && flags & FIRST_ZERO != 0) || (k + 1 == calls && flags & LAST_ZERO != 0);
@@ -833,7 +931,9 @@ fn fuzz_caller(fixtures: &'static Fixtures, flags: u8, input: &[u8]) {
         let fds = [fixtures.memfds[k].as_fd()];
         let fds = &fds[..k % 2];
         let timeout = zero_timeout.then_some(core::time::Duration::ZERO);
-        let cookie = caller.start(&request, fds, timeout).expect("start");
+        let started = caller.start(&request, fds, timeout).expect("start");
+        cookies.push(started);
+        let cookie = started.get();
         assert!(
             cookie != 0 && !model.started.contains(&cookie),
             "a fresh cookie"
@@ -852,6 +952,13 @@ fn fuzz_caller(fixtures: &'static Fixtures, flags: u8, input: &[u8]) {
         assert_same_files(&got_fds, fds, "the request's fds");
     }
     assert_eq!(caller.in_flight(), calls);
+    if let (Some(&first), true) = (cookies.first(), flags & CANCEL_FIRST != 0) {
+        // Cancelled: its reply, if the input sends one, is late.
+        assert!(caller.cancel(first), "the first call was in flight");
+        assert!(!caller.cancel(first), "cancelled twice");
+        model.pending.remove(&first.get());
+        zero.remove(&first.get());
+    }
 
     // Zero timeouts end at once, in any order.
     let mut timed_out = Vec::new();
@@ -912,33 +1019,34 @@ fn fuzz_caller(fixtures: &'static Fixtures, flags: u8, input: &[u8]) {
         model.pending.clear();
         assert_eq!(sorted(got), want, "after the hang-up");
         assert_eq!(end, Err(dead), "after the hang-up");
-        assert!(caller.poll().err() == Some(dead), "dead for good");
+        assert!(caller.try_incoming().err() == Some(dead), "dead for good");
     } else if let Some(error) = model.dead {
-        assert!(caller.poll().err() == Some(error), "dead for good");
+        assert!(caller.try_incoming().err() == Some(error), "dead for good");
     } else {
-        // A genuine reply for every call still in flight arrives (after
-        // the hello, if the peer has not said it yet).
+        // A genuine peer says hello first, if it has not yet; then a
+        // genuine reply for every call still in flight arrives.
         if !model.hello {
-            send_call(&peer, HELLO, 0, &(Fuzz::NAME, Fuzz::VERSION), &[]);
-            assert!(matches!(caller.poll(), Ok(None)), "the late hello");
+            send_call(&peer, HELLO, 0, &Hello::of::<Fuzz>(), &[]);
+            assert!(matches!(caller.try_incoming(), Ok(None)), "the hello");
+            model.hello = true;
         }
         let reply_fd = [fixtures.memfds[5].as_fd()];
         for &cookie in &model.pending {
             send_call(&peer, REPLY, cookie, &Reply::Len(cookie), &reply_fd);
-            match caller.poll() {
+            match caller.try_incoming() {
                 Ok(Some(Incoming::Reply {
                     cookie: got,
                     reply,
                     fds,
                 })) => {
-                    assert_eq!(got, cookie, "the genuine reply's cookie");
+                    assert_eq!(got.get(), cookie, "the genuine reply's cookie");
                     assert!(model.delivered.insert(cookie), "delivered twice: {cookie}");
                     assert_eq!(reply, Reply::Len(cookie));
                     assert_claims(fds, &reply_fd, "the genuine reply");
                 }
                 other => panic!("the genuine reply for {cookie}: got {other:?}"),
             }
-            assert!(matches!(caller.poll(), Ok(None)));
+            assert!(matches!(caller.try_incoming(), Ok(None)));
         }
         model.pending.clear();
         assert_eq!(caller.in_flight(), 0);
@@ -967,22 +1075,26 @@ fn drain_until_dead(
     what: &str,
 ) -> Result<(), Error> {
     for _ in 0..64 {
-        match caller.poll() {
+        match caller.try_incoming() {
             Ok(None) => return Ok(()),
             Err(error) => return Err(error),
             Ok(Some(incoming)) => got.push(match incoming {
                 Incoming::Reply { cookie, reply, fds } => {
                     let n = fds.len();
                     assert_claims(fds, sent, what);
-                    Delivery::Reply(cookie, format!("{reply:?}"), n)
+                    Delivery::Reply(cookie.get(), format!("{reply:?}"), n)
                 }
                 Incoming::Event { event, fds } => {
                     let n = fds.len();
                     assert_claims(fds, sent, what);
                     Delivery::Event(format!("{event:?}"), n)
                 }
-                Incoming::Failed { cookie, error } => Delivery::Failed(cookie, error),
+                Incoming::HandlerError { cookie, error } => {
+                    Delivery::Denied(cookie.get(), format!("{error:?}"))
+                }
+                Incoming::Failed { cookie, error } => Delivery::Failed(cookie.get(), error),
                 Incoming::BadEvent(error) => Delivery::BadEvent(error),
+                other => panic!("an outcome the model does not know: {other:?}"),
             }),
         }
     }
@@ -997,27 +1109,44 @@ fn predict_caller(model: &mut Model, record: &RawRecord) -> Vec<Delivery> {
     }
     let predicted = predict_record(record, model.credentials);
     model.credentials |= turns_on_credentials(&record.bytes, record.fds);
-    let Ok(seen) = predicted else {
+    let Ok(Seen {
+        kind,
+        cookie,
+        body,
+        too_large,
+    }) = predicted
+    else {
         model.discarded += 1;
         return Vec::new();
     };
-    let (kind, cookie, body) = (seen.kind, seen.cookie, seen.body);
-    if !model.hello && kind != HELLO {
-        // The responder says hello first: this peer does not speak the
-        // protocol.
-        return model.die(Error::ProtocolMismatch {
-            same_name: false,
-            peer_version: 0,
-        });
+    let unreadable = Error::ProtocolMismatch {
+        same_name: false,
+        peer_version: 0,
+        differs: Differs::NONE,
+    };
+    let mismatch = match (kind, too_large) {
+        (HELLO, Some(_)) => Some(unreadable),
+        (HELLO, None) => predict_hello(body),
+        // The peer says hello before anything else.
+        _ if !model.hello => Some(unreadable),
+        _ => None,
+    };
+    if let Some(error) = mismatch {
+        model.dead = Some(error);
+        let failed = model
+            .pending
+            .iter()
+            .map(|&c| Delivery::Failed(c, error))
+            .collect();
+        model.pending.clear();
+        return failed;
     }
-    if let Some(error) = seen.too_large {
-        // Only the call header arrived: whose record it was.
+    if let Some(error) = too_large {
         return match kind {
-            HELLO => model.die(predict_hello(&seen).unwrap_or(error)),
-            REPLY | ERROR_REPLY if model.pending.remove(&cookie) => {
+            REPLY | ERROR_REPLY | HANDLER_ERROR if model.pending.remove(&cookie) => {
                 vec![Delivery::Failed(cookie, error)]
             }
-            REPLY | ERROR_REPLY => {
+            REPLY | ERROR_REPLY | HANDLER_ERROR => {
                 model.late += 1;
                 Vec::new()
             }
@@ -1029,17 +1158,20 @@ fn predict_caller(model: &mut Model, record: &RawRecord) -> Vec<Delivery> {
         };
     }
     match kind {
-        HELLO => match predict_hello(&seen) {
-            None => {
-                model.hello = true;
-                Vec::new()
-            }
-            Some(error) => model.die(error),
-        },
-        REPLY | ERROR_REPLY if !model.pending.remove(&cookie) => {
+        HELLO => {
+            model.hello = true;
+            Vec::new()
+        }
+        REPLY | ERROR_REPLY | HANDLER_ERROR if !model.pending.remove(&cookie) => {
             model.late += 1;
             Vec::new()
         }
+        HANDLER_ERROR => vec![
+            match predict_decode::<FuzzError<'_>>(body, Some(ERROR_VARIANTS)) {
+                Ok(error) => Delivery::Denied(cookie, format!("{error:?}")),
+                Err(error) => Delivery::Failed(cookie, error),
+            },
+        ],
         REPLY => vec![
             match predict_decode::<Reply<'_>>(body, Some(REPLY_VARIANTS)) {
                 Ok(reply) => Delivery::Reply(cookie, format!("{reply:?}"), record.fds),
@@ -1089,24 +1221,13 @@ fn check_caller(
 }
 
 impl Model {
-    /// The peer is dead to the caller with `error`: every call in flight
-    /// fails with it, in any order.
-    fn die(&mut self, error: Error) -> Vec<Delivery> {
-        self.dead = Some(error);
-        let failed = self
-            .pending
-            .iter()
-            .map(|&c| Delivery::Failed(c, error))
-            .collect();
-        self.pending.clear();
-        failed
-    }
-
     /// Records the cookies of `got`: each one `start` returned, none
     /// delivered before.
     fn deliver(&mut self, got: &[Delivery], what: &str) {
         for delivery in got {
-            if let Delivery::Reply(c, ..) | Delivery::Failed(c, _) = delivery {
+            if let Delivery::Reply(c, ..) | Delivery::Denied(c, _) | Delivery::Failed(c, _) =
+                delivery
+            {
                 assert!(self.started.contains(c), "cookie {c} never started: {what}");
                 assert!(
                     self.delivered.insert(*c),

@@ -7,7 +7,8 @@ use core::time::Duration;
 use heapless::Vec;
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
-use super::{Arrived, Claims, Endpoint, Kind, Peer, Protocol, Rejection, Wait, decode};
+use super::sizes::{caller_inbox, caller_out};
+use super::{Arrived, CallError, Claims, Endpoint, Kind, Peer, Protocol, Rejection, Wait, decode};
 use crate::channel::{discard_all, monotonic_now};
 use crate::{Channel, Error};
 
@@ -20,8 +21,9 @@ struct Pending {
 
 /// The calling end of protocol `P` over a channel: blocking [`call`]s, and
 /// for a `poll` main loop, calls [`start`]ed without waiting whose replies,
-/// timeouts and failures come back from [`poll`], together with the
-/// responder's events. At most `CALLS` calls are in flight at once.
+/// timeouts and failures come back from [`try_incoming`], together with the
+/// responder's events, and can be [`cancel`]led. At most `CALLS` calls are
+/// in flight at once.
 ///
 /// The caller sends with `MSG_DONTWAIT` (or waits for room until the
 /// call's deadline), so a worker that stops reading cannot block it; and
@@ -36,7 +38,8 @@ struct Pending {
 ///
 /// [`call`]: Self::call
 /// [`start`]: Self::start
-/// [`poll`]: Self::poll
+/// [`try_incoming`]: Self::try_incoming
+/// [`cancel`]: Self::cancel
 /// [`late_replies`]: Self::late_replies
 ///
 /// # Example
@@ -52,12 +55,90 @@ pub struct Caller<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> {
     protocol: PhantomData<fn() -> P>,
 }
 
-/// What [`Caller::poll`] hands back.
+/// The cookie of a call [`start`](Caller::start)ed without waiting: how
+/// its reply or failure is recognised in [`Caller::try_incoming`], and how
+/// it is [`cancel`](Caller::cancel)led. Dropping it unused is a warning
+/// (`#[must_use]`): a started call whose cookie is lost can neither be
+/// matched nor cancelled.
+///
+/// # Example
+///
+/// ```
+/// use ipc_unixsocket::Channel;
+/// use ipc_unixsocket::calls::{Caller, Cookie, Protocol};
+///
+/// struct Ping;
+/// impl Protocol for Ping {
+///     const NAME: &'static str = "ping";
+///     const VERSION: u32 = 1;
+///     type Request<'a> = ();
+///     type Reply<'a> = ();
+///     type Event<'a> = ();
+///     type Error<'a> = ipc_unixsocket::calls::NoError;
+/// }
+///
+/// let (pipeline, _worker) = Channel::<0>::pair()?;
+/// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
+/// let mut caller = Caller::<Ping, 0, 2>::new(pipeline, &mut out, &mut inbox)?;
+/// let first: Cookie = caller.start(&(), &[], None)?;
+/// let second = caller.start(&(), &[], None)?;
+/// assert_ne!(first, second);
+/// assert_eq!(first.get(), 1); // the number on the wire
+/// # Ok::<(), ipc_unixsocket::Error>(())
+/// ```
+///
+/// A cookie dropped unused fails a crate that denies `unused_must_use`:
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// # use ipc_unixsocket::{Channel, calls::{Caller, Protocol}};
+/// # struct Ping;
+/// # impl Protocol for Ping {
+/// #     const NAME: &'static str = "ping";
+/// #     const VERSION: u32 = 1;
+/// #     type Request<'a> = ();
+/// #     type Reply<'a> = ();
+/// #     type Event<'a> = ();
+/// #     type Error<'a> = ipc_unixsocket::calls::NoError;
+/// # }
+/// # fn main() -> Result<(), ipc_unixsocket::Error> {
+/// # let (pipeline, _worker) = Channel::<0>::pair()?;
+/// # let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
+/// # let mut caller = Caller::<Ping, 0, 2>::new(pipeline, &mut out, &mut inbox)?;
+/// caller.start(&(), &[], None)?;
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "a started call is matched and cancelled by its cookie"]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Cookie(u32);
+
+impl Cookie {
+    /// The cookie as it travels in the call header (never 0).
+    ///
+    /// # Example
+    ///
+    /// See [`Cookie`].
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for Cookie {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "call {}", self.0)
+    }
+}
+
+/// What [`Caller::try_incoming`] hands back. New kinds of outcome may be
+/// added (`#[non_exhaustive]`): a `match` on it needs a `_` arm.
+#[non_exhaustive]
 pub enum Incoming<'a, P: Protocol, const MAX_FDS: usize> {
     /// The reply to the call with this cookie, and the fds it came with.
     Reply {
         /// The call's cookie, as [`Caller::start`] returned it.
-        cookie: u32,
+        cookie: Cookie,
         /// The reply, borrowing from the caller's incoming buffer.
         reply: P::Reply<'a>,
         /// The reply's fds, to be claimed by slot.
@@ -70,6 +151,15 @@ pub enum Incoming<'a, P: Protocol, const MAX_FDS: usize> {
         /// The event's fds, to be claimed by slot.
         fds: Claims<MAX_FDS>,
     },
+    /// The handler of the call with this cookie failed with the protocol's
+    /// error type (the record's fds, if any, are closed).
+    HandlerError {
+        /// The call's cookie.
+        cookie: Cookie,
+        /// The handler's error, borrowing from the caller's incoming
+        /// buffer.
+        error: P::Error<'a>,
+    },
     /// The call with this cookie ended without a reply: its deadline
     /// passed ([`Error::TimedOut`]), the responder refused it
     /// ([`Error::Rejected`]), its reply did not decode ([`Error::BadBody`],
@@ -78,7 +168,7 @@ pub enum Incoming<'a, P: Protocol, const MAX_FDS: usize> {
     /// ([`Error::Disconnected`]).
     Failed {
         /// The call's cookie.
-        cookie: u32,
+        cookie: Cookie,
         /// Why it ended.
         error: Error,
     },
@@ -101,6 +191,11 @@ impl<P: Protocol, const MAX_FDS: usize> fmt::Debug for Incoming<'_, P, MAX_FDS> 
                 .field("event", event)
                 .field("fds", &fds.len())
                 .finish(),
+            Self::HandlerError { cookie, error } => f
+                .debug_struct("HandlerError")
+                .field("cookie", cookie)
+                .field("error", error)
+                .finish(),
             Self::Failed { cookie, error } => f
                 .debug_struct("Failed")
                 .field("cookie", cookie)
@@ -113,10 +208,17 @@ impl<P: Protocol, const MAX_FDS: usize> fmt::Debug for Incoming<'_, P, MAX_FDS> 
 
 /// What one step of the receive loop found, before any body is decoded.
 enum Step {
-    Reply { cookie: u32, arrived: Arrived },
+    /// A reply, or the handler's error ([`Kind::HandlerError`]).
+    Reply {
+        cookie: u32,
+        arrived: Arrived,
+    },
     Event(Arrived),
     BadEvent(Error),
-    Failed { cookie: u32, error: Error },
+    Failed {
+        cookie: u32,
+        error: Error,
+    },
     Nothing,
 }
 
@@ -128,9 +230,16 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     /// `CALLS`, the calls that may be in flight at once, must be at least 1:
     /// zero fails to compile.
     ///
+    /// The buffers must hold the largest record of the protocol that each
+    /// carries: the hellos, and the bounded types' `MAX_*` sizes
+    /// ([`Buffers::CALLER_OUT`](super::Buffers::CALLER_OUT) and
+    /// [`Buffers::CALLER_INBOX`](super::Buffers::CALLER_INBOX)).
+    /// [`with_arrays`](Self::with_arrays) checks this at compile time.
+    ///
     /// # Errors
     ///
     /// [`Error::NoHeaderRoom`] for a buffer under 16 bytes,
+    /// [`Error::BufferTooSmall`] for one smaller than the protocol needs,
     /// [`Error::EncodeFailed`] if the hello does not fit, or what sending
     /// it returns ([`Error::WouldBlock`] if the peer has stopped reading).
     ///
@@ -147,6 +256,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     /// #     type Request<'a> = u8;
     /// #     type Reply<'a> = u8;
     /// #     type Event<'a> = u8;
+    /// #     type Error<'a> = ipc_unixsocket::calls::NoError;
     /// # }
     /// let (a, _b) = Channel::<0>::pair()?;
     /// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
@@ -164,8 +274,9 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
                 "a Caller needs room for at least one call (CALLS >= 1)"
             );
         }
+        let needs = [caller_out::<P>(), caller_inbox::<P>()];
         Ok(Self {
-            end: Endpoint::new::<P>(channel, out, inbox)?,
+            end: Endpoint::new::<P>(channel, out, inbox, needs)?,
             pending: Vec::new(),
             next_cookie: 1,
             late: 0,
@@ -173,6 +284,84 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
             disconnected: false,
             protocol: PhantomData,
         })
+    }
+
+    /// [`new`](Self::new) with arrays whose sizes are checked against the
+    /// protocol at compile time: an array smaller than the hello or than a
+    /// bounded type's largest record (`Protocol::MAX_*`) fails to build.
+    /// Size them with [`Buffers`](super::Buffers).
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new), but never [`Error::BufferTooSmall`] or
+    /// [`Error::NoHeaderRoom`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::Channel;
+    /// use ipc_unixsocket::calls::{Buffers, Caller, NoError, Protocol, bound};
+    ///
+    /// struct Stats;
+    /// impl Protocol for Stats {
+    ///     const NAME: &'static str = "stats";
+    ///     const VERSION: u32 = 1;
+    ///     type Request<'a> = u32; // a frame number
+    ///     type Reply<'a> = [u64; 16]; // its histogram
+    ///     type Event<'a> = ();
+    ///     type Error<'a> = NoError;
+    ///     const MAX_REQUEST: Option<usize> = bound::<u32>();
+    ///     const MAX_REPLY: Option<usize> = bound::<[u64; 16]>();
+    ///     const MAX_EVENT: Option<usize> = bound::<()>();
+    ///     const MAX_ERROR: Option<usize> = bound::<NoError>();
+    /// }
+    ///
+    /// let (pipeline, _worker) = Channel::<0>::pair()?;
+    /// let mut out = [0u8; Buffers::<Stats>::CALLER_OUT];
+    /// let mut inbox = [0u8; Buffers::<Stats>::CALLER_INBOX]; // 16 + 160
+    /// let caller = Caller::<Stats, 0, 1>::with_arrays(pipeline, &mut out, &mut inbox)?;
+    /// # let _ = caller;
+    /// # Ok::<(), ipc_unixsocket::Error>(())
+    /// ```
+    ///
+    /// A reply that outgrows the inbox fails where it is built:
+    ///
+    /// ```compile_fail
+    /// # use ipc_unixsocket::Channel;
+    /// # use ipc_unixsocket::calls::{Caller, NoError, Protocol, bound};
+    /// # struct Stats;
+    /// # impl Protocol for Stats {
+    /// #     const NAME: &'static str = "stats";
+    /// #     const VERSION: u32 = 1;
+    /// #     type Request<'a> = u32;
+    /// #     type Reply<'a> = [u64; 16];
+    /// #     type Event<'a> = ();
+    /// #     type Error<'a> = NoError;
+    /// #     const MAX_REPLY: Option<usize> = bound::<[u64; 16]>();
+    /// # }
+    /// # fn main() -> Result<(), ipc_unixsocket::Error> {
+    /// let (pipeline, _worker) = Channel::<0>::pair()?;
+    /// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]); // 64 < 16 + 160
+    /// let caller = Caller::<Stats, 0, 1>::with_arrays(pipeline, &mut out, &mut inbox)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_arrays<const OUT: usize, const INBOX: usize>(
+        channel: Channel<MAX_FDS>,
+        out: &'b mut [u8; OUT],
+        inbox: &'b mut [u8; INBOX],
+    ) -> Result<Self, Error> {
+        const {
+            assert!(
+                OUT >= caller_out::<P>().min(),
+                "the outgoing array is smaller than the protocol's hello or largest request"
+            );
+            assert!(
+                INBOX >= caller_inbox::<P>().min(),
+                "the incoming array is smaller than the hello or the protocol's largest reply, handler error or event"
+            );
+        }
+        Self::new(channel, out, inbox)
     }
 
     /// Sends `request` with `fds` and waits for its reply, at most
@@ -184,8 +373,18 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     /// yet finished, it returns [`Error::CallsInFlight`] (their replies
     /// would have nowhere to go).
     ///
+    /// The wait for the reply is a `ppoll` bounded by the time left, then a
+    /// non-blocking `recvmsg`: one system call more than the blocking
+    /// `recvmsg` of a `timeout` of `Duration::MAX` (no deadline), which
+    /// is what the deadline costs.
+    ///
     /// # Errors
     ///
+    /// [`CallError::Handler`] with the protocol's error when the handler
+    /// failed with it (the next call works as usual); otherwise
+    /// [`CallError::Ipc`] with one of these (a `CallError` compares equal
+    /// to the [`Error`] it carries, and with [`NoError`](super::NoError)
+    /// it converts into [`Error`] with `?`):
     /// [`Error::TimedOut`] at the deadline, [`Error::Disconnected`] as soon
     /// as the peer is gone, [`Error::Rejected`] if the responder refused
     /// the request ([`Rejection::TooLarge`] if it did not fit the
@@ -211,6 +410,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     ///     type Request<'a> = &'a str;
     ///     type Reply<'a> = &'a str;
     ///     type Event<'a> = ();
+    ///     type Error<'a> = ipc_unixsocket::calls::NoError;
     /// }
     ///
     /// let (pipeline, worker) = Channel::<0>::pair()?;
@@ -235,9 +435,9 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
         fds: &[BorrowedFd<'_>],
         timeout: Duration,
         mut on_event: impl FnMut(P::Event<'_>, Claims<MAX_FDS>),
-    ) -> Result<(P::Reply<'s>, Claims<MAX_FDS>), Error> {
+    ) -> Result<(P::Reply<'s>, Claims<MAX_FDS>), CallError<P::Error<'s>>> {
         if !self.pending.is_empty() {
-            return Err(Error::CallsInFlight);
+            return Err(Error::CallsInFlight.into());
         }
         let deadline = monotonic_now().checked_add(timeout);
         let wait = deadline.map_or(Wait::Forever, Wait::Until);
@@ -247,6 +447,13 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
         self.finish(mine);
         let arrived = outcome?;
         let fds = self.end.claims();
+        if arrived.header.kind == Kind::HandlerError {
+            drop(fds);
+            return Err(match decode(self.end.body(arrived)) {
+                Ok(error) => CallError::Handler(error),
+                Err(error) => CallError::Ipc(error),
+            });
+        }
         Ok((decode(self.end.body(arrived))?, fds))
     }
 
@@ -280,9 +487,10 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     }
 
     /// Sends `request` with `fds` as a call whose reply (or failure) will
-    /// come back from [`poll`](Self::poll) with the returned cookie. Never
-    /// blocks: a full socket is [`Error::WouldBlock`] and no call is
-    /// started. `timeout` (`None` for none) is counted from now.
+    /// come back from [`try_incoming`](Self::try_incoming) with the
+    /// returned cookie. Never blocks: a full socket is
+    /// [`Error::WouldBlock`] and no call is started. `timeout` (`None` for
+    /// none) is counted from now.
     ///
     /// # Errors
     ///
@@ -292,18 +500,95 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     ///
     /// # Example
     ///
-    /// See [`Caller::poll`].
+    /// See [`Caller::try_incoming`].
     pub fn start(
         &mut self,
         request: &P::Request<'_>,
         fds: &[BorrowedFd<'_>],
         timeout: Option<Duration>,
-    ) -> Result<u32, Error> {
+    ) -> Result<Cookie, Error> {
         if self.pending.is_full() {
             return Err(Error::TooManyCalls { max: CALLS });
         }
         let deadline = timeout.and_then(|t| monotonic_now().checked_add(t));
         self.send_request(request, fds, deadline, Wait::Now)
+            .map(Cookie)
+    }
+
+    /// Ends the started call `cookie` without waiting for its reply, and
+    /// returns whether it was in flight. The request has been sent and may
+    /// still be handled: when its reply comes, it is dropped with its fds
+    /// and counted in [`late_replies`](Self::late_replies), like the reply
+    /// of a call that timed out. No system call.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ipc_unixsocket::{Channel, Error};
+    /// use ipc_unixsocket::calls::{Caller, Protocol, Responder};
+    ///
+    /// struct Double;
+    /// impl Protocol for Double {
+    ///     const NAME: &'static str = "double";
+    ///     const VERSION: u32 = 1;
+    ///     type Request<'a> = u32;
+    ///     type Reply<'a> = u32;
+    ///     type Event<'a> = ();
+    ///     type Error<'a> = ipc_unixsocket::calls::NoError;
+    /// }
+    ///
+    /// let (pipeline, worker) = Channel::<0>::pair()?;
+    /// let (mut wout, mut win) = ([0u8; 64], [0u8; 64]);
+    /// let mut responder = Responder::<Double, 0>::new(worker, &mut wout, &mut win)?;
+    /// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
+    /// let mut caller = Caller::<Double, 0, 1>::new(pipeline, &mut out, &mut inbox)?;
+    ///
+    /// let slow = caller.start(&20, &[], None)?;
+    /// assert!(caller.cancel(slow));
+    /// assert!(!caller.cancel(slow)); // no longer in flight
+    /// for _ in 0..2 { // the hello, then the cancelled request
+    ///     responder.serve(|call| Ok(call.request * 2))?;
+    /// }
+    /// assert!(caller.try_incoming()?.is_none()); // its reply is dropped...
+    /// assert_eq!(caller.late_replies(), 1); // ...and counted
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn cancel(&mut self, cookie: Cookie) -> bool {
+        self.finish(cookie.0)
+    }
+
+    /// Gives the channel back, for another protocol or another owner.
+    /// Calls in flight are abandoned: their replies, if they come, are
+    /// records on the channel like any other. No system call.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::Channel;
+    /// use ipc_unixsocket::calls::{Caller, Protocol};
+    ///
+    /// struct Ping;
+    /// impl Protocol for Ping {
+    ///     const NAME: &'static str = "ping";
+    ///     const VERSION: u32 = 1;
+    ///     type Request<'a> = ();
+    ///     type Reply<'a> = ();
+    ///     type Event<'a> = ();
+    ///     type Error<'a> = ipc_unixsocket::calls::NoError;
+    /// }
+    ///
+    /// let (pipeline, worker) = Channel::<0>::pair()?;
+    /// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
+    /// let caller = Caller::<Ping, 0, 1>::new(pipeline, &mut out, &mut inbox)?;
+    /// let pipeline: Channel<0> = caller.into_channel();
+    /// pipeline.send(b"raw again", &[])?;
+    /// # let _ = worker;
+    /// # Ok::<(), ipc_unixsocket::Error>(())
+    /// ```
+    #[must_use]
+    pub fn into_channel(self) -> Channel<MAX_FDS> {
+        self.end.into_channel()
     }
 
     /// Sends `request` with `fds` as a one-way message (cookie 0): the
@@ -327,6 +612,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     ///     type Request<'a> = &'a str;
     ///     type Reply<'a> = ();
     ///     type Event<'a> = ();
+    ///     type Error<'a> = ipc_unixsocket::calls::NoError;
     /// }
     ///
     /// let (pipeline, _worker) = Channel::<0>::pair()?;
@@ -346,16 +632,18 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     }
 
     /// The next thing that happened, or `None` when nothing is left to
-    /// report right now: a reply, an event, or a call that ended without a
-    /// reply. Never blocks; call it until `None` each time the channel is
-    /// readable or [`poll_timeout`](Self::poll_timeout) has passed.
+    /// report right now: a reply, an event, a handler's own error
+    /// ([`Incoming::HandlerError`]), or a call that ended without a reply.
+    /// Never blocks; call it until `None` each time the channel is
+    /// readable or [`until_next_deadline`](Self::until_next_deadline) has
+    /// passed.
     ///
     /// Replies to calls that are no longer in flight are dropped and
     /// counted; records that are not replies or events are dropped and
     /// counted ([`discarded`](Self::discarded)); their fds are closed as
     /// they are read. One `poll` drops at most 32 such records before it
     /// returns `None`, so a flood of them cannot hold the loop: the channel
-    /// then stays readable and the next `poll` goes on. A reply too large
+    /// then stays readable and the next call goes on. A reply too large
     /// for the inbox fails its call ([`Error::Truncated`]), an event too
     /// large is [`Incoming::BadEvent`]. When the peer is gone,
     /// every call in flight comes back as [`Incoming::Failed`] with
@@ -381,12 +669,13 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     ///     type Request<'a> = u32;
     ///     type Reply<'a> = u32;
     ///     type Event<'a> = ();
+    ///     type Error<'a> = ipc_unixsocket::calls::NoError;
     /// }
     ///
     /// let (pipeline, worker) = Channel::<0>::pair()?;
-    /// let (mut wout, mut win) = ([0u8; 32], [0u8; 32]);
+    /// let (mut wout, mut win) = ([0u8; 64], [0u8; 64]);
     /// let mut responder = Responder::<Double, 0>::new(worker, &mut wout, &mut win)?;
-    /// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+    /// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
     /// let mut caller = Caller::<Double, 0, 2>::new(pipeline, &mut out, &mut inbox)?;
     ///
     /// let a = caller.start(&20, &[], Some(Duration::from_secs(5)))?;
@@ -395,7 +684,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     ///     responder.serve(|call| Ok(call.request * 2))?;
     /// }
     /// let mut replies = Vec::new();
-    /// while let Some(incoming) = caller.poll()? {
+    /// while let Some(incoming) = caller.try_incoming()? {
     ///     if let Incoming::Reply { cookie, reply, .. } = incoming {
     ///         replies.push((cookie, reply));
     ///     }
@@ -403,22 +692,36 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     /// assert_eq!(replies, [(a, 40), (b, 42)]);
     /// # Ok::<(), Error>(())
     /// ```
-    pub fn poll(&mut self) -> Result<Option<Incoming<'_, P, MAX_FDS>>, Error> {
+    pub fn try_incoming(&mut self) -> Result<Option<Incoming<'_, P, MAX_FDS>>, Error> {
         let found = match self.step(Wait::Now)? {
             Step::Nothing => return Ok(None),
             found => found,
         };
         let fds = self.end.claims();
         Ok(Some(match found {
-            Step::Reply { cookie, arrived } => match decode(self.end.body(arrived)) {
-                Ok(reply) => Incoming::Reply { cookie, reply, fds },
-                Err(error) => Incoming::Failed { cookie, error },
-            },
+            Step::Reply { cookie, arrived } if arrived.header.kind == Kind::HandlerError => {
+                let cookie = Cookie(cookie);
+                drop(fds);
+                match decode(self.end.body(arrived)) {
+                    Ok(error) => Incoming::HandlerError { cookie, error },
+                    Err(error) => Incoming::Failed { cookie, error },
+                }
+            }
+            Step::Reply { cookie, arrived } => {
+                let cookie = Cookie(cookie);
+                match decode(self.end.body(arrived)) {
+                    Ok(reply) => Incoming::Reply { cookie, reply, fds },
+                    Err(error) => Incoming::Failed { cookie, error },
+                }
+            }
             Step::Event(arrived) => match decode(self.end.body(arrived)) {
                 Ok(event) => Incoming::Event { event, fds },
                 Err(error) => Incoming::BadEvent(error),
             },
-            Step::Failed { cookie, error } => Incoming::Failed { cookie, error },
+            Step::Failed { cookie, error } => Incoming::Failed {
+                cookie: Cookie(cookie),
+                error,
+            },
             Step::BadEvent(error) => Incoming::BadEvent(error),
             Step::Nothing => return Ok(None),
         }))
@@ -429,15 +732,16 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     ///
     /// # Example
     ///
-    /// See [`poll_timeout`](Self::poll_timeout).
+    /// See [`until_next_deadline`](Self::until_next_deadline).
     #[must_use]
     pub fn next_deadline(&self) -> Option<Duration> {
         self.pending.iter().filter_map(|p| p.deadline).min()
     }
 
-    /// How long a `poll` of the main loop may wait before
-    /// [`poll`](Self::poll) has a timeout to report: `None` when no call in
-    /// flight has a deadline.
+    /// How long the main loop's `poll` may wait before
+    /// [`try_incoming`](Self::try_incoming) has a timeout to report: the
+    /// time left until [`next_deadline`](Self::next_deadline), `None` when
+    /// no call in flight has a deadline. It does not wait itself.
     ///
     /// # Example
     ///
@@ -453,38 +757,73 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     ///     type Request<'a> = ();
     ///     type Reply<'a> = ();
     ///     type Event<'a> = ();
+    ///     type Error<'a> = ipc_unixsocket::calls::NoError;
     /// }
     ///
     /// let (pipeline, _worker) = Channel::<0>::pair()?;
-    /// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+    /// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
     /// let mut caller = Caller::<Ping, 0, 1>::new(pipeline, &mut out, &mut inbox)?;
-    /// assert_eq!(caller.poll_timeout(), None);
-    /// caller.start(&(), &[], Some(Duration::from_millis(50)))?;
-    /// assert!(caller.poll_timeout().unwrap() <= Duration::from_millis(50));
+    /// assert_eq!(caller.until_next_deadline(), None);
+    /// let _call = caller.start(&(), &[], Some(Duration::from_millis(50)))?;
+    /// assert!(caller.until_next_deadline().unwrap() <= Duration::from_millis(50));
     /// # Ok::<(), ipc_unixsocket::Error>(())
     /// ```
     #[must_use]
-    pub fn poll_timeout(&self) -> Option<Duration> {
+    pub fn until_next_deadline(&self) -> Option<Duration> {
         self.next_deadline()
             .map(|deadline| deadline.saturating_sub(monotonic_now()))
+    }
+
+    /// The old name of [`try_incoming`](Self::try_incoming), which it
+    /// calls.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_incoming`](Self::try_incoming).
+    ///
+    /// # Example
+    ///
+    /// See [`try_incoming`](Self::try_incoming).
+    #[deprecated(
+        since = "0.2.0",
+        note = "renamed `try_incoming`: `poll` read as if it waited, beside `rustix::event::poll` in the same loop"
+    )]
+    pub fn poll(&mut self) -> Result<Option<Incoming<'_, P, MAX_FDS>>, Error> {
+        self.try_incoming()
+    }
+
+    /// The old name of [`until_next_deadline`](Self::until_next_deadline).
+    ///
+    /// # Example
+    ///
+    /// See [`until_next_deadline`](Self::until_next_deadline).
+    #[deprecated(
+        since = "0.2.0",
+        note = "renamed `until_next_deadline`: it does not wait, unlike `Channel::recv_timeout`"
+    )]
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        self.until_next_deadline()
     }
 
     /// Number of calls in flight.
     ///
     /// # Example
     ///
-    /// See [`poll_timeout`](Self::poll_timeout).
+    /// See [`until_next_deadline`](Self::until_next_deadline).
     #[must_use]
     pub fn in_flight(&self) -> usize {
         self.pending.len()
     }
 
-    /// Replies that arrived for no call in flight (after their call timed
-    /// out, or with a cookie never used), dropped with their fds.
+    /// Replies, error replies and handler errors that arrived for no call
+    /// in flight (after their call timed out or was
+    /// [`cancel`](Self::cancel)led, or with a cookie never used), dropped
+    /// with their fds.
     ///
     /// # Example
     ///
-    /// See [`poll_timeout`](Self::poll_timeout).
+    /// See [`until_next_deadline`](Self::until_next_deadline).
     #[must_use]
     pub fn late_replies(&self) -> u32 {
         self.late
@@ -496,7 +835,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     ///
     /// # Example
     ///
-    /// See [`poll_timeout`](Self::poll_timeout).
+    /// See [`until_next_deadline`](Self::until_next_deadline).
     #[must_use]
     pub fn discarded(&self) -> u32 {
         self.discarded
@@ -622,6 +961,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
                 self.end.peer = Peer::Mismatched(Error::ProtocolMismatch {
                     same_name: false,
                     peer_version: 0,
+                    differs: super::Differs::NONE,
                 });
                 continue;
             }
@@ -629,10 +969,10 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
                 // Only the record's first bytes arrived (its fds are
                 // closed): enough to tell whose it was and to say so now.
                 match arrived.header.kind {
-                    Kind::Reply | Kind::ErrorReply if self.finish(cookie) => {
+                    Kind::Reply | Kind::ErrorReply | Kind::HandlerError if self.finish(cookie) => {
                         return Ok(Step::Failed { cookie, error });
                     }
-                    Kind::Reply | Kind::ErrorReply => self.late += 1,
+                    Kind::Reply | Kind::ErrorReply | Kind::HandlerError => self.late += 1,
                     Kind::Event => return Ok(Step::BadEvent(error)),
                     Kind::Hello => {
                         let _ = self.end.hello::<P>(arrived);
@@ -647,12 +987,12 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
                 Kind::Hello => {
                     let _ = self.end.hello::<P>(arrived);
                 }
-                Kind::Reply | Kind::ErrorReply if !self.finish(cookie) => {
+                Kind::Reply | Kind::ErrorReply | Kind::HandlerError if !self.finish(cookie) => {
                     discard_all(&mut self.end.fds);
                     self.late += 1;
                     drops += 1;
                 }
-                Kind::Reply => return Ok(Step::Reply { cookie, arrived }),
+                Kind::Reply | Kind::HandlerError => return Ok(Step::Reply { cookie, arrived }),
                 Kind::ErrorReply => {
                     discard_all(&mut self.end.fds);
                     let code = self.end.body(arrived).first().copied().unwrap_or(0);

@@ -3,73 +3,200 @@
 //! inside the message, with Rust types serialized by [postcard] and no heap.
 //!
 //! This is what libcamera's IPA proxies do over `IPCPipeUnixSocket`. A
-//! [`Protocol`] ties three serde types together (request, reply, event)
-//! with a name and a version. The pipeline holds a [`Caller`], the worker a
-//! [`Responder`]; each sends a hello when it is made, and a peer whose name
-//! or version differs is an [`Error::ProtocolMismatch`](crate::Error) on
-//! both sides before any request is handled. Every message is one record of
-//! wire format v1 whose data is an 8-byte [`CallHeader`] and the postcard
-//! body ("calls v1", see the README), sent and received as one iovec
-//! segment from buffers the caller supplies.
+//! [`Protocol`] ties four serde types together (request, reply, event,
+//! handler error) with a name and a version. The pipeline holds a
+//! [`Caller`], the worker a [`Responder`]; each sends a hello when it is
+//! made, with the name, the version and a hash of each type's schema
+//! ([`Schema`], postcard-schema's), and a peer whose name, version or types
+//! differ is an [`Error::ProtocolMismatch`](crate::Error) on both sides
+//! before any request is handled ([`Differs`] says which types). Every
+//! message is one record of wire format v1 whose data is an 8-byte
+//! [`CallHeader`] and the postcard body ("calls v2", see the README), sent
+//! and received as one iovec segment from buffers the caller supplies.
 //!
 //! An fd travels as an [`FdSlot`], its index in the record's fd list: the
 //! sender [`Attach`]es borrowed fds and writes the slots into the message,
 //! the receiver [`Claims`] each slot as an `OwnedFd`; whatever is not
 //! claimed is closed.
 //!
+//! A handler fails with the protocol's own [`Protocol::Error`] type, which
+//! reaches the caller typed as [`CallError::Handler`]; the crate's own
+//! failures (timeouts, refusals, a dead peer) are [`CallError::Ipc`].
+//!
+//! # A poll loop
+//!
+//! A pipeline drives its frame timer and its worker from one `poll`: the
+//! caller is an fd like the timer ([`AsFd`]),
+//! [`Caller::until_next_deadline`] bounds the wait, and
+//! [`Caller::try_incoming`] reports, without blocking, what came. A call
+//! that failed (here: its worker died, or it timed out) means a new worker.
+//! A thread stands in for the worker process here; it dies after two
+//! frames the first time.
+//!
+//! ```
+//! use std::time::Duration;
+//! use ipc_unixsocket::{Channel, Error};
+//! use ipc_unixsocket::calls::{Caller, Incoming, NoError, Protocol, Responder};
+//! use rustix::event::{PollFd, PollFlags, Timespec, poll};
+//! use rustix::time::{Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags};
+//!
+//! struct Stats;
+//! impl Protocol for Stats {
+//!     const NAME: &'static str = "stats";
+//!     const VERSION: u32 = 1;
+//!     type Request<'a> = u32; // a frame number
+//!     type Reply<'a> = u32; // its statistics
+//!     type Event<'a> = ();
+//!     type Error<'a> = NoError;
+//! }
+//!
+//! /// Starts a worker that answers `frames` calls, then dies.
+//! fn spawn_worker(frames: usize) -> Result<Channel<0>, Error> {
+//!     let (pipeline, worker) = Channel::<0>::pair()?;
+//!     std::thread::spawn(move || {
+//!         let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
+//!         let mut responder = Responder::<Stats, 0>::new(worker, &mut out, &mut inbox)?;
+//!         responder.serve(|_| Ok(0))?; // the hello
+//!         for _ in 0..frames {
+//!             responder.serve(|call| Ok(call.request * 10))?;
+//!         }
+//!         Ok::<(), Error>(())
+//!     });
+//!     Ok(pipeline)
+//! }
+//!
+//! let timespec = |d: Duration| Timespec { tv_sec: d.as_secs() as _, tv_nsec: d.subsec_nanos() as _ };
+//! let timer = rustix::time::timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::CLOEXEC)?;
+//! let tick = Itimerspec { it_interval: timespec(Duration::from_millis(5)), it_value: timespec(Duration::from_millis(5)) };
+//! rustix::time::timerfd_settime(&timer, TimerfdTimerFlags::empty(), &tick)?;
+//!
+//! let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
+//! let (mut frame, mut done, mut restarts) = (0, Vec::new(), 0);
+//! let mut lives = [2, 100].into_iter(); // frames each worker answers
+//! 'worker: while done.len() < 5 {
+//!     let channel = spawn_worker(lives.next().expect("a worker left"))?;
+//!     let mut caller = Caller::<Stats, 0, 4>::new(channel, &mut out, &mut inbox)?;
+//!     while done.len() < 5 {
+//!         let wait = caller.until_next_deadline().unwrap_or(Duration::from_secs(5));
+//!         let mut fds = [PollFd::new(&timer, PollFlags::IN), PollFd::new(&caller, PollFlags::IN)];
+//!         match poll(&mut fds, Some(&timespec(wait))) {
+//!             Ok(_) | Err(rustix::io::Errno::INTR) => {}
+//!             Err(errno) => return Err(errno.into()),
+//!         }
+//!         if fds[0].revents().contains(PollFlags::IN) {
+//!             rustix::io::read(&timer, &mut [0u8; 8])?;
+//!             frame += 1;
+//!             match caller.start(&frame, &[], Some(Duration::from_secs(5))) {
+//!                 Ok(_cookie) => {}
+//!                 Err(Error::TooManyCalls { .. }) => {} // the worker lags: skip a frame
+//!                 Err(Error::Disconnected) => { restarts += 1; continue 'worker; }
+//!                 Err(error) => return Err(error.into()),
+//!             }
+//!         }
+//!         loop {
+//!             match caller.try_incoming() {
+//!                 Ok(Some(Incoming::Reply { reply, .. })) => done.push(reply),
+//!                 Ok(Some(Incoming::Failed { .. })) | Err(Error::Disconnected) => {
+//!                     restarts += 1; // its frames are lost: a new worker
+//!                     continue 'worker;
+//!                 }
+//!                 Ok(Some(other)) => println!("{other:?}"),
+//!                 Ok(None) => break,
+//!                 Err(error) => return Err(error.into()),
+//!             }
+//!         }
+//!     }
+//! }
+//! assert_eq!(restarts, 1);
+//! assert_eq!(done.len(), 5);
+//! assert!(done.iter().all(|stats| stats % 10 == 0));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! [postcard]: https://docs.rs/postcard
 
-use core::fmt::Debug;
+use core::fmt::{self, Debug, Display};
 use core::time::Duration;
 
 use heapless::Vec;
 use rustix::event::{PollFd, PollFlags, poll};
-use rustix::fd::{BorrowedFd, OwnedFd};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
 use crate::channel::{discard_all, monotonic_now, timespec};
 use crate::{Channel, Error, HEADER_LEN};
 
+mod bytes;
 mod caller;
 mod responder;
+mod sizes;
 mod slots;
 mod wire;
 
-pub use caller::{Caller, Incoming};
-pub use responder::{Call, Emitter, Responder, Served};
-pub use slots::{Attach, Claims, FdSlot};
-pub use wire::{CALL_HEADER_LEN, CallHeader, Kind, Rejection};
-
-/// A protocol: the request, reply and event types one side sends the other,
-/// with a name and a version that both ends compare in their hellos.
+pub use bytes::Bytes;
+pub use caller::{Caller, Cookie, Incoming};
+pub use postcard::experimental::max_size::MaxSize;
+/// The postcard-schema crate whose [`Schema`] the protocol's types derive.
+/// The derive names `::postcard_schema`; a crate that does not depend on it
+/// itself points the derive here:
 ///
-/// The types are serde types, usually enums; they may borrow `&[u8]` and
-/// `&str` from the receive buffer (the lifetime `'a`), so nothing is copied
-/// out of it.
+/// ```
+/// use ipc_unixsocket::calls::Schema;
+///
+/// #[derive(serde::Serialize, Schema)]
+/// #[postcard(crate = ipc_unixsocket::calls::postcard_schema)]
+/// struct Gain(u16);
+/// ```
+pub use postcard_schema;
+pub use postcard_schema::Schema;
+pub use responder::{Call, Emitter, Responder, Served};
+pub use sizes::{Buffers, bound};
+pub use slots::{Attach, Claims, FdSlot};
+pub use wire::{CALL_HEADER_LEN, CallHeader, Differs, Hello, Kind, Rejection};
+
+/// A protocol: the request, reply, event and error types one side sends
+/// the other, with a name and a version that both ends compare in their
+/// hellos, together with a hash of each type's schema: two builds whose
+/// types differ (a field added, a variant renamed) and that share a name
+/// and version fail their hellos ([`Error::ProtocolMismatch`] with the
+/// types that differ), so a forgotten version bump is caught before any
+/// request runs.
+///
+/// The types are serde types, usually enums, that also derive [`Schema`]
+/// (postcard-schema's derive: the crate that uses it depends on
+/// `postcard-schema` with its `derive` feature, without `alloc`); they may
+/// borrow `&[u8]` and `&str` from the receive buffer (the lifetime `'a`),
+/// so nothing is copied out of it.
 ///
 /// # Example
 ///
 /// ```
-/// use ipc_unixsocket::calls::{FdSlot, Protocol};
+/// use ipc_unixsocket::calls::{FdSlot, Protocol, Schema};
 /// use serde::{Deserialize, Serialize};
 ///
-/// #[derive(Debug, Serialize, Deserialize)]
+/// #[derive(Debug, Serialize, Deserialize, Schema)]
 /// enum Request<'a> {
 ///     Configure { buffers: [FdSlot; 2] },
 ///     Process { buffer: u32, note: &'a str },
 /// }
 ///
-/// #[derive(Debug, Serialize, Deserialize)]
+/// #[derive(Debug, Serialize, Deserialize, Schema)]
 /// enum Reply {
 ///     Configured,
 ///     Stats { exposure_us: u32 },
 /// }
 ///
-/// #[derive(Debug, Serialize, Deserialize)]
+/// #[derive(Debug, Serialize, Deserialize, Schema)]
 /// enum Event<'a> {
 ///     SetSensorControls { gain: u16 },
 ///     Metadata(&'a [u8]),
+/// }
+///
+/// /// How a handler may fail: the caller gets it typed.
+/// #[derive(Debug, Serialize, Deserialize, Schema)]
+/// enum Failure {
+///     NoSuchBuffer(u32),
 /// }
 ///
 /// struct Ipa;
@@ -79,6 +206,7 @@ pub use wire::{CALL_HEADER_LEN, CallHeader, Kind, Rejection};
 ///     type Request<'a> = Request<'a>;
 ///     type Reply<'a> = Reply;
 ///     type Event<'a> = Event<'a>;
+///     type Error<'a> = Failure;
 /// }
 /// ```
 pub trait Protocol {
@@ -87,11 +215,159 @@ pub trait Protocol {
     /// The protocol's version, compared in the hellos.
     const VERSION: u32;
     /// What the caller sends.
-    type Request<'a>: Serialize + Deserialize<'a> + Debug;
+    type Request<'a>: Serialize + Deserialize<'a> + Debug + Schema;
     /// What the responder answers a request with.
-    type Reply<'a>: Serialize + Deserialize<'a> + Debug;
+    type Reply<'a>: Serialize + Deserialize<'a> + Debug + Schema;
     /// What the responder sends unasked.
-    type Event<'a>: Serialize + Deserialize<'a> + Debug;
+    type Event<'a>: Serialize + Deserialize<'a> + Debug + Schema;
+    /// What a handler may fail with, sent to the caller as a
+    /// [`Kind::HandlerError`] record and handed over as
+    /// [`CallError::Handler`]. [`NoError`] for a protocol whose handlers
+    /// fail only with the crate's errors.
+    type Error<'a>: Serialize + Deserialize<'a> + Debug + Schema;
+    /// The largest encoded request, when the type has a bound:
+    /// [`bound`]`::<Request>()` for a type that derives [`MaxSize`]. `None`
+    /// (the default) for a type without one (slices, strings): its buffers
+    /// are then the user's choice, and a record too large for them fails
+    /// its call at once with the sizes ([`Error::Truncated`],
+    /// [`Rejection::TooLarge`]). With a bound, [`Buffers`] gives the sizes
+    /// and a buffer too small is refused when the end is made.
+    const MAX_REQUEST: Option<usize> = None;
+    /// The largest encoded reply, when the type has a bound (see
+    /// [`MAX_REQUEST`](Self::MAX_REQUEST)).
+    const MAX_REPLY: Option<usize> = None;
+    /// The largest encoded event, when the type has a bound (see
+    /// [`MAX_REQUEST`](Self::MAX_REQUEST)).
+    const MAX_EVENT: Option<usize> = None;
+    /// The largest encoded handler error, when the type has a bound (see
+    /// [`MAX_REQUEST`](Self::MAX_REQUEST)).
+    const MAX_ERROR: Option<usize> = None;
+}
+
+/// How a call failed, on both sides: the handler's own error, typed, or
+/// one of the crate's. A handler returns it (`?` turns a crate [`Error`]
+/// into [`CallError::Ipc`]); [`Caller::call`] returns it, and compares
+/// equal to the [`Error`] it carries.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use ipc_unixsocket::{Channel, Error};
+/// use ipc_unixsocket::calls::{CallError, Caller, Protocol, Responder, Schema};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, PartialEq, Serialize, Deserialize, Schema)]
+/// enum Refusal { TooDark { luma: u8 } }
+///
+/// struct Exposure;
+/// impl Protocol for Exposure {
+///     const NAME: &'static str = "exposure";
+///     const VERSION: u32 = 1;
+///     type Request<'a> = u8; // the frame's mean luma
+///     type Reply<'a> = u32; // the next exposure, in µs
+///     type Event<'a> = ();
+///     type Error<'a> = Refusal;
+/// }
+///
+/// let (pipeline, worker) = Channel::<0>::pair()?;
+/// let worker = std::thread::spawn(move || {
+///     let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
+///     let mut responder = Responder::<Exposure, 0>::new(worker, &mut out, &mut inbox)?;
+///     for _ in 0..3 { // the hello, then two requests
+///         responder.serve(|call| match call.request {
+///             luma if luma < 10 => Err(CallError::Handler(Refusal::TooDark { luma })),
+///             luma => Ok(10_000 / u32::from(luma)),
+///         })?;
+///     }
+///     Ok::<(), Error>(())
+/// });
+/// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
+/// let mut caller = Caller::<Exposure, 0, 1>::new(pipeline, &mut out, &mut inbox)?;
+/// let refused = caller.call(&3, &[], Duration::from_secs(5), |_, _| {});
+/// assert_eq!(refused.unwrap_err(), CallError::Handler(Refusal::TooDark { luma: 3 }));
+/// let (exposure, _fds) = caller
+///     .call(&100, &[], Duration::from_secs(5), |_, _| {})
+///     .expect("the next call works"); // `?` needs `Refusal: Display` too
+/// assert_eq!(exposure, 100);
+/// worker.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum CallError<E> {
+    /// The handler failed with the protocol's own error type.
+    Handler(E),
+    /// The call layer failed: timed out, refused, the peer gone, ...
+    Ipc(Error),
+}
+
+impl<E> From<Error> for CallError<E> {
+    fn from(error: Error) -> Self {
+        Self::Ipc(error)
+    }
+}
+
+impl<E> PartialEq<Error> for CallError<E> {
+    fn eq(&self, other: &Error) -> bool {
+        matches!(self, Self::Ipc(error) if error == other)
+    }
+}
+
+impl<E: Display> Display for CallError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Handler(error) => write!(f, "the handler failed: {error}"),
+            Self::Ipc(error) => Display::fmt(error, f),
+        }
+    }
+}
+
+impl<E: Debug + Display> core::error::Error for CallError<E> {}
+
+/// The error type of a protocol whose handlers fail only with the crate's
+/// errors: it has no value, so a [`CallError<NoError>`] is always
+/// [`CallError::Ipc`] and converts into [`Error`] with `?`.
+///
+/// # Example
+///
+/// ```
+/// use ipc_unixsocket::{Error, calls::{CallError, NoError}};
+///
+/// fn timed_out() -> Result<(), CallError<NoError>> {
+///     Err(Error::TimedOut.into())
+/// }
+/// fn caller() -> Result<(), Error> {
+///     timed_out()?; // no handler error to lose
+///     Ok(())
+/// }
+/// assert_eq!(caller(), Err(Error::TimedOut));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum NoError {}
+
+impl Schema for NoError {
+    const SCHEMA: &'static postcard_schema::schema::NamedType =
+        &postcard_schema::schema::NamedType {
+            name: "NoError",
+            ty: &postcard_schema::schema::DataModelType::Enum(&[]),
+        };
+}
+
+impl Display for NoError {
+    fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {}
+    }
+}
+
+impl From<CallError<NoError>> for Error {
+    fn from(error: CallError<NoError>) -> Self {
+        match error {
+            CallError::Ipc(error) => error,
+            CallError::Handler(never) => match never {},
+        }
+    }
 }
 
 /// Where the body of a message starts in a frame: after the v1 header's
@@ -144,15 +420,26 @@ enum Peer {
 }
 
 impl<'b, const MAX_FDS: usize> Endpoint<'b, MAX_FDS> {
-    /// Takes the channel and the buffers and sends this end's hello.
+    /// Takes the channel and the buffers, checks them against what the
+    /// protocol's bounds need (`out_min` and `inbox_min`), and sends this
+    /// end's hello.
     fn new<P: Protocol>(
         channel: Channel<MAX_FDS>,
         out: &'b mut [u8],
         inbox: &'b mut [u8],
+        [out_min, inbox_min]: [sizes::Needed; 2],
     ) -> Result<Self, Error> {
         for buffer in [&*out, &*inbox] {
             if buffer.len() < BODY {
                 return Err(Error::NoHeaderRoom { len: buffer.len() });
+            }
+        }
+        for (buffer, needed) in [(&*out, out_min), (&*inbox, inbox_min)] {
+            if buffer.len() < needed.min() {
+                return Err(Error::BufferTooSmall {
+                    len: buffer.len(),
+                    needed: needed.min(),
+                });
             }
         }
         let mut end = Self {
@@ -162,12 +449,20 @@ impl<'b, const MAX_FDS: usize> Endpoint<'b, MAX_FDS> {
             fds: Vec::new(),
             peer: Peer::Unknown,
         };
-        let hello = (P::NAME, P::VERSION);
-        let len = end.encode(Kind::Hello, 0, &hello)?;
+        let len = end.encode(Kind::Hello, 0, &Hello::of::<P>())?;
         // The first record on the channel: it does not wait for room (a
         // full socket here means the peer has stopped reading).
         end.send(len, &[], Wait::Now)?;
         Ok(end)
+    }
+
+    /// Gives the channel back, closing the fds of a record not yet claimed.
+    fn into_channel(self) -> Channel<MAX_FDS> {
+        let Self {
+            channel, mut fds, ..
+        } = self;
+        discard_all(&mut fds);
+        channel
     }
 
     /// Writes the call header and `body` (postcard) into the out buffer and
@@ -223,16 +518,7 @@ impl<'b, const MAX_FDS: usize> Endpoint<'b, MAX_FDS> {
     /// tries it first, which suits a caller that may find a record queued).
     fn recv_until(&mut self, deadline: Duration) -> Result<crate::Received, Error> {
         loop {
-            let left = match deadline.checked_sub(monotonic_now()) {
-                Some(left) if !left.is_zero() => timespec(left),
-                _ => return Err(Error::TimedOut),
-            };
-            let mut watch = [PollFd::new(&self.channel, PollFlags::IN)];
-            match poll(&mut watch, Some(&left)) {
-                Ok(0) => return Err(Error::TimedOut),
-                Ok(_) | Err(Errno::INTR) => {}
-                Err(errno) => return Err(errno.into()),
-            }
+            wait_ready(&self.channel, PollFlags::IN, Some(deadline))?;
             match self.channel.try_recv_frame(self.inbox, &mut self.fds) {
                 Err(Error::WouldBlock) => {}
                 done => return done,
@@ -256,16 +542,34 @@ impl<'b, const MAX_FDS: usize> Endpoint<'b, MAX_FDS> {
         let unreadable = Peer::Mismatched(Error::ProtocolMismatch {
             same_name: false,
             peer_version: 0,
+            differs: Differs::NONE,
         });
         // A hello that does not fit the inbox cannot be checked: that is a
-        // failure of the protocol, not something to pass over.
+        // failure of the protocol, not something to pass over. So is a
+        // hello of "calls v1", without the schema hashes.
         let outcome = match arrived.too_large {
             Some(_) => unreadable,
-            None => match decode::<(&str, u32)>(self.body(arrived)) {
-                Ok((name, version)) if name == P::NAME && version == P::VERSION => Peer::Matched,
-                Ok((name, version)) => Peer::Mismatched(Error::ProtocolMismatch {
+            None => match decode::<Hello<'_>>(self.body(arrived)) {
+                Ok(Hello {
+                    name,
+                    version,
+                    schemas,
+                }) if name == P::NAME && version == P::VERSION => {
+                    let differs = Differs::between(&Hello::of::<P>().schemas, &schemas);
+                    if differs == Differs::NONE {
+                        Peer::Matched
+                    } else {
+                        Peer::Mismatched(Error::ProtocolMismatch {
+                            same_name: true,
+                            peer_version: version,
+                            differs,
+                        })
+                    }
+                }
+                Ok(Hello { name, version, .. }) => Peer::Mismatched(Error::ProtocolMismatch {
                     same_name: name == P::NAME,
                     peer_version: version,
+                    differs: Differs::NONE,
                 }),
                 Err(_) => unreadable,
             },
@@ -324,20 +628,31 @@ fn send<const MAX_FDS: usize>(
             Err(Error::WouldBlock) => {}
             done => return done,
         }
-        let timeout = match wait {
+        let deadline = match wait {
             Wait::Now => return Err(Error::WouldBlock),
             Wait::Forever => None,
-            Wait::Until(deadline) => match deadline.checked_sub(monotonic_now()) {
-                Some(left) if !left.is_zero() => Some(timespec(left)),
-                _ => return Err(Error::TimedOut),
-            },
+            Wait::Until(deadline) => Some(deadline),
         };
-        let mut watch = [PollFd::new(channel, PollFlags::OUT)];
-        match poll(&mut watch, timeout.as_ref()) {
-            Ok(0) => return Err(Error::TimedOut),
-            Ok(_) | Err(Errno::INTR) => {}
-            Err(errno) => return Err(errno.into()),
-        }
+        wait_ready(channel, PollFlags::OUT, deadline)?;
+    }
+}
+
+/// The call layer's one deadline wait: `poll`s `fd` for `flags` with the
+/// time left until `deadline` (`CLOCK_MONOTONIC`; `None` for no limit).
+/// `Ok` when the fd may be ready (or a signal interrupted the wait: the
+/// caller tries its operation again, which calls this again with the time
+/// then left); [`Error::TimedOut`] once the deadline has passed.
+fn wait_ready(fd: impl AsFd, flags: PollFlags, deadline: Option<Duration>) -> Result<(), Error> {
+    let timeout = match deadline.map(|deadline| deadline.checked_sub(monotonic_now())) {
+        None => None,
+        Some(Some(left)) if !left.is_zero() => Some(timespec(left)),
+        Some(_) => return Err(Error::TimedOut),
+    };
+    let mut watch = [PollFd::new(&fd, flags)];
+    match poll(&mut watch, timeout.as_ref()) {
+        Ok(0) => Err(Error::TimedOut),
+        Ok(_) | Err(Errno::INTR) => Ok(()),
+        Err(errno) => Err(errno.into()),
     }
 }
 

@@ -6,9 +6,10 @@ use core::time::Duration;
 
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
+use super::sizes::{caller_inbox, caller_out};
 use super::{
-    Arrived, Attach, BODY, Claims, Endpoint, Kind, Peer, Protocol, Rejection, Wait, decode, encode,
-    encode_rejection, send,
+    Arrived, Attach, BODY, CallError, Claims, Endpoint, Kind, Peer, Protocol, Rejection, Wait,
+    decode, encode, encode_rejection, send,
 };
 use crate::channel::{discard_all, monotonic_now};
 use crate::{Channel, Error};
@@ -33,9 +34,11 @@ pub struct Responder<'b, P: Protocol, const MAX_FDS: usize> {
     protocol: PhantomData<fn() -> P>,
 }
 
-/// What one [`Responder::serve`] did.
+/// What one [`Responder::serve`] did. New outcomes may be added
+/// (`#[non_exhaustive]`): a `match` on it needs a `_` arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Served {
     /// The caller's hello named the same protocol.
     Hello,
@@ -46,6 +49,12 @@ pub enum Served {
     },
     /// A one-way request was handled (no reply).
     OneWay,
+    /// The handler failed with the protocol's error type, which was sent
+    /// to the caller (or, one-way, dropped).
+    HandlerError {
+        /// The request's cookie (0 for a one-way request).
+        cookie: u32,
+    },
     /// A request was refused with an error reply (or, one-way, dropped).
     Refused {
         /// The request's cookie (0 for a one-way request).
@@ -57,6 +66,10 @@ pub enum Served {
     /// its fds.
     Ignored,
 }
+
+/// What a handler returns: the reply, or why it failed (the protocol's
+/// own error, or one of the crate's).
+type Handled<'a, P> = Result<<P as Protocol>::Reply<'a>, CallError<<P as Protocol>::Error<'a>>>;
 
 /// One request as a [`Responder`]'s handler gets it: the decoded request
 /// (borrowing from the incoming buffer), the fds it came with, room for the
@@ -110,14 +123,15 @@ impl<P: Protocol, const MAX_FDS: usize> Emitter<'_, P, MAX_FDS> {
     ///     type Request<'a> = u32; // process this frame
     ///     type Reply<'a> = u32; // its mean luma
     ///     type Event<'a> = u16; // the gain for the next frame
+    ///     type Error<'a> = ipc_unixsocket::calls::NoError;
     /// }
     ///
     /// let (pipeline, worker) = Channel::<0>::pair()?;
-    /// let (mut wout, mut win) = ([0u8; 32], [0u8; 32]);
+    /// let (mut wout, mut win) = ([0u8; 64], [0u8; 64]);
     /// let mut responder = Responder::<Frames, 0>::new(worker, &mut wout, &mut win)?;
-    /// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+    /// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
     /// let mut caller = Caller::<Frames, 0, 1>::new(pipeline, &mut out, &mut inbox)?;
-    /// caller.start(&7, &[], None)?;
+    /// let frame = caller.start(&7, &[], None)?;
     /// for _ in 0..2 { // the hello, then the request
     ///     responder.serve(|mut call| {
     ///         call.events.emit(&640, &[])?;
@@ -125,11 +139,11 @@ impl<P: Protocol, const MAX_FDS: usize> Emitter<'_, P, MAX_FDS> {
     ///     })?;
     /// }
     /// let mut seen = Vec::new();
-    /// while let Some(incoming) = caller.poll()? {
+    /// while let Some(incoming) = caller.try_incoming()? {
     ///     seen.push(format!("{incoming:?}"));
     /// }
     /// assert!(seen[0].starts_with("Event { event: 640"));
-    /// assert!(seen[1].starts_with("Reply { cookie: 1, reply: 118"));
+    /// assert_eq!(seen[1], format!("Reply {{ cookie: {frame:?}, reply: 118, fds: 0 }}"));
     /// # Ok::<(), ipc_unixsocket::Error>(())
     /// ```
     pub fn emit(&mut self, event: &P::Event<'_>, fds: &[BorrowedFd<'_>]) -> Result<(), Error> {
@@ -160,9 +174,16 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
     /// Takes the channel and two buffers (outgoing and incoming records,
     /// each at least 16 bytes) and sends the hello.
     ///
+    /// The buffers must hold the largest record of the protocol that each
+    /// carries: the hellos, and the bounded types' `MAX_*` sizes
+    /// ([`Buffers::RESPONDER_OUT`](super::Buffers::RESPONDER_OUT) and
+    /// [`Buffers::RESPONDER_INBOX`](super::Buffers::RESPONDER_INBOX)).
+    /// [`with_arrays`](Self::with_arrays) checks this at compile time.
+    ///
     /// # Errors
     ///
     /// [`Error::NoHeaderRoom`] for a buffer under 16 bytes,
+    /// [`Error::BufferTooSmall`] for one smaller than the protocol needs,
     /// [`Error::EncodeFailed`] if the hello does not fit, or what sending
     /// it returns.
     ///
@@ -174,12 +195,67 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
         out: &'b mut [u8],
         inbox: &'b mut [u8],
     ) -> Result<Self, Error> {
+        let needs = [caller_inbox::<P>(), caller_out::<P>()];
         Ok(Self {
-            end: Endpoint::new::<P>(channel, out, inbox)?,
+            end: Endpoint::new::<P>(channel, out, inbox, needs)?,
             discarded: 0,
             send_timeout: None,
             protocol: PhantomData,
         })
+    }
+
+    /// [`new`](Self::new) with arrays whose sizes are checked against the
+    /// protocol at compile time, like
+    /// [`Caller::with_arrays`](super::Caller::with_arrays).
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new), but never [`Error::BufferTooSmall`] or
+    /// [`Error::NoHeaderRoom`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::Channel;
+    /// use ipc_unixsocket::calls::{Buffers, NoError, Protocol, Responder, bound};
+    ///
+    /// struct Stats;
+    /// impl Protocol for Stats {
+    ///     const NAME: &'static str = "stats";
+    ///     const VERSION: u32 = 1;
+    ///     type Request<'a> = u32;
+    ///     type Reply<'a> = [u64; 16];
+    ///     type Event<'a> = ();
+    ///     type Error<'a> = NoError;
+    ///     const MAX_REQUEST: Option<usize> = bound::<u32>();
+    ///     const MAX_REPLY: Option<usize> = bound::<[u64; 16]>();
+    ///     const MAX_EVENT: Option<usize> = bound::<()>();
+    ///     const MAX_ERROR: Option<usize> = bound::<NoError>();
+    /// }
+    ///
+    /// let (_pipeline, worker) = Channel::<0>::pair()?;
+    /// let mut out = [0u8; Buffers::<Stats>::RESPONDER_OUT];
+    /// let mut inbox = [0u8; Buffers::<Stats>::RESPONDER_INBOX];
+    /// let responder = Responder::<Stats, 0>::with_arrays(worker, &mut out, &mut inbox)?;
+    /// # let _ = responder;
+    /// # Ok::<(), ipc_unixsocket::Error>(())
+    /// ```
+    pub fn with_arrays<const OUT: usize, const INBOX: usize>(
+        channel: Channel<MAX_FDS>,
+        out: &'b mut [u8; OUT],
+        inbox: &'b mut [u8; INBOX],
+    ) -> Result<Self, Error> {
+        const {
+            assert!(
+                OUT >= caller_inbox::<P>().min(),
+                "the outgoing array is smaller than the protocol's hello or largest reply, handler error or event"
+            );
+            assert!(
+                INBOX >= caller_out::<P>().min(),
+                "the incoming array is smaller than the hello or the protocol's largest request"
+            );
+        }
+        Self::new(channel, out, inbox)
     }
 
     /// Waits for the next record and handles it: a request goes to
@@ -187,8 +263,11 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
     /// is closed when the handler returns) and an [`Attach`] for the
     /// reply's fds; the reply is sent with them.
     ///
-    /// The handler returns the reply, or an error: [`Error::BadFdSlot`] and
-    /// [`Error::FdSlotClaimed`] (from [`Claims::claim`]) are refused as
+    /// The handler returns the reply, or an error:
+    /// [`CallError::Handler`] with the protocol's error type is sent to the
+    /// caller as it is (without the reply's fds); of the crate's errors
+    /// ([`CallError::Ipc`], what `?` makes of them), [`Error::BadFdSlot`]
+    /// and [`Error::FdSlotClaimed`] (from [`Claims::claim`]) are refused as
     /// [`Rejection::BadFdSlot`], anything else as
     /// [`Rejection::HandlerFailed`].
     ///
@@ -204,7 +283,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
     /// See [`Caller::call`](super::Caller::call).
     pub fn serve<'f>(
         &mut self,
-        handler: impl for<'a, 'c> FnOnce(Call<'a, 'c, 'f, P, MAX_FDS>) -> Result<P::Reply<'a>, Error>,
+        handler: impl for<'a, 'c> FnOnce(Call<'a, 'c, 'f, P, MAX_FDS>) -> Handled<'a, P>,
     ) -> Result<Served, Error> {
         match self.end.receive(Wait::Forever) {
             Ok(arrived) => self.handle(arrived, handler),
@@ -232,17 +311,18 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
     ///     type Request<'a> = ();
     ///     type Reply<'a> = ();
     ///     type Event<'a> = ();
+    ///     type Error<'a> = ipc_unixsocket::calls::NoError;
     /// }
     ///
     /// let (_pipeline, worker) = Channel::<0>::pair()?;
-    /// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+    /// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
     /// let mut responder = Responder::<Ping, 0>::new(worker, &mut out, &mut inbox)?;
     /// assert_eq!(responder.try_serve(|_| Ok(()))?, None);
     /// # Ok::<(), ipc_unixsocket::Error>(())
     /// ```
     pub fn try_serve<'f>(
         &mut self,
-        handler: impl for<'a, 'c> FnOnce(Call<'a, 'c, 'f, P, MAX_FDS>) -> Result<P::Reply<'a>, Error>,
+        handler: impl for<'a, 'c> FnOnce(Call<'a, 'c, 'f, P, MAX_FDS>) -> Handled<'a, P>,
     ) -> Result<Option<Served>, Error> {
         match self.end.receive(Wait::Now) {
             Ok(arrived) => self.handle(arrived, handler).map(Some),
@@ -271,10 +351,11 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
     ///     type Request<'a> = ();
     ///     type Reply<'a> = ();
     ///     type Event<'a> = u16; // the gain for the next frame
+    ///     type Error<'a> = ipc_unixsocket::calls::NoError;
     /// }
     ///
     /// let (_pipeline, worker) = Channel::<0>::pair()?;
-    /// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+    /// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
     /// let mut responder = Responder::<Sensor, 0>::new(worker, &mut out, &mut inbox)?;
     /// responder.emit(&640, &[])?;
     /// # Ok::<(), ipc_unixsocket::Error>(())
@@ -305,10 +386,11 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
     ///     type Request<'a> = ();
     ///     type Reply<'a> = ();
     ///     type Event<'a> = ();
+    ///     type Error<'a> = ipc_unixsocket::calls::NoError;
     /// }
     ///
     /// let (pipeline, worker) = Channel::<0>::pair()?;
-    /// let (mut out, mut inbox) = ([0u8; 32], [0u8; 32]);
+    /// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
     /// let mut responder = Responder::<Ping, 0>::new(worker, &mut out, &mut inbox)?;
     /// pipeline.send(b"not a call", &[])?;
     /// responder.serve(|_| Ok(()))?;
@@ -341,6 +423,7 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
     ///     type Request<'a> = u8;
     ///     type Reply<'a> = u8;
     ///     type Event<'a> = ();
+    ///     type Error<'a> = ipc_unixsocket::calls::NoError;
     /// }
     ///
     /// let (_pipeline, worker) = Channel::<0>::pair()?;
@@ -351,6 +434,37 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
     /// ```
     pub fn set_send_timeout(&mut self, timeout: Option<Duration>) {
         self.send_timeout = timeout;
+    }
+
+    /// Gives the channel back, for another protocol or another owner. No
+    /// system call.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::Channel;
+    /// use ipc_unixsocket::calls::{Protocol, Responder};
+    ///
+    /// struct Ping;
+    /// impl Protocol for Ping {
+    ///     const NAME: &'static str = "ping";
+    ///     const VERSION: u32 = 1;
+    ///     type Request<'a> = ();
+    ///     type Reply<'a> = ();
+    ///     type Event<'a> = ();
+    ///     type Error<'a> = ipc_unixsocket::calls::NoError;
+    /// }
+    ///
+    /// let (_pipeline, worker) = Channel::<0>::pair()?;
+    /// let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
+    /// let responder = Responder::<Ping, 0>::new(worker, &mut out, &mut inbox)?;
+    /// let worker: Channel<0> = responder.into_channel();
+    /// # let _ = worker;
+    /// # Ok::<(), ipc_unixsocket::Error>(())
+    /// ```
+    #[must_use]
+    pub fn into_channel(self) -> Channel<MAX_FDS> {
+        self.end.into_channel()
     }
 
     fn refuse_record(&mut self, error: Error) -> Result<Served, Error> {
@@ -365,14 +479,14 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
     fn handle<'f>(
         &mut self,
         arrived: Arrived,
-        handler: impl for<'a, 'c> FnOnce(Call<'a, 'c, 'f, P, MAX_FDS>) -> Result<P::Reply<'a>, Error>,
+        handler: impl for<'a, 'c> FnOnce(Call<'a, 'c, 'f, P, MAX_FDS>) -> Handled<'a, P>,
     ) -> Result<Served, Error> {
         let cookie = arrived.header.cookie;
         let timeout = self.send_timeout;
         match arrived.header.kind {
             Kind::Hello => return self.end.hello::<P>(arrived).map(|()| Served::Hello),
             Kind::Request => {}
-            Kind::Reply | Kind::ErrorReply | Kind::Event => {
+            Kind::Reply | Kind::ErrorReply | Kind::Event | Kind::HandlerError => {
                 discard_all(&mut self.end.fds);
                 self.discarded += 1;
                 return Ok(Served::Ignored);
@@ -424,10 +538,22 @@ impl<'b, P: Protocol, const MAX_FDS: usize> Responder<'b, P, MAX_FDS> {
         drop(claims);
         let reply = match reply {
             Ok(reply) => reply,
-            Err(Error::BadFdSlot { .. } | Error::FdSlotClaimed { .. }) => {
+            Err(CallError::Handler(_)) if cookie == 0 => {
+                return Ok(Served::HandlerError { cookie });
+            }
+            Err(CallError::Handler(error)) => {
+                let Ok(len) = encode(out, Kind::HandlerError, cookie, &error) else {
+                    return refuse(channel, out, cookie, Rejection::HandlerFailed, timeout);
+                };
+                send(channel, &mut out[..len], &[], wait(timeout))?;
+                return Ok(Served::HandlerError { cookie });
+            }
+            Err(CallError::Ipc(Error::BadFdSlot { .. } | Error::FdSlotClaimed { .. })) => {
                 return refuse(channel, out, cookie, Rejection::BadFdSlot, timeout);
             }
-            Err(_) => return refuse(channel, out, cookie, Rejection::HandlerFailed, timeout),
+            Err(CallError::Ipc(_)) => {
+                return refuse(channel, out, cookie, Rejection::HandlerFailed, timeout);
+            }
         };
         if cookie == 0 {
             return Ok(Served::OneWay);

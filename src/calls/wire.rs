@@ -1,21 +1,28 @@
-//! Wire format "calls v1": the 8-byte call header that opens the data of
+//! Wire format "calls v2": the 8-byte call header that opens the data of
 //! every record a [`Caller`](super::Caller) or [`Responder`](super::Responder)
-//! sends, and the one-byte bodies of hello and error replies.
+//! sends, and the one-byte bodies of error replies. (v2: the hello carries
+//! the schema hashes of the protocol's four types after its name and
+//! version, and kind 6 carries a handler's own error; a v1 hello does not
+//! decode as a v2 one, so the two versions refuse each other.)
 //!
 //! This module is pure: bytes in, typed result out.
 //!
 //! | bytes | field    | value                                             |
 //! |-------|----------|---------------------------------------------------|
-//! | 0     | kind     | 1 hello, 2 request, 3 reply, 4 error reply, 5 event |
+//! | 0     | kind     | 1 hello, 2 request, 3 reply, 4 error reply, 5 event, 6 handler error |
 //! | 1..4  | reserved | zero                                              |
 //! | 4..8  | cookie   | `u32`, little-endian                              |
 
+use serde::{Deserialize, Serialize};
+
+use super::Protocol;
 use crate::Error;
 
 /// Size of the call header in bytes.
 pub const CALL_HEADER_LEN: usize = 8;
 
-/// What a record of the call layer carries.
+/// What a record of the call layer carries. Kinds may be added
+/// (`#[non_exhaustive]`).
 ///
 /// # Example
 ///
@@ -27,8 +34,10 @@ pub const CALL_HEADER_LEN: usize = 8;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Kind {
-    /// The protocol's name and version, sent once by each end, first.
+    /// The protocol's name, version and schema hashes ([`Hello`]), sent
+    /// once by each end, first.
     Hello = 1,
     /// A request; cookie 0 asks for no reply (a one-way message).
     Request = 2,
@@ -39,6 +48,10 @@ pub enum Kind {
     ErrorReply = 4,
     /// A message from the responder that answers no request.
     Event = 5,
+    /// The handler of the request with the same cookie failed with the
+    /// protocol's own error type ([`Protocol::Error`](super::Protocol::Error)),
+    /// which is the body.
+    HandlerError = 6,
 }
 
 impl Kind {
@@ -59,7 +72,140 @@ impl Kind {
             3 => Some(Self::Reply),
             4 => Some(Self::ErrorReply),
             5 => Some(Self::Event),
+            6 => Some(Self::HandlerError),
             _ => None,
+        }
+    }
+}
+
+/// Which of a protocol's types differ between two ends whose hellos name
+/// the same protocol and version: the schema hash of each type is compared
+/// (field and variant names and types count, type names do not). All
+/// `false` when the name or the version differ (the types are then not
+/// compared).
+///
+/// # Example
+///
+/// ```
+/// use ipc_unixsocket::calls::Differs;
+///
+/// let reply = Differs { reply: true, ..Differs::NONE };
+/// assert_eq!(reply.to_string(), "reply");
+/// assert_eq!(Differs { request: true, ..reply }.to_string(), "request, reply");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Differs {
+    /// The request types differ.
+    pub request: bool,
+    /// The reply types differ.
+    pub reply: bool,
+    /// The event types differ.
+    pub event: bool,
+    /// The handler error types differ.
+    pub error: bool,
+}
+
+impl Differs {
+    /// No type differs.
+    ///
+    /// # Example
+    ///
+    /// See [`Differs`].
+    pub const NONE: Self = Self {
+        request: false,
+        reply: false,
+        event: false,
+        error: false,
+    };
+
+    /// Compares two sets of schema hashes: request, reply, event, error.
+    pub(super) fn between(ours: &[[u8; 8]; 4], theirs: &[[u8; 8]; 4]) -> Self {
+        Self {
+            request: ours[0] != theirs[0],
+            reply: ours[1] != theirs[1],
+            event: ours[2] != theirs[2],
+            error: ours[3] != theirs[3],
+        }
+    }
+}
+
+impl core::fmt::Display for Differs {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let parts = [
+            (self.request, "request"),
+            (self.reply, "reply"),
+            (self.event, "event"),
+            (self.error, "error"),
+        ];
+        let mut first = true;
+        for (_, name) in parts.iter().filter(|(differs, _)| *differs) {
+            if !first {
+                f.write_str(", ")?;
+            }
+            f.write_str(name)?;
+            first = false;
+        }
+        Ok(())
+    }
+}
+
+/// The body of a hello record: the protocol's name, its version, and the
+/// schema hashes of its request, reply, event and error types, in that
+/// order (postcard-schema's 8-byte FNV-1a key of each type's schema, with
+/// the name as the path). In postcard: the name (a varint length, then
+/// UTF-8), the version (a varint), then 32 bytes.
+///
+/// # Example
+///
+/// ```
+/// use ipc_unixsocket::calls::{Hello, NoError, Protocol};
+///
+/// struct Ping;
+/// impl Protocol for Ping {
+///     const NAME: &'static str = "ping";
+///     const VERSION: u32 = 1;
+///     type Request<'a> = ();
+///     type Reply<'a> = ();
+///     type Event<'a> = ();
+///     type Error<'a> = NoError;
+/// }
+///
+/// let hello = Hello::of::<Ping>();
+/// let mut body = [0u8; 64];
+/// let body = postcard::to_slice(&hello, &mut body).unwrap();
+/// assert_eq!(&body[..6], [4, b'p', b'i', b'n', b'g', 1]);
+/// assert_eq!(body.len(), 6 + 32);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Hello<'a> {
+    /// The protocol's name.
+    pub name: &'a str,
+    /// The protocol's version.
+    pub version: u32,
+    /// The schema hashes of the request, reply, event and error types.
+    pub schemas: [[u8; 8]; 4],
+}
+
+impl Hello<'static> {
+    /// The hello an end of protocol `P` sends, computed at compile time.
+    ///
+    /// # Example
+    ///
+    /// See [`Hello`].
+    #[must_use]
+    pub const fn of<P: Protocol>() -> Self {
+        use postcard_schema::key::Key;
+        Self {
+            name: P::NAME,
+            version: P::VERSION,
+            schemas: [
+                Key::for_path::<P::Request<'static>>(P::NAME).to_bytes(),
+                Key::for_path::<P::Reply<'static>>(P::NAME).to_bytes(),
+                Key::for_path::<P::Event<'static>>(P::NAME).to_bytes(),
+                Key::for_path::<P::Error<'static>>(P::NAME).to_bytes(),
+            ],
         }
     }
 }
@@ -150,12 +296,14 @@ pub enum Rejection {
     /// The request named an fd slot that is out of range or was claimed
     /// twice.
     BadFdSlot = 3,
-    /// The two ends speak different protocols (name or version).
+    /// The two ends speak different protocols (name, version or types).
     ProtocolMismatch = 4,
     /// A record the responder does not take (not a request, or a request
     /// before the caller's hello).
     Unexpected = 5,
-    /// The handler failed.
+    /// The handler failed with one of the crate's errors (a handler's own
+    /// error type travels as [`Kind::HandlerError`] instead), or its reply
+    /// or error did not fit the responder's outgoing buffer.
     HandlerFailed = 6,
     /// The request did not fit the responder's inbox (only its first bytes
     /// arrived; its fds were closed).

@@ -7,7 +7,9 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 
-use ipc_unixsocket::calls::{Call, FdSlot, Protocol, Responder, Served};
+use ipc_unixsocket::calls::{
+    Call, CallError, FdSlot, NoError, Protocol, Responder, Schema, Served,
+};
 use ipc_unixsocket::{Channel, Error};
 use serde::de::Deserializer;
 use serde::ser::{SerializeTuple, Serializer};
@@ -21,7 +23,7 @@ pub const CALLS: usize = 4;
 pub const BUF: usize = 1024;
 
 /// What the pipeline asks the worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Schema)]
 pub enum Request<'a> {
     /// Answered with `Reply::Pong` of the same number.
     Ping(u32),
@@ -46,7 +48,7 @@ pub enum Request<'a> {
 }
 
 /// What the worker answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Schema)]
 pub enum Reply<'a> {
     Pong(u32),
     Echoed { text: &'a str, bytes: &'a [u8] },
@@ -56,7 +58,7 @@ pub enum Reply<'a> {
 }
 
 /// What the worker sends unasked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Schema)]
 pub enum Event<'a> {
     Progress { seq: u32 },
     Metadata(&'a [u8]),
@@ -72,6 +74,7 @@ impl Protocol for Isp {
     type Request<'a> = Request<'a>;
     type Reply<'a> = Reply<'a>;
     type Event<'a> = Event<'a>;
+    type Error<'a> = NoError;
 }
 
 /// The same protocol (name and version) as a pipeline that can also send
@@ -85,6 +88,7 @@ impl Protocol for Forged {
     type Request<'a> = Wire<'a>;
     type Reply<'a> = Reply<'a>;
     type Event<'a> = Event<'a>;
+    type Error<'a> = NoError;
 }
 
 /// A request as `Forged` sends it: a real one, or body bytes verbatim.
@@ -109,6 +113,12 @@ impl Serialize for Wire<'_> {
             }
         }
     }
+}
+
+/// The schema of the request it stands for: `Forged` is `Isp` to a peer.
+impl Schema for Wire<'_> {
+    const SCHEMA: &'static postcard_schema::schema::NamedType =
+        <Request<'static> as Schema>::SCHEMA;
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Wire<'a> {
@@ -160,7 +170,7 @@ pub fn handle<'a, 'f>(
     export: BorrowedFd<'f>,
     gate: &mut dyn FnMut(),
     notes: &mut Vec<String>,
-) -> Result<Reply<'a>, Error> {
+) -> Result<Reply<'a>, CallError<NoError>> {
     match call.request {
         Request::Ping(n) => Ok(Reply::Pong(n)),
         Request::Echo { text, bytes } => Ok(Reply::Echoed { text, bytes }),
