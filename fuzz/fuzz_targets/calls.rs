@@ -29,7 +29,7 @@
 //! bodies are decoded with postcard directly. A record too large for the
 //! inbox still shows its call header: the caller fails the call it
 //! answers (`Truncated`), the responder refuses such a request
-//! (`TooLarge`); and a caller that gets any record before the peer's hello
+//! (`TooLarge`, after the hello); and a caller that gets any record before the peer's hello
 //! takes the peer for one of another protocol.
 //!
 //! Input layout (every input is accepted):
@@ -706,11 +706,17 @@ fn fuzz_responder(fixtures: &'static Fixtures, flags: u8, input: &[u8]) {
             continue;
         };
         match kind {
-            // Only its call header arrived: refused whatever the state.
+            // Only its call header arrived: refused as the state says (a
+            // request before the hello is unexpected, whatever its size),
+            // and answered, not counted as dropped.
             REQUEST if too_large.is_some() => {
-                discarded += 1;
+                let rejection = match state {
+                    PeerState::Unknown => Rejection::Unexpected,
+                    PeerState::Mismatched => Rejection::ProtocolMismatch,
+                    PeerState::Matched => Rejection::TooLarge,
+                };
                 check_handled(
-                    Expect::Refused(Rejection::TooLarge),
+                    Expect::Refused(rejection),
                     cookie,
                     got,
                     back,
