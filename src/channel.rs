@@ -657,19 +657,7 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
                 Err(Error::WouldBlock) => {}
                 done => return done,
             }
-            let remaining = match deadline {
-                Some(deadline) => match deadline.checked_sub(monotonic_now()) {
-                    Some(left) if !left.is_zero() => Some(timespec(left)),
-                    _ => return Err(Error::TimedOut),
-                },
-                None => None,
-            };
-            let mut watch = [PollFd::new(&self.fd, PollFlags::IN)];
-            match poll(&mut watch, remaining.as_ref()) {
-                Ok(0) => return Err(Error::TimedOut),
-                Ok(_) | Err(Errno::INTR) => {}
-                Err(errno) => return Err(errno.into()),
-            }
+            wait_ready(&self.fd, PollFlags::IN, deadline)?;
         }
     }
 
@@ -921,6 +909,31 @@ impl<const MAX_FDS: usize> AsFd for Channel<MAX_FDS> {
 impl<const MAX_FDS: usize> AsRawFd for Channel<MAX_FDS> {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+/// The crate's one deadline wait, for the channel and the call layer:
+/// `poll`s `fd` for `flags` with the time left until `deadline`
+/// (`CLOCK_MONOTONIC`; `None` for no limit). `Ok` when the fd may be ready
+/// (or a signal interrupted the wait: the caller tries its operation again,
+/// which calls this again with the time then left, so a signal neither
+/// extends nor ends the wait); [`Error::TimedOut`] once the deadline has
+/// passed.
+pub(crate) fn wait_ready(
+    fd: impl AsFd,
+    flags: PollFlags,
+    deadline: Option<Duration>,
+) -> Result<(), Error> {
+    let timeout = match deadline.map(|deadline| deadline.checked_sub(monotonic_now())) {
+        None => None,
+        Some(Some(left)) if !left.is_zero() => Some(timespec(left)),
+        Some(_) => return Err(Error::TimedOut),
+    };
+    let mut watch = [PollFd::new(&fd, flags)];
+    match poll(&mut watch, timeout.as_ref()) {
+        Ok(0) => Err(Error::TimedOut),
+        Ok(_) | Err(Errno::INTR) => Ok(()),
+        Err(errno) => Err(errno.into()),
     }
 }
 

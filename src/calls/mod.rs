@@ -119,12 +119,11 @@ use core::fmt::{self, Debug, Display};
 use core::time::Duration;
 
 use heapless::Vec;
-use rustix::event::{PollFd, PollFlags, poll};
-use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
-use rustix::io::Errno;
+use rustix::event::PollFlags;
+use rustix::fd::{BorrowedFd, OwnedFd};
 use serde::{Deserialize, Serialize};
 
-use crate::channel::{discard_all, monotonic_now, timespec};
+use crate::channel::{discard_all, wait_ready};
 use crate::{Channel, Error, HEADER_LEN};
 
 mod bytes;
@@ -634,25 +633,6 @@ fn send<const MAX_FDS: usize>(
             Wait::Until(deadline) => Some(deadline),
         };
         wait_ready(channel, PollFlags::OUT, deadline)?;
-    }
-}
-
-/// The call layer's one deadline wait: `poll`s `fd` for `flags` with the
-/// time left until `deadline` (`CLOCK_MONOTONIC`; `None` for no limit).
-/// `Ok` when the fd may be ready (or a signal interrupted the wait: the
-/// caller tries its operation again, which calls this again with the time
-/// then left); [`Error::TimedOut`] once the deadline has passed.
-fn wait_ready(fd: impl AsFd, flags: PollFlags, deadline: Option<Duration>) -> Result<(), Error> {
-    let timeout = match deadline.map(|deadline| deadline.checked_sub(monotonic_now())) {
-        None => None,
-        Some(Some(left)) if !left.is_zero() => Some(timespec(left)),
-        Some(_) => return Err(Error::TimedOut),
-    };
-    let mut watch = [PollFd::new(&fd, flags)];
-    match poll(&mut watch, timeout.as_ref()) {
-        Ok(0) => Err(Error::TimedOut),
-        Ok(_) | Err(Errno::INTR) => Ok(()),
-        Err(errno) => Err(errno.into()),
     }
 }
 
