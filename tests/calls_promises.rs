@@ -56,6 +56,34 @@ fn raw_recv(channel: &Channel<MAX_FDS>) -> (CallHeader, Vec<u8>) {
     (header, data[8..got.data_len].to_vec())
 }
 
+/// A caller whose raw peer has said hello. Its buffers live as long as the
+/// test binary.
+fn greeted_caller() -> (Channel<MAX_FDS>, Caller<'static, Isp, MAX_FDS, CALLS>) {
+    let (pipeline, raw) = Channel::<MAX_FDS>::pair().unwrap();
+    raw.send(&record(Kind::Hello, 0, &hello_body()), &[])
+        .unwrap();
+    let out: &'static mut [u8] = Box::leak(Box::new([0u8; 1024]));
+    let inbox: &'static mut [u8] = Box::leak(Box::new([0u8; 1024]));
+    let caller = Caller::<Isp, MAX_FDS, CALLS>::new(pipeline, out, inbox).unwrap();
+    (raw, caller)
+}
+
+/// Starts a call with a zero timeout and sees it fail `TimedOut` before
+/// anything arrives: a reply to the returned cookie is late.
+fn expired_call(caller: &mut Caller<'_, Isp, MAX_FDS, CALLS>) -> u32 {
+    let cookie = caller
+        .start(&Request::Ping(1), &[], Some(Duration::ZERO))
+        .unwrap();
+    assert!(matches!(
+        caller.try_incoming().unwrap(),
+        Some(ipc_unixsocket::calls::Incoming::Failed {
+            error: Error::TimedOut,
+            ..
+        })
+    ));
+    cookie.get()
+}
+
 /// A worker thread serving `channel` with the protocol's handler, its
 /// buffers `inbox` bytes long; returns what each serve gave.
 fn worker(channel: Channel<MAX_FDS>, inbox: usize) -> thread::JoinHandle<Vec<Served>> {
@@ -222,11 +250,7 @@ fn replies_before_the_peers_hello_are_a_protocol_mismatch() {
 fn a_timed_out_call_ends_at_its_deadline_not_later() {
     // Planted bug: a call that waited twice its deadline passed every test.
     let _watchdog = Watchdog::for_test();
-    let (pipeline, raw) = Channel::<MAX_FDS>::pair().unwrap();
-    raw.send(&record(Kind::Hello, 0, &hello_body()), &[])
-        .unwrap();
-    let (mut out, mut inbox) = ([0u8; 1024], [0u8; 1024]);
-    let mut caller = Caller::<Isp, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
+    let (raw, mut caller) = greeted_caller();
     let deadline = Duration::from_millis(500);
     let started = Instant::now();
     let answer = caller.call(&Request::Ping(1), &[], deadline, |_, _| {});
@@ -247,27 +271,13 @@ fn late_reply_fds_are_closed_when_the_reply_is_read() {
     // Planted bug: a late reply's fds stayed open until the next receive.
     let _serial = serial();
     let _watchdog = Watchdog::for_test();
-    let (pipeline, raw) = Channel::<MAX_FDS>::pair().unwrap();
-    raw.send(&record(Kind::Hello, 0, &hello_body()), &[])
-        .unwrap();
-    let (mut out, mut inbox) = ([0u8; 1024], [0u8; 1024]);
-    let mut caller = Caller::<Isp, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
-    let cookie = caller
-        .start(&Request::Ping(1), &[], Some(Duration::ZERO))
-        .unwrap();
-    // The call is over before anything arrives.
-    assert!(matches!(
-        caller.try_incoming().unwrap(),
-        Some(ipc_unixsocket::calls::Incoming::Failed {
-            error: Error::TimedOut,
-            ..
-        })
-    ));
+    let (raw, mut caller) = greeted_caller();
+    let cookie = expired_call(&mut caller);
     let baseline = open_fds();
     {
         let file = memfd(b"late");
         let body = encode(&Reply::Pong(1));
-        raw.send(&record(Kind::Reply, cookie.get(), &body), &[file.as_fd()])
+        raw.send(&record(Kind::Reply, cookie, &body), &[file.as_fd()])
             .unwrap();
     }
     assert_eq!(open_fds(), baseline, "the sender's copy is closed");
@@ -487,25 +497,11 @@ fn poll_number() -> Option<i64> {
 #[test]
 fn one_poll_drops_a_bounded_number_of_records() {
     let _watchdog = Watchdog::for_test();
-    let (pipeline, raw) = Channel::<MAX_FDS>::pair().unwrap();
-    raw.send(&record(Kind::Hello, 0, &hello_body()), &[])
-        .unwrap();
-    let (mut out, mut inbox) = ([0u8; 1024], [0u8; 1024]);
-    let mut caller = Caller::<Isp, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
-    let cookie = caller
-        .start(&Request::Ping(1), &[], Some(Duration::ZERO))
-        .unwrap();
-    assert!(matches!(
-        caller.try_incoming().unwrap(),
-        Some(ipc_unixsocket::calls::Incoming::Failed {
-            error: Error::TimedOut,
-            ..
-        })
-    ));
+    let (raw, mut caller) = greeted_caller();
+    let cookie = expired_call(&mut caller);
     let body = encode(&Reply::Pong(1));
     for _ in 0..100 {
-        raw.send(&record(Kind::Reply, cookie.get(), &body), &[])
-            .unwrap();
+        raw.send(&record(Kind::Reply, cookie, &body), &[]).unwrap();
     }
     let mut seen = Vec::new();
     while caller.late_replies() < 100 {
@@ -524,27 +520,14 @@ fn one_poll_drops_a_bounded_number_of_records() {
 fn late_reply_fds_are_closed_also_when_the_drop_bound_ends_the_poll() {
     let _serial = serial();
     let _watchdog = Watchdog::for_test();
-    let (pipeline, raw) = Channel::<MAX_FDS>::pair().unwrap();
-    raw.send(&record(Kind::Hello, 0, &hello_body()), &[])
-        .unwrap();
-    let (mut out, mut inbox) = ([0u8; 1024], [0u8; 1024]);
-    let mut caller = Caller::<Isp, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
-    let cookie = caller
-        .start(&Request::Ping(1), &[], Some(Duration::ZERO))
-        .unwrap();
-    assert!(matches!(
-        caller.try_incoming().unwrap(),
-        Some(ipc_unixsocket::calls::Incoming::Failed {
-            error: Error::TimedOut,
-            ..
-        })
-    ));
+    let (raw, mut caller) = greeted_caller();
+    let cookie = expired_call(&mut caller);
     let baseline = open_fds();
     let body = encode(&Reply::Pong(1));
     // 32 late replies: the 32nd ends the poll without another receive.
     for _ in 0..32 {
         let file = memfd(b"late");
-        raw.send(&record(Kind::Reply, cookie.get(), &body), &[file.as_fd()])
+        raw.send(&record(Kind::Reply, cookie, &body), &[file.as_fd()])
             .unwrap();
     }
     assert_eq!(open_fds(), baseline, "the sender's copies are closed");
@@ -630,11 +613,7 @@ fn the_responders_send_timeout_bounds_each_send() {
 #[test]
 fn one_poll_drops_a_bounded_number_of_rejected_records() {
     let _watchdog = Watchdog::for_test();
-    let (pipeline, raw) = Channel::<MAX_FDS>::pair().unwrap();
-    raw.send(&record(Kind::Hello, 0, &hello_body()), &[])
-        .unwrap();
-    let (mut out, mut inbox) = ([0u8; 1024], [0u8; 1024]);
-    let mut caller = Caller::<Isp, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
+    let (raw, mut caller) = greeted_caller();
     assert!(caller.try_incoming().unwrap().is_none()); // the hello
     for _ in 0..100 {
         raw.send(b"junk", &[]).unwrap(); // no call header: rejected
