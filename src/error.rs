@@ -189,6 +189,20 @@ pub enum Error {
         /// The table's capacity (`CALLS`).
         max: usize,
     },
+    /// Workers: [`take_channel`](crate::worker::take_channel) was called
+    /// a second time in this process.
+    #[cfg(feature = "worker")]
+    ChannelTaken,
+    /// Workers: [`take_channel`](crate::worker::take_channel) found no
+    /// channel: the process was not started by `WorkerCommand::spawn` (no
+    /// `IPC_UNIXSOCKET_WORKER` in its environment, or nothing inherited at
+    /// the fd it names).
+    #[cfg(feature = "worker")]
+    NoInheritedChannel,
+    /// Workers: the seccomp filter cannot be built here (seccompiler knows
+    /// x86_64, aarch64 and riscv64 only).
+    #[cfg(feature = "worker")]
+    SeccompUnavailable,
 }
 
 impl Error {
@@ -334,6 +348,16 @@ impl fmt::Display for Error {
             }
             #[cfg(feature = "calls")]
             Self::TooManyCalls { max } => write!(f, "{max} calls are in flight already"),
+            #[cfg(feature = "worker")]
+            Self::ChannelTaken => f.write_str("the worker's channel was taken already"),
+            #[cfg(feature = "worker")]
+            Self::NoInheritedChannel => {
+                f.write_str("no channel was inherited: not started by WorkerCommand::spawn")
+            }
+            #[cfg(feature = "worker")]
+            Self::SeccompUnavailable => {
+                f.write_str("the seccomp filter cannot be built for this architecture")
+            }
         }
     }
 }

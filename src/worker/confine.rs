@@ -1,0 +1,375 @@
+//! The confinement profile of a worker: each step separate, named and
+//! opt-in, in the style of minijail and crosvm.
+//!
+//! Every step but seccomp runs in the child between `fork` and `exec`
+//! ([`Confinement::apply_in_child`]), where only async-signal-safe work is
+//! allowed: everything it needs (paths, uid maps) is built before `fork`,
+//! and it makes system calls only, through rustix.
+
+extern crate std;
+
+use core::fmt::Write as _;
+use std::vec::Vec;
+
+use rustix::fs::{Mode, OFlags, open};
+use rustix::io::{Errno, write};
+use rustix::process::{Gid, Resource, Rlimit, Uid, setrlimit};
+use rustix::thread::UnshareFlags;
+
+/// The namespaces a worker gets of its own (`unshare` between `fork` and
+/// `exec`). Combine with `|`.
+///
+/// # Example
+///
+/// ```
+/// use ipc_unixsocket::worker::Namespaces;
+///
+/// let ns = Namespaces::NET | Namespaces::IPC;
+/// assert!(ns.contains(Namespaces::NET));
+/// assert!(!ns.contains(Namespaces::MOUNT));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Namespaces(u32);
+
+impl Namespaces {
+    /// No namespace of its own.
+    pub const NONE: Self = Self(0);
+    /// A network namespace (`CLONE_NEWNET`): only a loopback device, down.
+    /// `socket(AF_INET)` still works; nothing is reachable.
+    pub const NET: Self = Self(UnshareFlags::NEWNET.bits());
+    /// An IPC namespace (`CLONE_NEWIPC`): no System V IPC objects or POSIX
+    /// message queues of the pipeline's.
+    pub const IPC: Self = Self(UnshareFlags::NEWIPC.bits());
+    /// A UTS namespace (`CLONE_NEWUTS`): its own host name.
+    pub const UTS: Self = Self(UnshareFlags::NEWUTS.bits());
+    /// A mount namespace (`CLONE_NEWNS`): mounts the worker could make do
+    /// not reach the pipeline's. The file system it sees is the same.
+    pub const MOUNT: Self = Self(UnshareFlags::NEWNS.bits());
+    /// A user namespace (`CLONE_NEWUSER`), entered first, for a pipeline
+    /// that is not root: it lets an unprivileged pipeline create the other
+    /// namespaces. The worker's uid and gid are mapped to themselves (its
+    /// only ids), `setgroups` is denied, and `exec` leaves it no
+    /// capabilities (its uid inside is not 0).
+    pub const USER: Self = Self(UnshareFlags::NEWUSER.bits());
+
+    /// Whether every namespace of `other` is in `self`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::worker::Namespaces;
+    ///
+    /// assert!(Namespaces::UTS.contains(Namespaces::NONE));
+    /// ```
+    #[must_use]
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl core::ops::BitOr for Namespaces {
+    type Output = Self;
+    fn bitor(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+}
+
+/// How a worker is confined: each step opt-in, documented and tested on
+/// its own. [`Confinement::none`] confines nothing; [`Confinement::strict`]
+/// is the default profile.
+///
+/// Order in the child, as minijail does it: parent-death signal and fd
+/// placement (always), then the user namespace, the other namespaces,
+/// rlimits, supplementary groups, gid and uid, `no_new_privs`; `exec`; and
+/// the seccomp filter last, installed by the worker itself in
+/// [`take_channel`](super::take_channel).
+///
+/// # Example
+///
+/// ```no_run
+/// use ipc_unixsocket::worker::{Confinement, Namespaces};
+///
+/// let profile = Confinement::none()
+///     .no_new_privs(true)
+///     .namespaces(Namespaces::NET | Namespaces::IPC)
+///     .limit_open_files(32)
+///     .seccomp(true)
+///     .allow_syscalls(&[libc::SYS_ioctl]);
+/// # drop(profile);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Confinement {
+    pub(crate) no_new_privs: bool,
+    pub(crate) namespaces: Namespaces,
+    pub(crate) ids: Option<(u32, u32)>,
+    pub(crate) open_files: Option<u64>,
+    pub(crate) address_space: Option<u64>,
+    pub(crate) core_size: Option<u64>,
+    pub(crate) seccomp: bool,
+    pub(crate) extra_syscalls: Vec<i64>,
+}
+
+/// The uid and gid [`Confinement::strict`] gives a worker started by root:
+/// `nobody` and `nogroup` on Debian.
+pub const NOBODY: u32 = 65534;
+
+impl Confinement {
+    /// Confines nothing: the worker runs as the pipeline does (it still
+    /// gets only its channel and stdio, and dies with the pipeline).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let profile = ipc_unixsocket::worker::Confinement::none();
+    /// # drop(profile);
+    /// ```
+    #[must_use]
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// The default profile: `no_new_privs`; network, IPC, UTS and mount
+    /// namespaces (with a user namespace first when the pipeline is not
+    /// root); uid and gid [`NOBODY`] without supplementary groups when the
+    /// pipeline is root; at most 64 open files, 4 GiB of address space, no
+    /// core dumps; the seccomp allowlist
+    /// [`WORKER_SYSCALLS`](super::WORKER_SYSCALLS).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let profile = ipc_unixsocket::worker::Confinement::strict();
+    /// # drop(profile);
+    /// ```
+    #[must_use]
+    pub fn strict() -> Self {
+        let root = rustix::process::geteuid().is_root();
+        let base = Namespaces::NET | Namespaces::IPC | Namespaces::UTS | Namespaces::MOUNT;
+        let profile = Self::none()
+            .no_new_privs(true)
+            .namespaces(if root { base } else { base | Namespaces::USER })
+            .limit_open_files(64)
+            .limit_address_space(4 << 30)
+            .limit_core_size(0)
+            .seccomp(true);
+        if root { profile.user(NOBODY, NOBODY) } else { profile }
+    }
+
+    /// `prctl(PR_SET_NO_NEW_PRIVS)`: `exec` of a set-uid binary or one with
+    /// file capabilities grants nothing.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let profile = ipc_unixsocket::worker::Confinement::none().no_new_privs(true);
+    /// # drop(profile);
+    /// ```
+    #[must_use]
+    pub fn no_new_privs(mut self, on: bool) -> Self {
+        self.no_new_privs = on;
+        self
+    }
+
+    /// Namespaces of its own (`unshare`), see [`Namespaces`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ipc_unixsocket::worker::{Confinement, Namespaces};
+    ///
+    /// let profile = Confinement::none().namespaces(Namespaces::NET);
+    /// # drop(profile);
+    /// ```
+    #[must_use]
+    pub fn namespaces(mut self, namespaces: Namespaces) -> Self {
+        self.namespaces = namespaces;
+        self
+    }
+
+    /// Another uid and gid (`setresgid`, `setresuid`), with every
+    /// supplementary group dropped (`setgroups(0, NULL)`). Needs root (or
+    /// `CAP_SETUID` and `CAP_SETGID`).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let profile = ipc_unixsocket::worker::Confinement::none().user(65534, 65534);
+    /// # drop(profile);
+    /// ```
+    #[must_use]
+    pub fn user(mut self, uid: u32, gid: u32) -> Self {
+        self.ids = Some((uid, gid));
+        self
+    }
+
+    /// `RLIMIT_NOFILE`: the worker can hold at most `count` fds (and
+    /// receives no more: the kernel truncates `SCM_RIGHTS` past it).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let profile = ipc_unixsocket::worker::Confinement::none().limit_open_files(16);
+    /// # drop(profile);
+    /// ```
+    #[must_use]
+    pub fn limit_open_files(mut self, count: u64) -> Self {
+        self.open_files = Some(count);
+        self
+    }
+
+    /// `RLIMIT_AS`: the worker's address space, in bytes (mapped buffers
+    /// count).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let profile = ipc_unixsocket::worker::Confinement::none().limit_address_space(1 << 30);
+    /// # drop(profile);
+    /// ```
+    #[must_use]
+    pub fn limit_address_space(mut self, bytes: u64) -> Self {
+        self.address_space = Some(bytes);
+        self
+    }
+
+    /// `RLIMIT_CORE`: the largest core dump the worker may leave (0: none,
+    /// so no frame it held reaches the disk).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let profile = ipc_unixsocket::worker::Confinement::none().limit_core_size(0);
+    /// # drop(profile);
+    /// ```
+    #[must_use]
+    pub fn limit_core_size(mut self, bytes: u64) -> Self {
+        self.core_size = Some(bytes);
+        self
+    }
+
+    /// A seccomp-bpf allowlist: [`WORKER_SYSCALLS`](super::WORKER_SYSCALLS)
+    /// plus [`allow_syscalls`](Self::allow_syscalls); any other system
+    /// call kills the worker (`SIGSYS`).
+    ///
+    /// The filter is built (with seccompiler) and installed by the worker
+    /// in [`take_channel`](super::take_channel), after `exec` and before it
+    /// reads its first message. Installed before `exec`, it would have to
+    /// allow `execve` (and whatever the dynamic loader does) for ever
+    /// after: a compromised worker could then `exec` anything. The price:
+    /// only a worker that calls `take_channel` is filtered, which a worker
+    /// built on this crate does before it touches untrusted data; the
+    /// pipeline can check with [`Worker::is_seccomp_filtered`](super::Worker::is_seccomp_filtered).
+    /// The allowlist travels in the environment variable
+    /// [`CHANNEL_ENV`](super::CHANNEL_ENV).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let profile = ipc_unixsocket::worker::Confinement::none().seccomp(true);
+    /// # drop(profile);
+    /// ```
+    #[must_use]
+    pub fn seccomp(mut self, on: bool) -> Self {
+        self.seccomp = on;
+        self
+    }
+
+    /// Adds system calls (numbers, `libc::SYS_*`) to the seccomp allowlist.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let profile = ipc_unixsocket::worker::Confinement::strict()
+    ///     .allow_syscalls(&[libc::SYS_ioctl]);
+    /// # drop(profile);
+    /// ```
+    #[must_use]
+    pub fn allow_syscalls(mut self, syscalls: &[i64]) -> Self {
+        self.extra_syscalls.extend_from_slice(syscalls);
+        self
+    }
+
+    /// What the child needs, built before `fork`.
+    pub(crate) fn prepare(&self) -> Prepared {
+        let mut prepared = Prepared {
+            namespaces: self.namespaces,
+            ids: self.ids,
+            no_new_privs: self.no_new_privs,
+            limits: [
+                (Resource::Nofile, self.open_files),
+                (Resource::As, self.address_space),
+                (Resource::Core, self.core_size),
+            ],
+            uid_map: heapless::String::new(),
+            gid_map: heapless::String::new(),
+        };
+        if self.namespaces.contains(Namespaces::USER) {
+            let uid = rustix::process::geteuid().as_raw();
+            let gid = rustix::process::getegid().as_raw();
+            // 32 bytes hold "4294967295 4294967295 1\n".
+            let _ = write!(prepared.uid_map, "{uid} {uid} 1\n");
+            let _ = write!(prepared.gid_map, "{gid} {gid} 1\n");
+        }
+        prepared
+    }
+}
+
+/// A [`Confinement`] ready for the child: no allocation left to do.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    namespaces: Namespaces,
+    ids: Option<(u32, u32)>,
+    no_new_privs: bool,
+    limits: [(Resource, Option<u64>); 3],
+    uid_map: heapless::String<32>,
+    gid_map: heapless::String<32>,
+}
+
+impl Prepared {
+    /// Runs every step but seccomp, in the child between `fork` and `exec`:
+    /// system calls only, no allocation.
+    pub(crate) fn apply_in_child(&self) -> Result<(), Errno> {
+        if self.namespaces.contains(Namespaces::USER) {
+            // SAFETY: the child of `fork` has one thread, so no other
+            // thread can observe the change of user namespace.
+            unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWUSER)? };
+            write_file(c"/proc/self/setgroups", b"deny")?;
+            write_file(c"/proc/self/uid_map", self.uid_map.as_bytes())?;
+            write_file(c"/proc/self/gid_map", self.gid_map.as_bytes())?;
+        }
+        let others = UnshareFlags::from_bits_retain(self.namespaces.0) - UnshareFlags::NEWUSER;
+        if !others.is_empty() {
+            // SAFETY: as above; FILES is never among the flags.
+            unsafe { rustix::thread::unshare_unsafe(others)? };
+        }
+        for (resource, limit) in self.limits {
+            if let Some(limit) = limit {
+                setrlimit(
+                    resource,
+                    Rlimit {
+                        current: Some(limit),
+                        maximum: Some(limit),
+                    },
+                )?;
+            }
+        }
+        if let Some((uid, gid)) = self.ids {
+            rustix::thread::set_thread_groups(&[])?;
+            let gid = Gid::from_raw(gid);
+            rustix::thread::set_thread_res_gid(gid, gid, gid)?;
+            let uid = Uid::from_raw(uid);
+            rustix::thread::set_thread_res_uid(uid, uid, uid)?;
+        }
+        if self.no_new_privs {
+            rustix::thread::set_no_new_privs(true)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `bytes` to the file at `path` with one `write`.
+fn write_file(path: &core::ffi::CStr, bytes: &[u8]) -> Result<(), Errno> {
+    let fd = open(path, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())?;
+    write(&fd, bytes)?;
+    Ok(())
+}
