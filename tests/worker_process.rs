@@ -1,1 +1,870 @@
-fn main() {}
+//! Worker processes (`ipc_unixsocket::worker`): starting a worker with its
+//! channel and nothing else, watching it from a poll loop, learning why it
+//! died, restarting it, and confining it.
+//!
+//! The workers are this test binary, re-executed by `WorkerCommand` with
+//! `harness::CHILD` and a mode. Runs under `common::harness` (libtest-mimic,
+//! one test at a time on the main thread) because the tests count the fds
+//! and allocations of the whole process and make it a child subreaper.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{harness, memfd, open_fds};
+use ipc_unixsocket::calls::{Attach, Caller, FdSlot, Incoming, Protocol, Responder};
+use ipc_unixsocket::worker::{
+    self, Confinement, Decision, ExitReason, Namespaces, Restart, Worker, WorkerCommand,
+};
+use ipc_unixsocket::Error;
+use rustix::event::{PollFd, PollFlags, poll};
+use rustix::mm::{MapFlags, ProtFlags, mmap};
+use rustix::time::{
+    Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, timerfd_create, timerfd_settime,
+};
+use serde::{Deserialize, Serialize};
+
+#[global_allocator]
+static GLOBAL: common::counting::Counting = common::counting::Counting;
+
+/// Every wait on a worker: only a hang reaches it.
+const PEER: Duration = Duration::from_secs(5);
+/// Fds a record carries at most: the pool of buffers.
+const POOL: usize = 4;
+/// Size of each frame buffer.
+const FRAME: usize = 4096;
+
+// ---- the protocol ------------------------------------------------------------
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Request {
+    /// Map the pool of buffers (libcamera's `mapBuffers`).
+    Configure { buffers: [FdSlot; POOL] },
+    /// Sum the bytes of buffer `buffer`.
+    Process { seq: u32, buffer: u8 },
+    /// Crash with a segmentation fault while handling the call.
+    Crash,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+enum Reply {
+    Configured,
+    Done { seq: u32, sum: u32 },
+}
+
+struct Frames;
+
+impl Protocol for Frames {
+    const NAME: &'static str = "worker-test.frames";
+    const VERSION: u32 = 1;
+    type Request<'a> = Request;
+    type Reply<'a> = Reply;
+    type Event<'a> = ();
+}
+
+// ---- the workers -----------------------------------------------------------------
+
+fn main() -> ExitCode {
+    harness::main(child, trials)
+}
+
+/// A worker (or another child) of mode `args[0]`.
+fn child(args: &[String]) -> ExitCode {
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
+    match arg(0) {
+        "serve" => serve(),
+        "exit" => {
+            let _channel = worker::take_channel::<POOL>().expect("take_channel");
+            ExitCode::from(arg(1).parse::<u8>().expect("code"))
+        }
+        "abort" => {
+            let _channel = worker::take_channel::<POOL>().expect("take_channel");
+            std::process::abort()
+        }
+        "segv" => {
+            let _channel = worker::take_channel::<POOL>().expect("take_channel");
+            segfault()
+        }
+        "sleep" => {
+            // Takes the channel but never reads it: only a signal ends it.
+            let _channel = worker::take_channel::<POOL>().expect("take_channel");
+            loop {
+                let _ = poll(&mut [], None);
+            }
+        }
+        "fds" => {
+            // Exactly stdio and the channel, a SOCK_SEQPACKET socket at 3.
+            let channel = worker::take_channel::<POOL>();
+            let fds = fds_above_stdio();
+            let ok = channel.is_ok() && fds.len() == 1 && fds[0].0 == 3;
+            if !ok {
+                eprintln!("worker fds: {fds:?} ({:?})", channel.err());
+            }
+            ExitCode::from(if ok { 0 } else { 1 })
+        }
+        "unrelated" => {
+            // A child of std::process::Command: no socket of ours.
+            let fds = fds_above_stdio();
+            let sockets: Vec<_> = fds.iter().filter(|(_, t)| t.starts_with("socket:")).collect();
+            if !sockets.is_empty() {
+                eprintln!("unrelated child holds sockets: {sockets:?}");
+            }
+            ExitCode::from(if sockets.is_empty() { 0 } else { 1 })
+        }
+        "take-twice" => {
+            let first = worker::take_channel::<POOL>();
+            let second = worker::take_channel::<POOL>();
+            let ok = first.is_ok() && second.err() == Some(Error::ChannelTaken);
+            ExitCode::from(if ok { 0 } else { 1 })
+        }
+        "not-spawned" => {
+            let got = worker::take_channel::<POOL>();
+            ExitCode::from(if got.err() == Some(Error::NoInheritedChannel) { 0 } else { 1 })
+        }
+        "inspect" => inspect(),
+        "hostile" => hostile(arg(1), arg(2).parse().expect("parent pid")),
+        "middle" => {
+            // Starts a worker, says its pid, and dies.
+            let mut command = WorkerCommand::current_exe().expect("current_exe");
+            command.args([harness::CHILD, "sleep"]);
+            let (worker, _channel) = command.spawn::<POOL>().expect("spawn");
+            println!("{}", worker.pid());
+            let _pidfd = worker.detach();
+            ExitCode::SUCCESS
+        }
+        other => {
+            eprintln!("unknown child mode {other:?}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A real segmentation fault: a write to address 0.
+fn segfault() -> ! {
+    // SAFETY: deliberately not safe: the write faults, and the default
+    // action of SIGSEGV ends the process (std's handler, for stack
+    // overflows, restores it and returns, and the write faults again).
+    unsafe { std::ptr::null_mut::<u8>().write_volatile(1) };
+    unreachable!("a write to address 0 returned")
+}
+
+/// `(fd, link target)` of every open fd above 2, but the directory read.
+fn fds_above_stdio() -> Vec<(i32, String)> {
+    let mut fds = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").expect("read /proc/self/fd") {
+        let entry = entry.expect("entry");
+        let fd: i32 = entry.file_name().to_str().unwrap().parse().unwrap();
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue; // the directory's own fd, closed by now
+        };
+        let target = target.to_string_lossy().into_owned();
+        if fd > 2 && !target.starts_with("/proc/") {
+            fds.push((fd, target));
+        }
+    }
+    fds
+}
+
+/// The `serve` worker: answers `Frames` calls until the pipeline hangs up.
+fn serve() -> ExitCode {
+    let channel = match worker::take_channel::<POOL>() {
+        Ok(channel) => channel,
+        Err(error) => {
+            eprintln!("serve: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let (mut out, mut inbox) = ([0u8; 256], [0u8; 256]);
+    let mut responder = Responder::<Frames, POOL>::new(channel, &mut out, &mut inbox).unwrap();
+    let mut mapped: [Option<&[u8]>; POOL] = [None; POOL];
+    loop {
+        let served = responder.serve(|call| match call.request {
+            Request::Configure { buffers } => {
+                for (slot, map) in buffers.into_iter().zip(&mut mapped) {
+                    let fd = call.fds.claim(slot)?;
+                    // SAFETY: a fresh read-only shared mapping of a memfd
+                    // of FRAME bytes, never unmapped while in use: a new
+                    // Configure leaks the old one (this is a test worker).
+                    let ptr = unsafe {
+                        mmap(
+                            std::ptr::null_mut(),
+                            FRAME,
+                            ProtFlags::READ,
+                            MapFlags::SHARED,
+                            &fd,
+                            0,
+                        )
+                    }?;
+                    // SAFETY: the mapping is FRAME bytes, readable, and lives
+                    // for the rest of the process.
+                    *map = Some(unsafe { std::slice::from_raw_parts(ptr.cast(), FRAME) });
+                }
+                Ok(Reply::Configured)
+            }
+            Request::Process { seq, buffer } => {
+                let frame = mapped[usize::from(buffer) % POOL].unwrap_or(&[]);
+                let sum = frame.iter().map(|&b| u32::from(b)).sum();
+                Ok(Reply::Done { seq, sum })
+            }
+            Request::Crash => segfault(),
+        });
+        match served {
+            Ok(_) => {}
+            Err(Error::Disconnected) => return ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("serve: {error}");
+                return ExitCode::from(3);
+            }
+        }
+    }
+}
+
+/// The `inspect` worker: reports what it can see of its confinement over
+/// the channel, one `key=value` per line.
+fn inspect() -> ExitCode {
+    let channel = worker::take_channel::<POOL>().expect("take_channel");
+    let mut report = String::new();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    for line in status.lines() {
+        for key in ["NoNewPrivs:", "Uid:", "Gid:", "Groups:", "Seccomp:"] {
+            if let Some(value) = line.strip_prefix(key) {
+                let value = value.split_whitespace().collect::<Vec<_>>().join(" ");
+                report.push_str(&format!("{key}{value}\n"));
+            }
+        }
+    }
+    for ns in ["net", "ipc", "uts", "mnt", "user", "pid"] {
+        let link = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        report.push_str(&format!("ns.{ns}:{}\n", link.display()));
+    }
+    for (name, resource) in [
+        ("nofile", rustix::process::Resource::Nofile),
+        ("as", rustix::process::Resource::As),
+        ("core", rustix::process::Resource::Core),
+    ] {
+        let limit = rustix::process::getrlimit(resource);
+        report.push_str(&format!("rlimit.{name}:{:?}\n", limit.current));
+    }
+    channel.send(report.as_bytes(), &[]).unwrap();
+    ExitCode::SUCCESS
+}
+
+/// Exit code of a hostile worker whose attempt was refused with an error.
+const REFUSED: u8 = 3;
+/// Exit code of a hostile worker whose attempt succeeded.
+const ESCAPED: u8 = 4;
+
+/// The `hostile` worker: takes its channel (and so its seccomp filter),
+/// then tries `what` against the pipeline `parent`.
+fn hostile(what: &str, parent: i32) -> ExitCode {
+    let _channel = worker::take_channel::<POOL>().expect("take_channel");
+    let escaped = match what {
+        "open-passwd" => std::fs::File::open("/etc/passwd").is_ok(),
+        "inet-socket" => rustix::net::socket(
+            rustix::net::AddressFamily::INET,
+            rustix::net::SocketType::STREAM,
+            None,
+        )
+        .is_ok(),
+        "execve" => {
+            let argv = [c"/bin/true".as_ptr(), std::ptr::null()];
+            let envp = [std::ptr::null()];
+            // SAFETY: NUL-terminated path and NULL-terminated arrays that
+            // outlive the call; on success it does not return.
+            unsafe { libc::execve(c"/bin/true".as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+            false
+        }
+        "ptrace-parent" => {
+            // SAFETY: PTRACE_ATTACH takes integers only.
+            let rc = unsafe { libc::ptrace(libc::PTRACE_ATTACH, parent, 0, 0) };
+            rc == 0
+        }
+        "read-parent-memory" => {
+            use std::io::Read;
+            let mut buf = [0u8; 16];
+            std::fs::File::open(format!("/proc/{parent}/mem"))
+                .and_then(|mut mem| mem.read(&mut buf))
+                .is_ok()
+        }
+        "signal-parent" => {
+            // Signal 0: the permission check of kill, without a signal.
+            // SAFETY: kill takes integers only.
+            unsafe { libc::kill(parent, 0) == 0 }
+        }
+        "fork-bomb" => {
+            // Bounded, and every child exits at once, should it work.
+            let mut forked = 0;
+            for _ in 0..64 {
+                // SAFETY: the child only calls _exit.
+                match unsafe { libc::fork() } {
+                    0 => unsafe { libc::_exit(0) },
+                    pid if pid > 0 => forked += 1,
+                    _ => break,
+                }
+            }
+            forked > 0
+        }
+        other => panic!("unknown attempt {other}"),
+    };
+    ExitCode::from(if escaped { ESCAPED } else { REFUSED })
+}
+
+// ---- the tests ---------------------------------------------------------------------
+
+fn trials() -> Vec<libtest_mimic::Trial> {
+    let bound = common::TEST_BOUND;
+    let mut trials = vec![
+        harness::test("worker_gets_its_channel_and_stdio_only", bound, gets_channel_only),
+        harness::test("take_channel_works_once", bound, take_channel_once),
+        harness::test(
+            "take_channel_refuses_a_process_not_started_as_a_worker",
+            bound,
+            take_channel_not_spawned,
+        ),
+        harness::test("exit_codes_are_reported_exactly", bound, exit_codes),
+        harness::test("signals_are_reported_exactly", bound, signals),
+        harness::test("a_seccomp_kill_is_reported_as_sigsys", bound, seccomp_kill),
+        harness::test("the_worker_dies_with_its_pipeline", bound, parent_death),
+        harness::test("dropping_the_handle_kills_and_reaps", bound, drop_kills),
+        harness::test(
+            "poll_loop_sees_death_beside_channel_and_timer_allocating_nothing",
+            bound,
+            poll_loop,
+        ),
+        harness::test(
+            "restart_policy_backs_off_and_gives_up",
+            bound,
+            restart_policy,
+        ),
+        harness::test(
+            "fds_never_leak_into_children_started_concurrently",
+            5 * bound,
+            fd_inheritance_stress,
+        ),
+        harness::test("confine_no_new_privs", bound, confine_no_new_privs),
+        harness::test("confine_namespaces", bound, confine_namespaces),
+        harness::test("confine_user_namespace", bound, confine_user_namespace),
+        harness::test("confine_uid_gid_and_groups", bound, confine_ids),
+        harness::test("confine_rlimits", bound, confine_rlimits),
+        harness::test("confine_seccomp_filter_is_installed", bound, confine_seccomp),
+        harness::test("serves_calls_under_the_strict_profile", bound, strict_serves),
+    ];
+    for what in [
+        "open-passwd",
+        "inet-socket",
+        "execve",
+        "ptrace-parent",
+        "read-parent-memory",
+        "signal-parent",
+        "fork-bomb",
+    ] {
+        let name: &'static str = Box::leak(format!("hostile_worker_{what}").into_boxed_str());
+        trials.push(harness::test(name, bound, move || hostile_case(what)));
+    }
+    trials
+}
+
+/// A command for this binary in child mode `args`.
+fn worker_command(args: &[&str], confinement: Confinement) -> WorkerCommand {
+    let mut command = WorkerCommand::current_exe().unwrap();
+    command.arg(harness::CHILD).args(args).confine(confinement);
+    command
+}
+
+/// Starts a worker and waits (bounded) for it to end.
+fn run_to_end(args: &[&str], confinement: Confinement) -> ExitReason {
+    let (mut worker, _channel) = worker_command(args, confinement).spawn::<POOL>().unwrap();
+    worker
+        .wait_timeout(PEER)
+        .unwrap()
+        .unwrap_or_else(|| panic!("worker {args:?} still runs after {PEER:?}"))
+}
+
+fn signaled(signal: i32) -> ExitReason {
+    ExitReason::Signaled {
+        signal,
+        core_dumped: false,
+    }
+}
+
+fn gets_channel_only() {
+    let _serial = common::serial();
+    // An fd the pipeline opened without close-on-exec: std would pass it
+    // to any child; the worker must not get it.
+    let (read, write) = rustix::pipe::pipe().unwrap();
+    let before = open_fds();
+    assert_eq!(run_to_end(&["fds"], Confinement::none()), ExitReason::Exited(0));
+    assert_eq!(open_fds(), before);
+    drop((read, write));
+}
+
+fn take_channel_once() {
+    assert_eq!(run_to_end(&["take-twice"], Confinement::none()), ExitReason::Exited(0));
+}
+
+fn take_channel_not_spawned() {
+    // Started by std::process::Command: no CHANNEL_ENV.
+    let mut plain = harness::child_command(["not-spawned"]);
+    let status = common::wait_child(&mut plain.spawn().unwrap(), "not-spawned", PEER);
+    assert!(status.success(), "{status:?}");
+    // A forged CHANNEL_ENV naming an fd that was not inherited.
+    let mut forged = harness::child_command(["not-spawned"]);
+    forged.env(worker::CHANNEL_ENV, "3");
+    let status = common::wait_child(&mut forged.spawn().unwrap(), "forged", PEER);
+    assert!(status.success(), "{status:?}");
+}
+
+fn exit_codes() {
+    for code in [0u8, 1, 3, 101, 255] {
+        let reason = run_to_end(&["exit", &code.to_string()], Confinement::none());
+        assert_eq!(reason, ExitReason::Exited(i32::from(code)));
+    }
+}
+
+fn signals() {
+    let no_core = || Confinement::none().limit_core_size(0);
+    // SIGKILL from the pipeline.
+    let (mut worker, _channel) = worker_command(&["sleep"], no_core()).spawn::<POOL>().unwrap();
+    worker.kill().unwrap();
+    assert_eq!(worker.wait_timeout(PEER).unwrap(), Some(signaled(libc::SIGKILL)));
+    // SIGSEGV and SIGABRT of its own.
+    let segv = run_to_end(&["segv"], no_core());
+    assert_eq!(segv, signaled(libc::SIGSEGV));
+    assert_eq!(run_to_end(&["abort"], no_core()), signaled(libc::SIGABRT));
+    assert!(!segv.is_seccomp_kill());
+}
+
+fn seccomp_kill() {
+    let profile = Confinement::none().seccomp(true).limit_core_size(0);
+    let reason = run_to_end(&["hostile", "inet-socket", "1"], profile);
+    assert_eq!(reason, signaled(libc::SIGSYS));
+    assert!(reason.is_seccomp_kill());
+    assert_eq!(
+        reason.to_string(),
+        "killed by SIGSYS (a system call outside its seccomp allowlist)"
+    );
+}
+
+fn parent_death() {
+    // Orphans come to this process, so their exit status can be read.
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid())).unwrap();
+    let mut middle = harness::child_command(["middle"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(middle.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let status = common::wait_child(&mut middle, "middle", PEER);
+    assert!(status.success(), "{status:?}");
+    let pid = rustix::process::Pid::from_raw(line.trim().parse().unwrap()).unwrap();
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
+    let mut watch = [PollFd::new(&pidfd, PollFlags::IN)];
+    let ready = poll(&mut watch, Some(&timespec(PEER))).unwrap();
+    assert_eq!(ready, 1, "the worker outlived its pipeline by {PEER:?}");
+    let status = rustix::process::waitid(
+        rustix::process::WaitId::PidFd(pidfd.as_fd()),
+        rustix::process::WaitIdOptions::EXITED,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(status.terminating_signal(), Some(libc::SIGKILL));
+    rustix::process::set_child_subreaper(None).unwrap();
+}
+
+fn drop_kills() {
+    let _serial = common::serial();
+    let before = open_fds();
+    let (worker, channel) = worker_command(&["sleep"], Confinement::none())
+        .spawn::<POOL>()
+        .unwrap();
+    let pid = rustix::process::Pid::from_raw(worker.pid() as i32).unwrap();
+    drop(worker);
+    // Reaped: the pid is no child of ours any more.
+    assert_eq!(
+        rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::NOHANG).err(),
+        Some(rustix::io::Errno::CHILD)
+    );
+    drop(channel);
+    assert_eq!(open_fds(), before);
+}
+
+fn timespec(d: Duration) -> rustix::event::Timespec {
+    rustix::event::Timespec {
+        tv_sec: d.as_secs() as _,
+        tv_nsec: d.subsec_nanos() as _,
+    }
+}
+
+/// A pool of `POOL` frame buffers, buffer k filled with byte k + 1.
+fn pool() -> [OwnedFd; POOL] {
+    std::array::from_fn(|k| memfd(&[k as u8 + 1; FRAME]))
+}
+
+/// Sends the pool with `Configure`.
+fn configure(caller: &mut Caller<'_, Frames, POOL, 2>, pool: &[OwnedFd; POOL]) -> Result<(), Error> {
+    let mut attach = Attach::<POOL>::new();
+    let mut slots = heapless::Vec::<FdSlot, POOL>::new();
+    for fd in pool {
+        let _ = slots.push(attach.attach(fd.as_fd())?);
+    }
+    let buffers = slots.into_array().expect("POOL slots");
+    let request = Request::Configure { buffers };
+    let (reply, _) = caller.call(&request, attach.as_slice(), PEER, |_, _| {})?;
+    assert_eq!(reply, Reply::Configured);
+    Ok(())
+}
+
+fn poll_loop() {
+    let _serial = common::serial();
+    let fds_before = open_fds();
+    let pool = pool();
+    let command = worker_command(&["serve"], Confinement::strict());
+    let (mut worker, channel) = command.spawn::<POOL>().unwrap();
+    let (mut out, mut inbox) = ([0u8; 256], [0u8; 256]);
+    let mut caller = Caller::<Frames, POOL, 2>::new(channel, &mut out, &mut inbox).unwrap();
+    configure(&mut caller, &pool).unwrap();
+    let timer = timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::CLOEXEC).unwrap();
+    let tick = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 1_000_000,
+    };
+    timerfd_settime(
+        &timer,
+        TimerfdTimerFlags::empty(),
+        &Itimerspec {
+            it_interval: tick,
+            it_value: tick,
+        },
+    )
+    .unwrap();
+
+    // 200 frames, one call per timer tick, then a crash during a call;
+    // counted from frame 10 on.
+    let mut counted = None;
+    let (mut seq, mut replies, mut in_flight) = (0u32, 0u32, None);
+    let (mut failed_call, mut reason) = (None, None);
+    let deadline = Instant::now() + PEER * 4;
+    while failed_call.is_none() || reason.is_none() {
+        assert!(Instant::now() < deadline, "poll loop stuck");
+        if seq == 10 && counted.is_none() {
+            counted = Some(common::counting::counters());
+        }
+        let mut watch = [
+            PollFd::new(&worker, PollFlags::IN),
+            PollFd::new(&caller, PollFlags::IN),
+            PollFd::new(&timer, PollFlags::IN),
+        ];
+        poll(&mut watch, Some(&timespec(PEER))).unwrap();
+        let (died, readable, ticked) = (
+            !watch[0].revents().is_empty(),
+            !watch[1].revents().is_empty(),
+            !watch[2].revents().is_empty(),
+        );
+        if ticked {
+            let mut expirations = [0u8; 8];
+            rustix::io::read(&timer, &mut expirations).unwrap();
+            if in_flight.is_none() && reason.is_none() {
+                let request = if seq < 200 {
+                    Request::Process {
+                        seq,
+                        buffer: (seq % POOL as u32) as u8,
+                    }
+                } else {
+                    Request::Crash
+                };
+                in_flight = Some(caller.start(&request, &[], Some(PEER)).unwrap());
+                seq += 1;
+            }
+        }
+        if died {
+            reason = worker.try_wait().unwrap();
+        }
+        if readable {
+            loop {
+                match caller.poll() {
+                    Ok(None) => break,
+                    Ok(Some(Incoming::Reply { cookie, reply, .. })) => {
+                        assert_eq!(Some(cookie), in_flight.take());
+                        let Reply::Done { seq: got, sum } = reply else {
+                            panic!("unexpected reply");
+                        };
+                        assert_eq!(sum, (got % POOL as u32 + 1) * FRAME as u32);
+                        replies += 1;
+                    }
+                    Ok(Some(Incoming::Failed { cookie, error })) => {
+                        assert_eq!(Some(cookie), in_flight.take());
+                        failed_call = Some(error);
+                    }
+                    Ok(Some(other)) => panic!("unexpected {other:?}"),
+                    Err(Error::Disconnected) => {
+                        failed_call.get_or_insert(Error::Disconnected);
+                        break;
+                    }
+                    Err(error) => panic!("poll: {error}"),
+                }
+            }
+        }
+    }
+    let (start, end) = (counted.unwrap(), common::counting::counters());
+    assert_eq!(end.0 - start.0, 0, "allocations in the poll loop");
+    assert_eq!(replies, 200);
+    assert_eq!(failed_call, Some(Error::Disconnected));
+    let reason = reason.unwrap();
+    assert_eq!(reason.signal(), Some(libc::SIGSEGV), "{reason}");
+    drop((caller, worker, timer, pool));
+    assert_eq!(open_fds(), fds_before);
+}
+
+fn restart_policy() {
+    // A worker that dies at once, every time.
+    let command = worker_command(&["exit", "7"], Confinement::none());
+    let first = Duration::from_millis(50);
+    let max = Duration::from_millis(400);
+    let mut policy = Restart::<6>::new(Duration::from_secs(30)).backoff(first, max);
+    let mut delays = Vec::new();
+    let mut last_death: Option<(Instant, Duration)> = None;
+    loop {
+        let (mut worker, _channel) = command.spawn::<POOL>().unwrap();
+        let reason = worker.wait_timeout(PEER).unwrap().expect("died at once");
+        let died = Instant::now();
+        assert_eq!(reason, ExitReason::Exited(7));
+        if let Some((previous, after)) = last_death {
+            // Between two deaths: the backoff, then a start of a few ms.
+            let gap = died - previous;
+            assert!(gap >= after, "restarted {gap:?} after a death, backoff {after:?}");
+            assert!(gap < after + PEER, "restart took {gap:?}, backoff {after:?}");
+            delays.push((after, gap));
+        }
+        match policy.on_exit(reason) {
+            Decision::Restart { after, reason, .. } => {
+                assert_eq!(reason, ExitReason::Exited(7));
+                last_death = Some((died, after));
+                std::thread::sleep(after); // the backoff itself
+            }
+            Decision::GiveUp { deaths, .. } => {
+                assert_eq!(deaths, 6);
+                break;
+            }
+        }
+    }
+    let backoffs: Vec<_> = delays.iter().map(|(after, _)| after.as_millis()).collect();
+    assert_eq!(backoffs, [50, 100, 200, 400, 400]);
+    eprintln!("backoff (bound, measured gap between deaths): {delays:?}");
+}
+
+fn fd_inheritance_stress() {
+    let _serial = common::serial();
+    let rounds: usize = std::env::var("WORKER_STRESS_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(300);
+    let before = open_fds();
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for thread in 0..8 {
+            scope.spawn(move || {
+                let command = worker_command(&["fds"], Confinement::none());
+                for round in 0..rounds {
+                    let (mut worker, channel) = command.spawn::<POOL>().unwrap();
+                    let mut unrelated = harness::child_command(["unrelated"])
+                        .stdin(Stdio::null())
+                        .spawn()
+                        .unwrap();
+                    let status = common::wait_child(&mut unrelated, "unrelated child", PEER);
+                    assert!(status.success(), "thread {thread} round {round}: {status:?}");
+                    let reason = worker.wait_timeout(PEER).unwrap();
+                    assert_eq!(reason, Some(ExitReason::Exited(0)), "thread {thread} round {round}");
+                    drop(channel);
+                }
+            });
+        }
+    });
+    assert_eq!(open_fds(), before);
+    eprintln!(
+        "{} rounds ({} workers, {} unrelated children) in {:?}",
+        8 * rounds,
+        8 * rounds,
+        8 * rounds,
+        started.elapsed()
+    );
+}
+
+/// Starts an `inspect` worker under `profile` and returns its report.
+fn inspect_under(profile: Confinement) -> String {
+    let (mut worker, channel) = worker_command(&["inspect"], profile).spawn::<POOL>().unwrap();
+    let mut data = [0u8; 4096];
+    let mut fds = heapless::Vec::<OwnedFd, POOL>::new();
+    let got = channel.recv_timeout(&mut data, &mut fds, PEER).unwrap();
+    assert_eq!(worker.wait_timeout(PEER).unwrap(), Some(ExitReason::Exited(0)));
+    String::from_utf8(data[..got.data_len].to_vec()).unwrap()
+}
+
+fn field<'a>(report: &'a str, key: &str) -> &'a str {
+    report
+        .lines()
+        .find_map(|line| line.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {report}"))
+}
+
+fn own_ns(ns: &str) -> String {
+    std::fs::read_link(format!("/proc/self/ns/{ns}"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+fn confine_no_new_privs() {
+    let off = inspect_under(Confinement::none());
+    assert_eq!(field(&off, "NoNewPrivs:"), "0");
+    let on = inspect_under(Confinement::none().no_new_privs(true));
+    assert_eq!(field(&on, "NoNewPrivs:"), "1");
+}
+
+fn confine_namespaces() {
+    let plain = inspect_under(Confinement::none());
+    for ns in ["net", "ipc", "uts", "mnt"] {
+        assert_eq!(field(&plain, &format!("ns.{ns}:")), own_ns(ns));
+    }
+    let each = [
+        ("net", Namespaces::NET),
+        ("ipc", Namespaces::IPC),
+        ("uts", Namespaces::UTS),
+        ("mnt", Namespaces::MOUNT),
+    ];
+    for (ns, flag) in each {
+        let report = inspect_under(Confinement::none().namespaces(flag));
+        assert_ne!(field(&report, &format!("ns.{ns}:")), own_ns(ns), "{ns}");
+        for (other, _) in each.iter().filter(|(other, _)| *other != ns) {
+            assert_eq!(field(&report, &format!("ns.{other}:")), own_ns(other));
+        }
+    }
+}
+
+fn confine_user_namespace() {
+    let report = inspect_under(
+        Confinement::none().namespaces(Namespaces::USER | Namespaces::NET | Namespaces::IPC),
+    );
+    assert_ne!(field(&report, "ns.user:"), own_ns("user"));
+    assert_ne!(field(&report, "ns.net:"), own_ns("net"));
+    // Its own ids, mapped to themselves; no groups.
+    let uid = rustix::process::geteuid().as_raw();
+    assert_eq!(field(&report, "Uid:"), format!("{uid} {uid} {uid} {uid}"));
+}
+
+fn confine_ids() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let report = inspect_under(Confinement::none().user(worker::NOBODY, worker::NOBODY));
+    assert_eq!(field(&report, "Uid:"), "65534 65534 65534 65534");
+    assert_eq!(field(&report, "Gid:"), "65534 65534 65534 65534");
+    assert_eq!(field(&report, "Groups:"), "");
+}
+
+fn confine_rlimits() {
+    let report = inspect_under(
+        Confinement::none()
+            .limit_open_files(16)
+            .limit_address_space(2 << 30)
+            .limit_core_size(0),
+    );
+    assert_eq!(field(&report, "rlimit.nofile:"), "Some(16)");
+    assert_eq!(field(&report, "rlimit.as:"), format!("Some({})", 2u64 << 30));
+    assert_eq!(field(&report, "rlimit.core:"), "Some(0)");
+}
+
+fn confine_seccomp() {
+    let (worker, channel) = worker_command(&["serve"], Confinement::none().seccomp(true))
+        .spawn::<POOL>()
+        .unwrap();
+    let (mut out, mut inbox) = ([0u8; 256], [0u8; 256]);
+    let mut caller = Caller::<Frames, POOL, 2>::new(channel, &mut out, &mut inbox).unwrap();
+    configure(&mut caller, &pool()).unwrap(); // it has taken its channel
+    assert!(worker.is_seccomp_filtered().unwrap());
+    let (plain, _channel) = worker_command(&["sleep"], Confinement::none())
+        .spawn::<POOL>()
+        .unwrap();
+    assert!(!plain.is_seccomp_filtered().unwrap());
+}
+
+/// Starts a `serve` worker, configures it and makes `calls` calls.
+fn serve_calls(command: &WorkerCommand, pool: &[OwnedFd; POOL], calls: u32) -> Worker {
+    let (worker, channel) = command.spawn::<POOL>().unwrap();
+    let (mut out, mut inbox) = ([0u8; 256], [0u8; 256]);
+    let mut caller = Caller::<Frames, POOL, 2>::new(channel, &mut out, &mut inbox).unwrap();
+    configure(&mut caller, pool).unwrap();
+    for seq in 0..calls {
+        let request = Request::Process {
+            seq,
+            buffer: (seq % POOL as u32) as u8,
+        };
+        let (reply, _) = caller.call(&request, &[], PEER, |_, _| {}).unwrap();
+        assert_eq!(
+            reply,
+            Reply::Done {
+                seq,
+                sum: (seq % POOL as u32 + 1) * FRAME as u32
+            }
+        );
+    }
+    worker
+}
+
+fn strict_serves() {
+    let pool = pool();
+    let mut worker = serve_calls(&worker_command(&["serve"], Confinement::strict()), &pool, 200);
+    assert!(worker.is_seccomp_filtered().unwrap());
+    // The caller is gone: the worker sees the hang-up and exits 0.
+    assert_eq!(worker.wait_timeout(PEER).unwrap(), Some(ExitReason::Exited(0)));
+}
+
+/// RssAnon of this process, in kB.
+fn rss_anon_kb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    field(&status, "RssAnon:")
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn hostile_case(what: &'static str) {
+    let _serial = common::serial();
+    let parent = std::process::id().to_string();
+    let pool = pool();
+    let hostile = worker_command(&["hostile", what, &parent], Confinement::strict());
+    let healthy = worker_command(&["serve"], Confinement::strict());
+    let mut policy = Restart::<10>::new(Duration::from_secs(5)).backoff(Duration::ZERO, Duration::ZERO);
+    let mut baseline = None;
+    for round in 0..5 {
+        let (mut worker, channel) = hostile.spawn::<POOL>().unwrap();
+        let reason = worker.wait_timeout(PEER).unwrap().expect("the attempt ended");
+        assert_ne!(reason, ExitReason::Exited(i32::from(ESCAPED)), "{what} succeeded");
+        assert!(
+            reason.is_seccomp_kill() || reason == ExitReason::Exited(i32::from(REFUSED)),
+            "{what}: {reason}"
+        );
+        let decision = policy.on_exit(reason);
+        assert!(matches!(decision, Decision::Restart { .. }), "{decision}");
+        if round == 0 {
+            eprintln!("{what}: {decision}");
+        }
+        drop((worker, channel));
+        // Restarted: a healthy worker serves calls with the same pool.
+        drop(serve_calls(&healthy, &pool, 3));
+        if round == 0 {
+            baseline = Some((open_fds(), rss_anon_kb()));
+        }
+    }
+    let (fds, rss) = baseline.unwrap();
+    assert_eq!(open_fds(), fds, "fds after 5 rounds");
+    let grown = rss_anon_kb().saturating_sub(rss);
+    assert!(grown < 1024, "RssAnon grew by {grown} kB over 4 rounds");
+}

@@ -34,6 +34,7 @@ pub const WORKER_SYSCALLS: &[i64] = &[
     libc::SYS_poll,
     libc::SYS_ppoll,
     libc::SYS_getsockopt,
+    libc::SYS_setsockopt,
     libc::SYS_fcntl,
     libc::SYS_close,
     libc::SYS_clock_gettime,
