@@ -80,6 +80,10 @@ fn child(args: &[String]) -> ExitCode {
             let _channel = worker::take_channel::<POOL>().expect("take_channel");
             ExitCode::from(arg(1).parse::<u8>().expect("code"))
         }
+        "panic" => {
+            let _channel = worker::take_channel::<POOL>().expect("take_channel");
+            panic!("a worker panics")
+        }
         "abort" => {
             let _channel = worker::take_channel::<POOL>().expect("take_channel");
             std::process::abort()
@@ -435,6 +439,16 @@ fn signals() {
     assert_eq!(segv, signaled(libc::SIGSEGV));
     assert_eq!(run_to_end(&["abort"], no_core()), signaled(libc::SIGABRT));
     assert!(!segv.is_seccomp_kill());
+    // Under the seccomp filter, a crash, an abort and a panic are still
+    // reported as what they are, not as SIGSYS.
+    let filtered = || no_core().seccomp(true);
+    assert_eq!(run_to_end(&["segv"], filtered()), signaled(libc::SIGSEGV));
+    assert_eq!(run_to_end(&["abort"], filtered()), signaled(libc::SIGABRT));
+    // (Without a backtrace: printing one reads the binary's symbols.)
+    let mut panics = worker_command(&["panic"], filtered());
+    panics.env("RUST_BACKTRACE", "0");
+    let (mut worker, _channel) = panics.spawn::<POOL>().unwrap();
+    assert_eq!(worker.wait_timeout(PEER).unwrap(), Some(ExitReason::Exited(101)));
 }
 
 fn seccomp_kill() {
@@ -568,7 +582,7 @@ fn poll_loop() {
         if ticked {
             let mut expirations = [0u8; 8];
             rustix::io::read(&timer, &mut expirations).unwrap();
-            if in_flight.is_none() && reason.is_none() {
+            if in_flight.is_none() && seq <= 200 {
                 let request = if seq < 200 {
                     Request::Process {
                         seq,

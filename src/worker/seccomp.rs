@@ -18,56 +18,57 @@ use seccompiler::{
 
 use crate::Error;
 
-/// The system calls a worker needs to serve typed calls over its channel,
-/// measured with `strace -f -c` on a worker answering calls with fds
-/// (`tests/worker_process.rs`, `serve` mode; see README.md, "Running the
-/// worker"): receiving and sending records, mapping the buffers it was
-/// given, the allocator, waiting with `poll` and deadlines, and ending.
+/// The system calls a worker needs to serve typed calls over its channel.
 ///
-/// `tgkill` is allowed only on the worker's own pid (so `abort` and a panic
-/// report `SIGABRT`, not `SIGSYS`); everything else is refused by killing
-/// the worker (`SECCOMP_RET_KILL_PROCESS`, reported as `SIGSYS`).
+/// Measured with `strace -f` on the `serve` worker of
+/// `tests/worker_process.rs` (a `Responder` mapping a pool of four memfd
+/// buffers and answering 200 calls, then a crash) from the moment its
+/// filter is installed: `recvmsg`, `sendmsg`, `close`, `fcntl`, `mmap`,
+/// `munmap`, `setsockopt` (`SO_PASSCRED`, to tell a 0-byte record from a
+/// hang-up), `sigaltstack` and `exit_group`; `rt_sigaction` and
+/// `rt_sigreturn` on a crash. The rest is what the same worker needs on
+/// paths that run was spared: waiting with a deadline (`poll`, `ppoll`,
+/// `clock_gettime` where the vDSO is missing), the allocator growing and
+/// shrinking (`brk`, `mremap`, `madvise`), a lock under contention
+/// (`futex`), a panic or an `abort` (`write` to stderr, `getpid`,
+/// `gettid`, `rt_sigprocmask`, and `tgkill` on its own pid only), a
+/// buffer's size (`fstat`), and ending (`exit`).
+///
+/// Not in it, on purpose: `openat` and every other path call, `socket`,
+/// `connect`, `execve`, `clone`/`fork`, `kill`, `ptrace`,
+/// `process_vm_readv`, `mprotect` (no page becomes executable), `ioctl`.
+/// Anything outside the list kills the worker
+/// (`SECCOMP_RET_KILL_PROCESS`, reported as `SIGSYS`).
 pub const WORKER_SYSCALLS: &[i64] = &[
-    // The channel: records, fds, deadlines, readiness.
+    // Measured while serving calls.
     libc::SYS_recvmsg,
     libc::SYS_sendmsg,
-    libc::SYS_poll,
-    libc::SYS_ppoll,
-    libc::SYS_getsockopt,
-    libc::SYS_setsockopt,
-    libc::SYS_fcntl,
     libc::SYS_close,
-    libc::SYS_clock_gettime,
-    // Buffers handed over as fds: mapping them, their size.
+    libc::SYS_fcntl,
     libc::SYS_mmap,
     libc::SYS_munmap,
-    libc::SYS_fstat,
-    libc::SYS_newfstatat,
-    libc::SYS_statx,
-    libc::SYS_lseek,
-    libc::SYS_pread64,
-    // Memory: the allocator.
+    libc::SYS_setsockopt,
+    libc::SYS_sigaltstack,
+    libc::SYS_exit_group,
+    libc::SYS_rt_sigaction,
+    libc::SYS_rt_sigreturn,
+    // Waiting with a deadline.
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    libc::SYS_clock_gettime,
+    // The allocator and locks.
     libc::SYS_brk,
     libc::SYS_mremap,
     libc::SYS_madvise,
-    libc::SYS_mprotect,
-    // Threads of the standard library: locks, signals, exit.
     libc::SYS_futex,
-    libc::SYS_rt_sigprocmask,
-    libc::SYS_rt_sigaction,
-    libc::SYS_rt_sigreturn,
-    libc::SYS_sigaltstack,
-    libc::SYS_sched_yield,
+    // A panic or an abort, reported as such.
+    libc::SYS_write,
     libc::SYS_getpid,
     libc::SYS_gettid,
-    libc::SYS_getrandom,
-    // Logs on stderr.
-    libc::SYS_write,
-    libc::SYS_writev,
-    libc::SYS_read,
-    // Ending.
+    libc::SYS_rt_sigprocmask,
+    // A buffer's size; ending a thread.
+    libc::SYS_fstat,
     libc::SYS_exit,
-    libc::SYS_exit_group,
 ];
 
 /// Builds the filter: [`WORKER_SYSCALLS`], `extra`, and `tgkill` on `pid`
