@@ -339,6 +339,11 @@ fn trials() -> Vec<libtest_mimic::Trial> {
             poll_loop,
         ),
         harness::test(
+            "a_death_during_a_call_is_seen_from_both_in_either_order",
+            bound,
+            death_during_call_either_order,
+        ),
+        harness::test(
             "restart_policy_backs_off_and_gives_up",
             bound,
             restart_policy,
@@ -632,6 +637,44 @@ fn poll_loop() {
     assert_eq!(reason.signal(), Some(libc::SIGSEGV), "{reason}");
     drop((caller, worker, timer, pool));
     assert_eq!(open_fds(), fds_before);
+}
+
+fn death_during_call_either_order() {
+    let _serial = common::serial();
+    let before = open_fds();
+    for watch_first in [true, false] {
+        let command = worker_command(&["serve"], Confinement::strict());
+        let (mut worker, channel) = command.spawn::<POOL>().unwrap();
+        let (mut out, mut inbox) = ([0u8; 256], [0u8; 256]);
+        let mut caller = Caller::<Frames, POOL, 2>::new(channel, &mut out, &mut inbox).unwrap();
+        let cookie = caller.start(&Request::Crash, &[], Some(PEER)).unwrap();
+        // The hello may come first: poll until the call ends.
+        let call_outcome = |caller: &mut Caller<'_, Frames, POOL, 2>| loop {
+            let mut watch = [PollFd::new(&*caller, PollFlags::IN)];
+            assert_eq!(poll(&mut watch, Some(&timespec(PEER))).unwrap(), 1);
+            match caller.poll() {
+                Ok(None) => {}
+                Ok(Some(Incoming::Failed { cookie: got, error })) => {
+                    assert_eq!(got, cookie);
+                    return error;
+                }
+                Err(error) => return error,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        let segv = Some(signaled(libc::SIGSEGV));
+        if watch_first {
+            let mut watch = [PollFd::new(&worker, PollFlags::IN)];
+            assert_eq!(poll(&mut watch, Some(&timespec(PEER))).unwrap(), 1);
+            assert_eq!(worker.try_wait().unwrap().map(|r| r.signal()), Some(segv.unwrap().signal()));
+            assert_eq!(call_outcome(&mut caller), Error::Disconnected);
+        } else {
+            assert_eq!(call_outcome(&mut caller), Error::Disconnected);
+            let reason = worker.wait_timeout(PEER).unwrap();
+            assert_eq!(reason.map(|r| r.signal()), Some(segv.unwrap().signal()));
+        }
+    }
+    assert_eq!(open_fds(), before);
 }
 
 fn restart_policy() {
