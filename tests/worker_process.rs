@@ -15,11 +15,11 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{harness, memfd, open_fds};
+use ipc_unixsocket::Error;
 use ipc_unixsocket::calls::{Attach, Caller, FdSlot, Incoming, Protocol, Responder};
 use ipc_unixsocket::worker::{
     self, Confinement, Decision, ExitReason, Namespaces, Restart, Worker, WorkerCommand,
 };
-use ipc_unixsocket::Error;
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::mm::{MapFlags, ProtFlags, mmap};
 use rustix::time::{
@@ -112,7 +112,10 @@ fn child(args: &[String]) -> ExitCode {
         "unrelated" => {
             // A child of std::process::Command: no socket of ours.
             let fds = fds_above_stdio();
-            let sockets: Vec<_> = fds.iter().filter(|(_, t)| t.starts_with("socket:")).collect();
+            let sockets: Vec<_> = fds
+                .iter()
+                .filter(|(_, t)| t.starts_with("socket:"))
+                .collect();
             if !sockets.is_empty() {
                 eprintln!("unrelated child holds sockets: {sockets:?}");
             }
@@ -126,7 +129,11 @@ fn child(args: &[String]) -> ExitCode {
         }
         "not-spawned" => {
             let got = worker::take_channel::<POOL>();
-            ExitCode::from(if got.err() == Some(Error::NoInheritedChannel) { 0 } else { 1 })
+            ExitCode::from(if got.err() == Some(Error::NoInheritedChannel) {
+                0
+            } else {
+                1
+            })
         }
         "inspect" => inspect(),
         "hostile" => hostile(arg(1), arg(2).parse().expect("parent pid")),
@@ -321,7 +328,11 @@ fn hostile(what: &str, parent: i32) -> ExitCode {
 fn trials() -> Vec<libtest_mimic::Trial> {
     let bound = common::TEST_BOUND;
     let mut trials = vec![
-        harness::test("worker_gets_its_channel_and_stdio_only", bound, gets_channel_only),
+        harness::test(
+            "worker_gets_its_channel_and_stdio_only",
+            bound,
+            gets_channel_only,
+        ),
         harness::test("take_channel_works_once", bound, take_channel_once),
         harness::test(
             "take_channel_refuses_a_process_not_started_as_a_worker",
@@ -358,8 +369,16 @@ fn trials() -> Vec<libtest_mimic::Trial> {
         harness::test("confine_user_namespace", bound, confine_user_namespace),
         harness::test("confine_uid_gid_and_groups", bound, confine_ids),
         harness::test("confine_rlimits", bound, confine_rlimits),
-        harness::test("confine_seccomp_filter_is_installed", bound, confine_seccomp),
-        harness::test("serves_calls_under_the_strict_profile", bound, strict_serves),
+        harness::test(
+            "confine_seccomp_filter_is_installed",
+            bound,
+            confine_seccomp,
+        ),
+        harness::test(
+            "serves_calls_under_the_strict_profile",
+            bound,
+            strict_serves,
+        ),
     ];
     for what in [
         "open-passwd",
@@ -405,13 +424,19 @@ fn gets_channel_only() {
     // to any child; the worker must not get it.
     let (read, write) = rustix::pipe::pipe().unwrap();
     let before = open_fds();
-    assert_eq!(run_to_end(&["fds"], Confinement::none()), ExitReason::Exited(0));
+    assert_eq!(
+        run_to_end(&["fds"], Confinement::none()),
+        ExitReason::Exited(0)
+    );
     assert_eq!(open_fds(), before);
     drop((read, write));
 }
 
 fn take_channel_once() {
-    assert_eq!(run_to_end(&["take-twice"], Confinement::none()), ExitReason::Exited(0));
+    assert_eq!(
+        run_to_end(&["take-twice"], Confinement::none()),
+        ExitReason::Exited(0)
+    );
 }
 
 fn take_channel_not_spawned() {
@@ -436,9 +461,14 @@ fn exit_codes() {
 fn signals() {
     let no_core = || Confinement::none().limit_core_size(0);
     // SIGKILL from the pipeline.
-    let (mut worker, _channel) = worker_command(&["sleep"], no_core()).spawn::<POOL>().unwrap();
+    let (mut worker, _channel) = worker_command(&["sleep"], no_core())
+        .spawn::<POOL>()
+        .unwrap();
     worker.kill().unwrap();
-    assert_eq!(worker.wait_timeout(PEER).unwrap(), Some(signaled(libc::SIGKILL)));
+    assert_eq!(
+        worker.wait_timeout(PEER).unwrap(),
+        Some(signaled(libc::SIGKILL))
+    );
     // SIGSEGV and SIGABRT of its own.
     let segv = run_to_end(&["segv"], no_core());
     assert_eq!(segv, signaled(libc::SIGSEGV));
@@ -453,7 +483,10 @@ fn signals() {
     let mut panics = worker_command(&["panic"], filtered());
     panics.env("RUST_BACKTRACE", "0");
     let (mut worker, _channel) = panics.spawn::<POOL>().unwrap();
-    assert_eq!(worker.wait_timeout(PEER).unwrap(), Some(ExitReason::Exited(101)));
+    assert_eq!(
+        worker.wait_timeout(PEER).unwrap(),
+        Some(ExitReason::Exited(101))
+    );
 }
 
 fn seccomp_kill() {
@@ -525,7 +558,10 @@ fn pool() -> [OwnedFd; POOL] {
 }
 
 /// Sends the pool with `Configure`.
-fn configure(caller: &mut Caller<'_, Frames, POOL, 2>, pool: &[OwnedFd; POOL]) -> Result<(), Error> {
+fn configure(
+    caller: &mut Caller<'_, Frames, POOL, 2>,
+    pool: &[OwnedFd; POOL],
+) -> Result<(), Error> {
     let mut attach = Attach::<POOL>::new();
     let mut slots = heapless::Vec::<FdSlot, POOL>::new();
     for fd in pool {
@@ -666,12 +702,12 @@ fn death_during_call_either_order() {
         if watch_first {
             let mut watch = [PollFd::new(&worker, PollFlags::IN)];
             assert_eq!(poll(&mut watch, Some(&timespec(PEER))).unwrap(), 1);
-            assert_eq!(worker.try_wait().unwrap().map(|r| r.signal()), Some(segv.unwrap().signal()));
+            assert_eq!(worker.try_wait().unwrap(), segv);
             assert_eq!(call_outcome(&mut caller), Error::Disconnected);
         } else {
             assert_eq!(call_outcome(&mut caller), Error::Disconnected);
             let reason = worker.wait_timeout(PEER).unwrap();
-            assert_eq!(reason.map(|r| r.signal()), Some(segv.unwrap().signal()));
+            assert_eq!(reason, segv);
         }
     }
     assert_eq!(open_fds(), before);
@@ -693,8 +729,14 @@ fn restart_policy() {
         if let Some((previous, after)) = last_death {
             // Between two deaths: the backoff, then a start of a few ms.
             let gap = died - previous;
-            assert!(gap >= after, "restarted {gap:?} after a death, backoff {after:?}");
-            assert!(gap < after + PEER, "restart took {gap:?}, backoff {after:?}");
+            assert!(
+                gap >= after,
+                "restarted {gap:?} after a death, backoff {after:?}"
+            );
+            assert!(
+                gap < after + PEER,
+                "restart took {gap:?}, backoff {after:?}"
+            );
             delays.push((after, gap));
         }
         match policy.on_exit(reason) {
@@ -733,9 +775,16 @@ fn fd_inheritance_stress() {
                         .spawn()
                         .unwrap();
                     let status = common::wait_child(&mut unrelated, "unrelated child", PEER);
-                    assert!(status.success(), "thread {thread} round {round}: {status:?}");
+                    assert!(
+                        status.success(),
+                        "thread {thread} round {round}: {status:?}"
+                    );
                     let reason = worker.wait_timeout(PEER).unwrap();
-                    assert_eq!(reason, Some(ExitReason::Exited(0)), "thread {thread} round {round}");
+                    assert_eq!(
+                        reason,
+                        Some(ExitReason::Exited(0)),
+                        "thread {thread} round {round}"
+                    );
                     drop(channel);
                 }
             });
@@ -753,11 +802,16 @@ fn fd_inheritance_stress() {
 
 /// Starts an `inspect` worker under `profile` and returns its report.
 fn inspect_under(profile: Confinement) -> String {
-    let (mut worker, channel) = worker_command(&["inspect"], profile).spawn::<POOL>().unwrap();
+    let (mut worker, channel) = worker_command(&["inspect"], profile)
+        .spawn::<POOL>()
+        .unwrap();
     let mut data = [0u8; 4096];
     let mut fds = heapless::Vec::<OwnedFd, POOL>::new();
     let got = channel.recv_timeout(&mut data, &mut fds, PEER).unwrap();
-    assert_eq!(worker.wait_timeout(PEER).unwrap(), Some(ExitReason::Exited(0)));
+    assert_eq!(
+        worker.wait_timeout(PEER).unwrap(),
+        Some(ExitReason::Exited(0))
+    );
     String::from_utf8(data[..got.data_len].to_vec()).unwrap()
 }
 
@@ -832,7 +886,10 @@ fn confine_rlimits() {
             .limit_core_size(0),
     );
     assert_eq!(field(&report, "rlimit.nofile:"), "Some(16)");
-    assert_eq!(field(&report, "rlimit.as:"), format!("Some({})", 2u64 << 30));
+    assert_eq!(
+        field(&report, "rlimit.as:"),
+        format!("Some({})", 2u64 << 30)
+    );
     assert_eq!(field(&report, "rlimit.core:"), "Some(0)");
 }
 
@@ -875,10 +932,17 @@ fn serve_calls(command: &WorkerCommand, pool: &[OwnedFd; POOL], calls: u32) -> W
 
 fn strict_serves() {
     let pool = pool();
-    let mut worker = serve_calls(&worker_command(&["serve"], Confinement::strict()), &pool, 200);
+    let mut worker = serve_calls(
+        &worker_command(&["serve"], Confinement::strict()),
+        &pool,
+        200,
+    );
     assert!(worker.is_seccomp_filtered().unwrap());
     // The caller is gone: the worker sees the hang-up and exits 0.
-    assert_eq!(worker.wait_timeout(PEER).unwrap(), Some(ExitReason::Exited(0)));
+    assert_eq!(
+        worker.wait_timeout(PEER).unwrap(),
+        Some(ExitReason::Exited(0))
+    );
 }
 
 /// RssAnon of this process, in kB.
@@ -898,12 +962,20 @@ fn hostile_case(what: &'static str) {
     let pool = pool();
     let hostile = worker_command(&["hostile", what, &parent], Confinement::strict());
     let healthy = worker_command(&["serve"], Confinement::strict());
-    let mut policy = Restart::<10>::new(Duration::from_secs(5)).backoff(Duration::ZERO, Duration::ZERO);
+    let mut policy =
+        Restart::<10>::new(Duration::from_secs(5)).backoff(Duration::ZERO, Duration::ZERO);
     let mut baseline = None;
     for round in 0..5 {
         let (mut worker, channel) = hostile.spawn::<POOL>().unwrap();
-        let reason = worker.wait_timeout(PEER).unwrap().expect("the attempt ended");
-        assert_ne!(reason, ExitReason::Exited(i32::from(ESCAPED)), "{what} succeeded");
+        let reason = worker
+            .wait_timeout(PEER)
+            .unwrap()
+            .expect("the attempt ended");
+        assert_ne!(
+            reason,
+            ExitReason::Exited(i32::from(ESCAPED)),
+            "{what} succeeded"
+        );
         assert!(
             reason.is_seccomp_kill() || reason == ExitReason::Exited(i32::from(REFUSED)),
             "{what}: {reason}"

@@ -152,7 +152,11 @@ impl Confinement {
             .limit_address_space(4 << 30)
             .limit_core_size(0)
             .seccomp(true);
-        if root { profile.user(NOBODY, NOBODY) } else { profile }
+        if root {
+            profile.user(NOBODY, NOBODY)
+        } else {
+            profile
+        }
     }
 
     /// `prctl(PR_SET_NO_NEW_PRIVS)`: `exec` of a set-uid binary or one with
@@ -307,8 +311,8 @@ impl Confinement {
             let uid = rustix::process::geteuid().as_raw();
             let gid = rustix::process::getegid().as_raw();
             // 32 bytes hold "4294967295 4294967295 1\n".
-            let _ = write!(prepared.uid_map, "{uid} {uid} 1\n");
-            let _ = write!(prepared.gid_map, "{gid} {gid} 1\n");
+            let _ = writeln!(prepared.uid_map, "{uid} {uid} 1");
+            let _ = writeln!(prepared.gid_map, "{gid} {gid} 1");
         }
         prepared
     }

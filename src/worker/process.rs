@@ -245,11 +245,13 @@ impl WorkerCommand {
     ///
     /// # Example
     ///
-    /// ```no_run
-    /// use ipc_unixsocket::worker::WorkerCommand;
+    /// ```
+    /// use std::time::Duration;
+    /// use ipc_unixsocket::worker::{ExitReason, WorkerCommand};
     ///
-    /// let (mut worker, channel) = WorkerCommand::new("/usr/libexec/ipa-worker").spawn::<4>()?;
-    /// # drop((worker, channel));
+    /// let (mut worker, channel) = WorkerCommand::new("true").spawn::<4>()?;
+    /// assert_eq!(worker.wait_timeout(Duration::from_secs(5))?, Some(ExitReason::Exited(0)));
+    /// # drop(channel);
     /// # Ok::<(), ipc_unixsocket::Error>(())
     /// ```
     pub fn spawn<const MAX_FDS: usize>(&self) -> Result<(Worker, Channel<MAX_FDS>), Error> {
@@ -391,11 +393,11 @@ fn io_error(error: &std::io::Error) -> Error {
 ///
 /// # Example
 ///
-/// ```no_run
+/// ```
 /// use std::time::Duration;
 /// use ipc_unixsocket::worker::WorkerCommand;
 ///
-/// let (mut worker, _channel) = WorkerCommand::new("/usr/libexec/ipa-worker").spawn::<4>()?;
+/// let (mut worker, _channel) = WorkerCommand::new("sleep").arg("10").spawn::<4>()?;
 /// worker.kill()?;
 /// let reason = worker.wait_timeout(Duration::from_secs(5))?.expect("killed");
 /// assert_eq!(reason.signal(), Some(libc::SIGKILL));
@@ -413,8 +415,8 @@ impl Worker {
     ///
     /// # Example
     ///
-    /// ```no_run
-    /// let (worker, _channel) = ipc_unixsocket::worker::WorkerCommand::new("worker").spawn::<1>()?;
+    /// ```
+    /// let (worker, _channel) = ipc_unixsocket::worker::WorkerCommand::new("sleep").arg("10").spawn::<1>()?;
     /// println!("worker {}", worker.pid());
     /// # Ok::<(), ipc_unixsocket::Error>(())
     /// ```
@@ -436,8 +438,8 @@ impl Worker {
     ///
     /// # Example
     ///
-    /// ```no_run
-    /// let (mut worker, _channel) = ipc_unixsocket::worker::WorkerCommand::new("worker").spawn::<1>()?;
+    /// ```
+    /// let (mut worker, _channel) = ipc_unixsocket::worker::WorkerCommand::new("sleep").arg("10").spawn::<1>()?;
     /// if let Some(reason) = worker.try_wait()? {
     ///     eprintln!("worker {reason}");
     /// }
@@ -463,12 +465,13 @@ impl Worker {
     ///
     /// # Example
     ///
-    /// ```no_run
+    /// ```
     /// use std::time::Duration;
+    /// use ipc_unixsocket::worker::{ExitReason, WorkerCommand};
     ///
-    /// let (mut worker, _channel) = ipc_unixsocket::worker::WorkerCommand::new("worker").spawn::<1>()?;
-    /// let reason = worker.wait_timeout(Duration::from_secs(1))?;
-    /// # drop(reason);
+    /// let (mut worker, _channel) = WorkerCommand::new("false").spawn::<1>()?;
+    /// let reason = worker.wait_timeout(Duration::from_secs(5))?;
+    /// assert_eq!(reason, Some(ExitReason::Exited(1)));
     /// # Ok::<(), ipc_unixsocket::Error>(())
     /// ```
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitReason>, Error> {
@@ -497,8 +500,8 @@ impl Worker {
     ///
     /// # Example
     ///
-    /// ```no_run
-    /// let (mut worker, _channel) = ipc_unixsocket::worker::WorkerCommand::new("worker").spawn::<1>()?;
+    /// ```
+    /// let (mut worker, _channel) = ipc_unixsocket::worker::WorkerCommand::new("sleep").arg("10").spawn::<1>()?;
     /// worker.kill()?;
     /// # Ok::<(), ipc_unixsocket::Error>(())
     /// ```
@@ -526,8 +529,8 @@ impl Worker {
     ///
     /// # Example
     ///
-    /// ```no_run
-    /// let (worker, _channel) = ipc_unixsocket::worker::WorkerCommand::new("worker").spawn::<1>()?;
+    /// ```
+    /// let (worker, _channel) = ipc_unixsocket::worker::WorkerCommand::new("sleep").arg("10").spawn::<1>()?;
     /// println!("filtered: {}", worker.is_seccomp_filtered()?);
     /// # Ok::<(), ipc_unixsocket::Error>(())
     /// ```
@@ -544,10 +547,13 @@ impl Worker {
     ///
     /// # Example
     ///
-    /// ```no_run
-    /// let (worker, _channel) = ipc_unixsocket::worker::WorkerCommand::new("worker").spawn::<1>()?;
+    /// ```
+    /// let (worker, _channel) = ipc_unixsocket::worker::WorkerCommand::new("sleep").arg("10").spawn::<1>()?;
     /// let pidfd = worker.detach();
-    /// # drop(pidfd);
+    /// // Still running; ending and reaping it is ours to do now.
+    /// use rustix::{fd::AsFd, process};
+    /// process::pidfd_send_signal(&pidfd, process::Signal::KILL)?;
+    /// process::waitid(process::WaitId::PidFd(pidfd.as_fd()), process::WaitIdOptions::EXITED)?;
     /// # Ok::<(), ipc_unixsocket::Error>(())
     /// ```
     #[must_use = "the worker becomes a zombie when it ends unless the pidfd is waited on"]
@@ -578,10 +584,12 @@ fn reason(status: &WaitIdStatus) -> Option<ExitReason> {
     if let Some(code) = status.exit_status() {
         return Some(ExitReason::Exited(code));
     }
-    status.terminating_signal().map(|signal| ExitReason::Signaled {
-        signal,
-        core_dumped: status.dumped(),
-    })
+    status
+        .terminating_signal()
+        .map(|signal| ExitReason::Signaled {
+            signal,
+            core_dumped: status.dumped(),
+        })
 }
 
 impl Drop for Worker {

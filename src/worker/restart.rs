@@ -202,9 +202,15 @@ mod tests {
     fn forgets_deaths_older_than_the_window() {
         let mut policy = Restart::<2>::new(Duration::from_secs(5));
         let t = Duration::from_secs(100);
-        assert!(matches!(policy.on_exit_at(CRASH, t), Decision::Restart { deaths: 1, .. }));
+        assert!(matches!(
+            policy.on_exit_at(CRASH, t),
+            Decision::Restart { deaths: 1, .. }
+        ));
         let later = t + Duration::from_secs(5);
-        assert!(matches!(policy.on_exit_at(CRASH, later), Decision::Restart { deaths: 1, .. }));
+        assert!(matches!(
+            policy.on_exit_at(CRASH, later),
+            Decision::Restart { deaths: 1, .. }
+        ));
         assert!(matches!(
             policy.on_exit_at(CRASH, later + Duration::from_secs(1)),
             Decision::GiveUp { deaths: 2, .. }
