@@ -355,6 +355,11 @@ fn trials() -> Vec<libtest_mimic::Trial> {
             death_during_call_either_order,
         ),
         harness::test(
+            "newcomer_flow_200_frames_one_crash_and_a_restart",
+            bound,
+            newcomer_flow,
+        ),
+        harness::test(
             "restart_policy_backs_off_and_gives_up",
             bound,
             restart_policy,
@@ -673,6 +678,81 @@ fn poll_loop() {
     assert_eq!(reason.signal(), Some(libc::SIGSEGV), "{reason}");
     drop((caller, worker, timer, pool));
     assert_eq!(open_fds(), fds_before);
+}
+
+/// The flow a new user tries: a pool of 4 buffers, 200 typed calls from a
+/// poll loop, the worker crashing at frame 100; the pipeline learns why,
+/// restarts it, re-sends the pool and carries on.
+fn newcomer_flow() {
+    let _serial = common::serial();
+    let before = open_fds();
+    let pool = pool();
+    let command = worker_command(&["serve"], Confinement::strict());
+    let mut policy = Restart::<10>::new(Duration::from_secs(5));
+    let (mut out, mut inbox) = ([0u8; 256], [0u8; 256]);
+    let mut reasons = Vec::new();
+    let mut frame = 0u32;
+    let mut crashed = false;
+    let deadline = Instant::now() + PEER * 4;
+    'restart: while frame < 200 {
+        let (mut worker, channel) = command.spawn::<POOL>().unwrap();
+        let mut caller = Caller::<Frames, POOL, 2>::new(channel, &mut out, &mut inbox).unwrap();
+        configure(&mut caller, &pool).unwrap();
+        while frame < 200 {
+            assert!(Instant::now() < deadline, "stuck at frame {frame}");
+            let request = if frame == 100 && !crashed {
+                crashed = true;
+                Request::Crash
+            } else {
+                Request::Process {
+                    seq: frame,
+                    buffer: (frame % POOL as u32) as u8,
+                }
+            };
+            let cookie = caller.start(&request, &[], Some(PEER)).unwrap();
+            loop {
+                let mut watch = [
+                    PollFd::new(&worker, PollFlags::IN),
+                    PollFd::new(&caller, PollFlags::IN),
+                ];
+                poll(&mut watch, Some(&timespec(PEER))).unwrap();
+                if let Some(reason) = worker.try_wait().unwrap() {
+                    // The call in flight is lost with the worker.
+                    match policy.on_exit(reason) {
+                        Decision::Restart { after, .. } => std::thread::sleep(after),
+                        Decision::GiveUp { .. } => panic!("gave up"),
+                    }
+                    reasons.push(reason);
+                    continue 'restart;
+                }
+                match caller.poll() {
+                    Ok(None) => {}
+                    Ok(Some(Incoming::Reply {
+                        cookie: got, reply, ..
+                    })) => {
+                        assert_eq!(got, cookie);
+                        let sum = (frame % POOL as u32 + 1) * FRAME as u32;
+                        assert_eq!(reply, Reply::Done { seq: frame, sum });
+                        frame += 1;
+                        break;
+                    }
+                    // The worker died: its exit reason is on the pidfd.
+                    Ok(Some(Incoming::Failed { error, .. })) | Err(error) => {
+                        assert_eq!(error, Error::Disconnected);
+                    }
+                    Ok(Some(other)) => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+        drop(caller);
+        assert_eq!(
+            worker.wait_timeout(PEER).unwrap(),
+            Some(ExitReason::Exited(0))
+        );
+    }
+    assert_eq!(reasons, [signaled(libc::SIGSEGV)]);
+    drop(pool);
+    assert_eq!(open_fds(), before);
 }
 
 fn death_during_call_either_order() {
