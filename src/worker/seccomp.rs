@@ -30,7 +30,7 @@ use crate::Error;
 /// paths that run was spared: waiting with a deadline (`poll`, `ppoll`,
 /// `clock_gettime` where the vDSO is missing), the allocator growing and
 /// shrinking (`brk`, `mremap`, `madvise`), a lock under contention
-/// (`futex`), a panic or an `abort` (`write` to stderr, `getpid`,
+/// (`futex`; `sched_yield`, which the defmt logger spins with), a panic or an `abort` (`write` to stderr, `getpid`,
 /// `gettid`, `rt_sigprocmask`, and `tgkill` on its own pid only), a
 /// buffer's size (`fstat`), and ending (`exit`).
 ///
@@ -61,6 +61,7 @@ pub const WORKER_SYSCALLS: &[i64] = &[
     libc::SYS_mremap,
     libc::SYS_madvise,
     libc::SYS_futex,
+    libc::SYS_sched_yield,
     // A panic or an abort, reported as such.
     libc::SYS_write,
     libc::SYS_getpid,
