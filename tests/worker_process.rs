@@ -247,6 +247,7 @@ fn inspect() -> ExitCode {
             }
         }
     }
+    report.push_str(&format!("pid:{}\n", std::process::id()));
     for ns in ["net", "ipc", "uts", "mnt", "user", "pid"] {
         let link = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
         report.push_str(&format!("ns.{ns}:{}\n", link.display()));
@@ -372,6 +373,12 @@ fn trials() -> Vec<libtest_mimic::Trial> {
         harness::test("confine_no_new_privs", bound, confine_no_new_privs),
         harness::test("confine_namespaces", bound, confine_namespaces),
         harness::test("confine_user_namespace", bound, confine_user_namespace),
+        harness::test("confine_pid_namespace", bound, confine_pid_namespace),
+        harness::test(
+            "exit_reasons_through_the_pid_namespace_supervisor",
+            bound,
+            pid_namespace_exit_reasons,
+        ),
         harness::test("confine_uid_gid_and_groups", bound, confine_ids),
         harness::test("confine_rlimits", bound, confine_rlimits),
         harness::test(
@@ -385,6 +392,11 @@ fn trials() -> Vec<libtest_mimic::Trial> {
             strict_serves,
         ),
     ];
+    trials.push(harness::test(
+        "without_seccomp_the_other_steps_stop_what_they_can",
+        bound,
+        layers_without_seccomp,
+    ));
     for what in [
         "open-passwd",
         "inet-socket",
@@ -936,6 +948,82 @@ fn confine_namespaces() {
     }
 }
 
+fn confine_pid_namespace() {
+    let plain = inspect_under(Confinement::none());
+    assert_eq!(field(&plain, "ns.pid:"), own_ns("pid"));
+    let report = inspect_under(Confinement::none().namespaces(Namespaces::PID));
+    assert_ne!(field(&report, "ns.pid:"), own_ns("pid"));
+    // pid 1 is the namespace's init; the worker is pid 2.
+    assert_eq!(field(&report, "pid:"), "2");
+
+    // Nothing of the namespace outlives the worker: killed through the
+    // handle, or ending on its own.
+    for kill in [true, false] {
+        let (mut worker, _channel) =
+            worker_command(&["sleep"], Confinement::none().namespaces(Namespaces::PID))
+                .spawn::<POOL>()
+                .unwrap();
+        let pid = worker.pid();
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+        let pidfds: Vec<OwnedFd> = children
+            .split_whitespace()
+            .map(|child| {
+                let child = rustix::process::Pid::from_raw(child.parse().unwrap()).unwrap();
+                rustix::process::pidfd_open(child, rustix::process::PidfdFlags::empty()).unwrap()
+            })
+            .collect();
+        assert_eq!(pidfds.len(), 2, "init and the worker: {children:?}");
+        if kill {
+            worker.kill().unwrap();
+        } else {
+            // The worker, pid 2 inside, ends by a signal of its own.
+            rustix::process::pidfd_send_signal(&pidfds[1], rustix::process::Signal::TERM).unwrap();
+        }
+        let reason = worker.wait_timeout(PEER).unwrap();
+        assert_eq!(
+            reason.and_then(|r| r.signal()),
+            Some(if kill { libc::SIGKILL } else { libc::SIGTERM })
+        );
+        for pidfd in &pidfds {
+            let mut watch = [PollFd::new(pidfd, PollFlags::IN)];
+            assert_eq!(
+                poll(&mut watch, Some(&timespec(PEER))).unwrap(),
+                1,
+                "a process of the namespace lives on"
+            );
+        }
+    }
+}
+
+fn pid_namespace_exit_reasons() {
+    let _serial = common::serial();
+    let before = open_fds();
+    let pidns = || Confinement::none().namespaces(Namespaces::PID);
+    assert_eq!(run_to_end(&["exit", "3"], pidns()), ExitReason::Exited(3));
+    assert_eq!(run_to_end(&["segv"], pidns()), signaled(libc::SIGSEGV));
+    assert_eq!(run_to_end(&["abort"], pidns()), signaled(libc::SIGABRT));
+    let filtered = pidns().seccomp(true);
+    assert_eq!(
+        run_to_end(&["hostile", "inet-socket", "1"], filtered),
+        signaled(libc::SIGSYS)
+    );
+    let (mut worker, channel) = worker_command(&["sleep"], pidns()).spawn::<POOL>().unwrap();
+    worker.kill().unwrap();
+    assert_eq!(
+        worker.wait_timeout(PEER).unwrap(),
+        Some(signaled(libc::SIGKILL))
+    );
+    // The worker inside went with its supervisor: the channel hangs up.
+    let mut data = [0u8; 8];
+    let mut fds = heapless::Vec::<OwnedFd, POOL>::new();
+    assert_eq!(
+        channel.recv_timeout(&mut data, &mut fds, PEER).unwrap_err(),
+        Error::Disconnected
+    );
+    drop((worker, channel));
+    assert_eq!(open_fds(), before);
+}
+
 fn confine_user_namespace() {
     let report = inspect_under(
         Confinement::none().namespaces(Namespaces::USER | Namespaces::NET | Namespaces::IPC),
@@ -987,12 +1075,19 @@ fn confine_seccomp() {
     assert!(!plain.is_seccomp_filtered().unwrap());
 }
 
-/// Starts a `serve` worker, configures it and makes `calls` calls.
-fn serve_calls(command: &WorkerCommand, pool: &[OwnedFd; POOL], calls: u32) -> Worker {
+/// Starts a `serve` worker, configures it and makes `calls` calls;
+/// `check` sees the worker while the channel is still open.
+fn serve_calls(
+    command: &WorkerCommand,
+    pool: &[OwnedFd; POOL],
+    calls: u32,
+    check: impl FnOnce(&Worker),
+) -> Worker {
     let (worker, channel) = command.spawn::<POOL>().unwrap();
     let (mut out, mut inbox) = ([0u8; 256], [0u8; 256]);
     let mut caller = Caller::<Frames, POOL, 2>::new(channel, &mut out, &mut inbox).unwrap();
     configure(&mut caller, pool).unwrap();
+    check(&worker);
     for seq in 0..calls {
         let request = Request::Process {
             seq,
@@ -1012,12 +1107,10 @@ fn serve_calls(command: &WorkerCommand, pool: &[OwnedFd; POOL], calls: u32) -> W
 
 fn strict_serves() {
     let pool = pool();
-    let mut worker = serve_calls(
-        &worker_command(&["serve"], Confinement::strict()),
-        &pool,
-        200,
-    );
-    assert!(worker.is_seccomp_filtered().unwrap());
+    let command = worker_command(&["serve"], Confinement::strict());
+    let mut worker = serve_calls(&command, &pool, 200, |worker| {
+        assert!(worker.is_seccomp_filtered().unwrap());
+    });
     // The caller is gone: the worker sees the hang-up and exits 0.
     assert_eq!(
         worker.wait_timeout(PEER).unwrap(),
@@ -1067,7 +1160,7 @@ fn hostile_case(what: &'static str) {
         }
         drop((worker, channel));
         // Restarted: a healthy worker serves calls with the same pool.
-        drop(serve_calls(&healthy, &pool, 3));
+        drop(serve_calls(&healthy, &pool, 3, |_| {}));
         if round == 0 {
             baseline = Some((open_fds(), rss_anon_kb()));
         }
@@ -1076,4 +1169,33 @@ fn hostile_case(what: &'static str) {
     assert_eq!(open_fds(), fds, "fds after 5 rounds");
     let grown = rss_anon_kb().saturating_sub(rss);
     assert!(grown < 1024, "RssAnon grew by {grown} kB over 4 rounds");
+}
+
+/// What the strict profile stops without its seccomp filter (the README's
+/// threat model rests on this table): the pid namespace hides the
+/// pipeline, uid `nobody` keeps it from the pipeline's memory; files that
+/// anyone may read, sockets (in an empty network namespace), `execve` and
+/// `fork` remain.
+fn layers_without_seccomp() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root (uid nobody)");
+        return;
+    }
+    let parent = std::process::id().to_string();
+    let refused = ExitReason::Exited(i32::from(REFUSED));
+    let escaped = ExitReason::Exited(i32::from(ESCAPED));
+    let expected = [
+        ("open-passwd", escaped),
+        ("inet-socket", escaped),
+        ("execve", ExitReason::Exited(0)), // it became /bin/true
+        ("ptrace-parent", refused),
+        ("read-parent-memory", refused),
+        ("signal-parent", refused),
+        ("fork-bomb", escaped),
+    ];
+    for (what, outcome) in expected {
+        let profile = Confinement::strict().seccomp(false);
+        let reason = run_to_end(&["hostile", what, &parent], profile);
+        assert_eq!(reason, outcome, "{what}");
+    }
 }

@@ -45,6 +45,18 @@ impl Namespaces {
     /// A mount namespace (`CLONE_NEWNS`): mounts the worker could make do
     /// not reach the pipeline's. The file system it sees is the same.
     pub const MOUNT: Self = Self(UnshareFlags::NEWNS.bits());
+    /// A pid namespace (`CLONE_NEWPID`): the worker is pid 2 of its own
+    /// namespace and sees no process of the pipeline's (nothing to signal,
+    /// trace or read through `/proc` by pid). `unshare(CLONE_NEWPID)` only
+    /// moves the caller's future children, so the child of `fork` becomes a
+    /// small supervisor outside the namespace: it starts the namespace's
+    /// init (pid 1, which reaps orphans and keeps the namespace alive) and
+    /// then the worker (pid 2, its own child, which goes on to `exec`),
+    /// waits for the worker, and ends the same way: the same exit code, or
+    /// killed by the same signal (never with a core dump, so that the
+    /// supervisor, a copy of the pipeline, writes none). [`Worker::pid`](super::Worker::pid)
+    /// and the pidfd name the supervisor; killing it kills the namespace.
+    pub const PID: Self = Self(UnshareFlags::NEWPID.bits());
     /// A user namespace (`CLONE_NEWUSER`), entered first, for a pipeline
     /// that is not root: it lets an unprivileged pipeline create the other
     /// namespaces. The worker's uid and gid are mapped to themselves (its
@@ -128,8 +140,8 @@ impl Confinement {
         Self::default()
     }
 
-    /// The default profile: `no_new_privs`; network, IPC, UTS and mount
-    /// namespaces (with a user namespace first when the pipeline is not
+    /// The default profile: `no_new_privs`; pid, network, IPC, UTS and
+    /// mount namespaces (with a user namespace first when the pipeline is not
     /// root); uid and gid [`NOBODY`] without supplementary groups when the
     /// pipeline is root; at most 64 open files, 4 GiB of address space, no
     /// core dumps; the seccomp allowlist
@@ -144,7 +156,11 @@ impl Confinement {
     #[must_use]
     pub fn strict() -> Self {
         let root = rustix::process::geteuid().is_root();
-        let base = Namespaces::NET | Namespaces::IPC | Namespaces::UTS | Namespaces::MOUNT;
+        let base = Namespaces::PID
+            | Namespaces::NET
+            | Namespaces::IPC
+            | Namespaces::UTS
+            | Namespaces::MOUNT;
         let profile = Self::none()
             .no_new_privs(true)
             .namespaces(if root { base } else { base | Namespaces::USER })
@@ -346,6 +362,10 @@ impl Prepared {
             // SAFETY: as above; FILES is never among the flags.
             unsafe { rustix::thread::unshare_unsafe(others)? };
         }
+        if self.namespaces.contains(Namespaces::PID) {
+            // Returns in the worker only.
+            pid_namespace::split()?;
+        }
         for (resource, limit) in self.limits {
             if let Some(limit) = limit {
                 setrlimit(
@@ -368,6 +388,142 @@ impl Prepared {
             rustix::thread::set_no_new_privs(true)?;
         }
         Ok(())
+    }
+}
+
+/// The processes of a pid namespace: see [`Namespaces::PID`]. Everything
+/// here runs in the child of `fork` (one thread, a copy of the pipeline):
+/// raw system calls only, no allocation, no libc function that takes a
+/// lock (`fork` would run the `atfork` handlers, which may wait for a lock
+/// held by a thread of the pipeline that does not exist here, so the forks
+/// are raw `clone` calls).
+#[allow(unsafe_code)]
+mod pid_namespace {
+    use rustix::io::Errno;
+    use rustix::process::{Pid, Resource, Rlimit, Signal, WaitOptions, getpid, setrlimit, waitpid};
+
+    /// Starts init, then the worker; returns in the worker, never in the
+    /// supervisor or in init.
+    pub(super) fn split() -> Result<(), Errno> {
+        // Init holds the write end of this pipe until its parent-death
+        // signal is set: the worker starts only once it is.
+        let mut ready = [0; 2];
+        // SAFETY: pipe2 writes two fds into the array it is given.
+        if unsafe { libc::pipe2(ready.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(Errno::from_raw_os_error(crate::credentials::errno()));
+        }
+        let init = fork()?;
+        if init == 0 {
+            let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+            run_init();
+        }
+        // SAFETY: both fds are this process's own, from pipe2 above; the
+        // read returns 0 (end of file) once init has closed its copy.
+        unsafe {
+            libc::close(ready[1]);
+            let mut byte = 0u8;
+            while libc::read(ready[0], (&raw mut byte).cast(), 1) < 0
+                && crate::credentials::errno() == libc::EINTR
+            {}
+            libc::close(ready[0]);
+        }
+        match fork()? {
+            0 => {
+                // The worker: it dies with its supervisor.
+                rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+                Ok(())
+            }
+            worker => supervise(worker, init),
+        }
+    }
+
+    /// `clone(SIGCHLD)`: a `fork` without libc's `atfork` handlers.
+    fn fork() -> Result<i32, Errno> {
+        // SAFETY: a fork-like clone (no CLONE_VM, no new stack): the child
+        // gets a copy of this single-threaded process and returns here.
+        let pid = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) };
+        if pid < 0 {
+            return Err(Errno::from_raw_os_error(crate::credentials::errno()));
+        }
+        Ok(pid as i32)
+    }
+
+    /// pid 1: keeps the namespace alive and its orphans reaped, and dies
+    /// with the supervisor (which takes every process of the namespace
+    /// with it). Its parent-death signal is set already.
+    fn run_init() -> ! {
+        close_from(3);
+        // SAFETY: setting a disposition takes integers only; with SIGCHLD
+        // ignored the kernel reaps this process's children itself.
+        unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+        loop {
+            let _ = rustix::event::poll(&mut [], None);
+        }
+    }
+
+    /// The process the pipeline watches: waits for the worker and ends
+    /// the way it ended.
+    fn supervise(worker: i32, init: i32) -> ! {
+        close_from(3);
+        // SAFETY: as above; SIGCHLD must not be ignored here, or the
+        // worker's status would be lost.
+        unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+        let status = wait(worker);
+        // The namespace goes with the worker; init is reaped here, so no
+        // zombie is left to whoever would inherit it.
+        if let Some(init) = Pid::from_raw(init) {
+            let _ = rustix::process::kill_process(init, Signal::KILL);
+        }
+        let _ = wait(init);
+        let Some(status) = status else { exit(127) };
+        if let Some(code) = status.exit_status() {
+            exit(code);
+        }
+        if let Some(signal) = status.terminating_signal() {
+            // No core dump: this process is a copy of the pipeline.
+            let none = Rlimit {
+                current: Some(0),
+                maximum: Some(0),
+            };
+            let _ = setrlimit(Resource::Core, none);
+            // SAFETY: a disposition and a mask: integers and a local set.
+            unsafe {
+                libc::signal(signal, libc::SIG_DFL);
+                let mut all = core::mem::zeroed::<libc::sigset_t>();
+                libc::sigfillset(&mut all);
+                libc::sigprocmask(libc::SIG_UNBLOCK, &all, core::ptr::null_mut());
+            }
+            if let Some(signal) = Signal::from_named_raw(signal) {
+                let _ = rustix::process::kill_process(getpid(), signal);
+            }
+        }
+        exit(127)
+    }
+
+    /// Waits for child `pid` to end (`EINTR` retried).
+    fn wait(pid: i32) -> Option<rustix::process::WaitStatus> {
+        loop {
+            match waitpid(Pid::from_raw(pid), WaitOptions::empty()) {
+                Ok(Some((_, status))) => return Some(status),
+                Err(Errno::INTR) => {}
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// `close_range(first, ~0, 0)`: the channel and std's status pipe
+    /// must stay with the worker only.
+    fn close_from(first: u32) {
+        // SAFETY: close_range takes integers; nothing in this process
+        // uses the fds it closes (it never returns to std's code).
+        unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
+    }
+
+    /// `_exit(code)`.
+    fn exit(code: i32) -> ! {
+        // SAFETY: ends the process without running anything of the
+        // pipeline's (no atexit handlers, no buffered output).
+        unsafe { libc::_exit(code) }
     }
 }
 

@@ -520,7 +520,9 @@ impl Worker {
     /// Whether the kernel filters the worker's system calls with seccomp:
     /// the `Seccomp:` line of `/proc/PID/status` is 2 (filter mode). A
     /// worker started with [`Confinement::seccomp`] reports true once it
-    /// has called [`take_channel`](super::take_channel).
+    /// has called [`take_channel`](super::take_channel). In a pid
+    /// namespace, where the handle names the worker's supervisor, the
+    /// supervisor's children are read too (`/proc/PID/task/PID/children`).
     ///
     /// # Errors
     ///
@@ -531,15 +533,26 @@ impl Worker {
     ///
     /// ```
     /// let (worker, _channel) = ipc_unixsocket::worker::WorkerCommand::new("sleep").arg("10").spawn::<1>()?;
-    /// println!("filtered: {}", worker.is_seccomp_filtered()?);
+    /// assert!(!worker.is_seccomp_filtered()?);
     /// # Ok::<(), ipc_unixsocket::Error>(())
     /// ```
     pub fn is_seccomp_filtered(&self) -> Result<bool, Error> {
-        let status = std::fs::read_to_string(std::format!("/proc/{}/status", self.pid()))
-            .map_err(|error| io_error(&error))?;
-        Ok(status
-            .lines()
-            .any(|line| line.split_whitespace().eq(["Seccomp:", "2"])))
+        let pid = self.pid();
+        let filtered = |pid: &str| {
+            std::fs::read_to_string(std::format!("/proc/{pid}/status")).map(|status| {
+                status
+                    .lines()
+                    .any(|line| line.split_whitespace().eq(["Seccomp:", "2"]))
+            })
+        };
+        if filtered(&std::format!("{pid}")).map_err(|error| io_error(&error))? {
+            return Ok(true);
+        }
+        let children = std::fs::read_to_string(std::format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default();
+        Ok(children
+            .split_whitespace()
+            .any(|child| filtered(child).unwrap_or(false)))
     }
 
     /// Lets the worker run on after the handle is gone, and returns its
