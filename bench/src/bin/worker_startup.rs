@@ -37,6 +37,7 @@ fn main() -> ExitCode {
     let mut profiles: Vec<(&str, Confinement)> = vec![
         ("none", Confinement::none()),
         ("no_new_privs", Confinement::none().no_new_privs(true)),
+        ("pid namespace", Confinement::none().namespaces(Namespaces::PID)),
         ("net namespace", Confinement::none().namespaces(Namespaces::NET)),
         ("ipc namespace", Confinement::none().namespaces(Namespaces::IPC)),
         ("uts namespace", Confinement::none().namespaces(Namespaces::UTS)),
@@ -54,7 +55,7 @@ fn main() -> ExitCode {
     ];
     if root {
         profiles.insert(
-            7,
+            8,
             ("uid/gid nobody", Confinement::none().user(worker::NOBODY, worker::NOBODY)),
         );
     }
