@@ -136,6 +136,7 @@ fn child(args: &[String]) -> ExitCode {
             })
         }
         "inspect" => inspect(),
+        "nonroot-pipeline" => nonroot_pipeline(),
         "hostile" => hostile(arg(1), arg(2).parse().expect("parent pid")),
         "middle" => {
             // Starts a worker, says its pid, and dies.
@@ -264,6 +265,19 @@ fn inspect() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// A pipeline that is not root: starts an `inspect` worker under the
+/// strict profile without seccomp (which then includes a user namespace)
+/// and relays its report, then a strict worker with seccomp that exits 0.
+fn nonroot_pipeline() -> ExitCode {
+    let channel = worker::take_channel::<POOL>().expect("take_channel");
+    let profile = Confinement::strict().seccomp(false);
+    let report = inspect_under(profile);
+    let strict = run_to_end(&["exit", "0"], Confinement::strict());
+    let report = format!("{report}strict:{strict}\n");
+    channel.send(report.as_bytes(), &[]).unwrap();
+    ExitCode::SUCCESS
+}
+
 /// Exit code of a hostile worker whose attempt was refused with an error.
 const REFUSED: u8 = 3;
 /// Exit code of a hostile worker whose attempt succeeded.
@@ -387,6 +401,11 @@ fn trials() -> Vec<libtest_mimic::Trial> {
             pid_namespace_exit_reasons,
         ),
         harness::test("confine_uid_gid_and_groups", bound, confine_ids),
+        harness::test(
+            "strict_profile_from_a_pipeline_that_is_not_root",
+            bound,
+            strict_profile_from_a_pipeline_that_is_not_root,
+        ),
         harness::test("confine_rlimits", bound, confine_rlimits),
         harness::test(
             "confine_seccomp_filter_is_installed",
@@ -901,9 +920,13 @@ fn fd_inheritance_stress() {
 
 /// Starts an `inspect` worker under `profile` and returns its report.
 fn inspect_under(profile: Confinement) -> String {
-    let (mut worker, channel) = worker_command(&["inspect"], profile)
-        .spawn::<POOL>()
-        .unwrap();
+    inspect_under_mode("inspect", profile)
+}
+
+/// Starts a worker of `mode` under `profile` and returns the report it
+/// sends.
+fn inspect_under_mode(mode: &str, profile: Confinement) -> String {
+    let (mut worker, channel) = worker_command(&[mode], profile).spawn::<POOL>().unwrap();
     let mut data = [0u8; 4096];
     let mut fds = heapless::Vec::<OwnedFd, POOL>::new();
     let got = channel.recv_timeout(&mut data, &mut fds, PEER).unwrap();
@@ -1040,6 +1063,23 @@ fn confine_user_namespace() {
     // Its own ids, mapped to themselves; no groups.
     let uid = rustix::process::geteuid().as_raw();
     assert_eq!(field(&report, "Uid:"), format!("{uid} {uid} {uid} {uid}"));
+}
+
+fn strict_profile_from_a_pipeline_that_is_not_root() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to become another uid");
+        return;
+    }
+    let pipeline = Confinement::none().user(worker::NOBODY, worker::NOBODY);
+    let report = inspect_under_mode("nonroot-pipeline", pipeline);
+    assert_ne!(field(&report, "ns.user:"), own_ns("user"));
+    for ns in ["pid", "net", "ipc", "uts", "mnt"] {
+        assert_ne!(field(&report, &format!("ns.{ns}:")), own_ns(ns), "{ns}");
+    }
+    assert_eq!(field(&report, "pid:"), "2");
+    assert_eq!(field(&report, "Uid:"), "65534 65534 65534 65534");
+    assert_eq!(field(&report, "NoNewPrivs:"), "1");
+    assert_eq!(field(&report, "strict:"), "exited with code 0");
 }
 
 fn confine_ids() {
