@@ -348,6 +348,7 @@ pub(crate) struct Prepared {
 impl Prepared {
     /// Runs every step but seccomp, in the child between `fork` and `exec`:
     /// system calls only, no allocation.
+    #[allow(unsafe_code)] // unshare: rustix marks it unsafe
     pub(crate) fn apply_in_child(&self) -> Result<(), Errno> {
         if self.namespaces.contains(Namespaces::USER) {
             // SAFETY: the child of `fork` has one thread, so no other

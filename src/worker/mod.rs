@@ -35,7 +35,6 @@
 //! println!("worker {reason:?}");
 //! # Ok::<(), ipc_unixsocket::Error>(())
 //! ```
-#![allow(unsafe_code)]
 
 extern crate std;
 
@@ -113,6 +112,7 @@ static TAKEN: AtomicBool = AtomicBool::new(false);
 /// # drop(channel);
 /// # Ok::<(), ipc_unixsocket::Error>(())
 /// ```
+#[allow(unsafe_code)] // F_GETFD on a number, and adopting the inherited fd
 pub fn take_channel<const MAX_FDS: usize>() -> Result<Channel<MAX_FDS>, Error> {
     if TAKEN.swap(true, Ordering::SeqCst) {
         return Err(Error::ChannelTaken);
