@@ -249,6 +249,10 @@ fn inspect() -> ExitCode {
         }
     }
     report.push_str(&format!("pid:{}\n", std::process::id()));
+    for fd in 0..3 {
+        let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+        report.push_str(&format!("fd{fd}:{}\n", link.display()));
+    }
     for ns in ["net", "ipc", "uts", "mnt", "user", "pid"] {
         let link = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
         report.push_str(&format!("ns.{ns}:{}\n", link.display()));
@@ -356,6 +360,11 @@ fn trials() -> Vec<libtest_mimic::Trial> {
             gets_channel_only,
         ),
         harness::test("take_channel_works_once", bound, take_channel_once),
+        harness::test(
+            "stdio_null_or_a_given_stderr",
+            bound,
+            stdio_null_or_a_given_stderr,
+        ),
         harness::test(
             "take_channel_refuses_a_process_not_started_as_a_worker",
             bound,
@@ -475,6 +484,44 @@ fn gets_channel_only() {
     drop((read, write));
 }
 
+fn stdio_null_or_a_given_stderr() {
+    let mut command = worker_command(&["inspect"], Confinement::none());
+    command.null_stdio();
+    let (mut worker, channel) = command.spawn::<POOL>().unwrap();
+    let mut data = [0u8; 4096];
+    let mut fds = heapless::Vec::<OwnedFd, POOL>::new();
+    let got = channel.recv_timeout(&mut data, &mut fds, PEER).unwrap();
+    let report = String::from_utf8_lossy(&data[..got.data_len]).into_owned();
+    for fd in 0..3 {
+        assert_eq!(field(&report, &format!("fd{fd}:")), "/dev/null");
+    }
+    assert_eq!(
+        worker.wait_timeout(PEER).unwrap(),
+        Some(ExitReason::Exited(0))
+    );
+    // A log file as stderr, for every worker the command starts.
+    let log = memfd(b"");
+    let mut command = worker_command(&["panic"], Confinement::none());
+    command
+        .env("RUST_BACKTRACE", "0")
+        .null_stdio()
+        .stderr(log.try_clone().unwrap());
+    for _ in 0..2 {
+        assert_eq!(run_command(&command), ExitReason::Exited(101));
+    }
+    let logged = String::from_utf8(common::read_all(log.as_fd())).unwrap();
+    assert_eq!(logged.matches("a worker panics").count(), 2, "{logged}");
+}
+
+/// Starts a worker from `command` and waits (bounded) for it to end.
+fn run_command(command: &WorkerCommand) -> ExitReason {
+    let (mut worker, _channel) = command.spawn::<POOL>().unwrap();
+    worker
+        .wait_timeout(PEER)
+        .unwrap()
+        .expect("the worker ended")
+}
+
 fn take_channel_once() {
     assert_eq!(
         run_to_end(&["take-twice"], Confinement::none()),
@@ -524,7 +571,7 @@ fn signals() {
     assert_eq!(run_to_end(&["abort"], filtered()), signaled(libc::SIGABRT));
     // (Without a backtrace: printing one reads the binary's symbols.)
     let mut panics = worker_command(&["panic"], filtered());
-    panics.env("RUST_BACKTRACE", "0");
+    panics.env("RUST_BACKTRACE", "0").null_stdio();
     let (mut worker, _channel) = panics.spawn::<POOL>().unwrap();
     assert_eq!(
         worker.wait_timeout(PEER).unwrap(),

@@ -8,7 +8,8 @@ use std::borrow::ToOwned;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::vec::Vec;
 
 use rustix::event::{PollFd, PollFlags, poll};
@@ -33,8 +34,9 @@ use crate::channel::{monotonic_now, timespec};
 /// Each [`spawn`](Self::spawn) creates a fresh channel, so one
 /// `WorkerCommand` starts the worker again after a crash.
 ///
-/// What the worker inherits: fds 0, 1 and 2 (as `Command` does) and its
-/// end of the channel at [`channel_fd`](Self::channel_fd) (3 unless told
+/// What the worker inherits: fds 0, 1 and 2 (the pipeline's, as `Command`
+/// does, unless [`null_stdio`](Self::null_stdio) or
+/// [`stderr`](Self::stderr) say otherwise) and its end of the channel at [`channel_fd`](Self::channel_fd) (3 unless told
 /// otherwise). Every other fd is closed at `exec`, whatever its
 /// close-on-exec flag: the child marks them all close-on-exec
 /// (`close_range(3, ~0, CLOSE_RANGE_CLOEXEC)`) between `fork` and `exec`,
@@ -64,6 +66,8 @@ pub struct WorkerCommand {
     current_dir: Option<PathBuf>,
     channel_fd: RawFd,
     confinement: Confinement,
+    null_stdio: bool,
+    stderr: Option<Arc<OwnedFd>>,
 }
 
 impl WorkerCommand {
@@ -85,6 +89,8 @@ impl WorkerCommand {
             current_dir: None,
             channel_fd: DEFAULT_CHANNEL_FD,
             confinement: Confinement::none(),
+            null_stdio: false,
+            stderr: None,
         }
     }
 
@@ -209,6 +215,38 @@ impl WorkerCommand {
         self
     }
 
+    /// Gives the worker `/dev/null` as stdin, stdout and stderr (unless
+    /// [`stderr`](Self::stderr) names another), instead of the pipeline's
+    /// own: a terminal on stdin is something a compromised worker could
+    /// use.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let mut command = ipc_unixsocket::worker::WorkerCommand::new("worker");
+    /// command.null_stdio();
+    /// ```
+    pub fn null_stdio(&mut self) -> &mut Self {
+        self.null_stdio = true;
+        self
+    }
+
+    /// Gives each worker a duplicate of `fd` as its stderr (a log pipe or
+    /// file, say).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let log = std::fs::File::create(std::env::temp_dir().join("ipa-worker.log"))?;
+    /// let mut command = ipc_unixsocket::worker::WorkerCommand::new("worker");
+    /// command.null_stdio().stderr(log.into());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn stderr(&mut self, fd: OwnedFd) -> &mut Self {
+        self.stderr = Some(Arc::new(fd));
+        self
+    }
+
     /// How the worker is confined (none by default).
     ///
     /// # Example
@@ -271,6 +309,15 @@ impl WorkerCommand {
         command.env(CHANNEL_ENV, self.channel_env());
         if let Some(dir) = &self.current_dir {
             command.current_dir(dir);
+        }
+        if self.null_stdio {
+            command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+        }
+        if let Some(fd) = &self.stderr {
+            command.stderr(fd.try_clone().map_err(|error| io_error(&error))?);
         }
         let parent = getpid();
         let source = remote.as_raw_fd();
