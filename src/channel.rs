@@ -119,7 +119,10 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
     /// pass it across `exec`, clear the flag on it just before spawning the
     /// child, pass its number (for example as an argument), and drop the
     /// parent's copy once the child runs; the child adopts it with
-    /// [`Channel::bind`].
+    /// [`Channel::bind`]. Clearing the flag in the parent leaks the fd into
+    /// any child another thread starts meanwhile: with the `worker`
+    /// feature, `worker::WorkerCommand` places it in the child only, and
+    /// the worker takes it with `worker::take_channel`.
     ///
     /// # Errors
     ///
