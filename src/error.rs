@@ -203,6 +203,10 @@ pub enum Error {
     /// x86_64, aarch64 and riscv64 only).
     #[cfg(feature = "worker")]
     SeccompUnavailable,
+    /// Workers: Landlock was asked for and the kernel has none (or it is
+    /// disabled).
+    #[cfg(feature = "worker")]
+    LandlockUnavailable,
 }
 
 impl Error {
@@ -358,6 +362,8 @@ impl fmt::Display for Error {
             Self::SeccompUnavailable => {
                 f.write_str("the seccomp filter cannot be built for this architecture")
             }
+            #[cfg(feature = "worker")]
+            Self::LandlockUnavailable => f.write_str("the kernel has no Landlock"),
         }
     }
 }

@@ -416,6 +416,7 @@ fn trials() -> Vec<libtest_mimic::Trial> {
             strict_profile_from_a_pipeline_that_is_not_root,
         ),
         harness::test("confine_rlimits", bound, confine_rlimits),
+        harness::test("confine_landlock", bound, confine_landlock),
         harness::test(
             "confine_seccomp_filter_is_installed",
             bound,
@@ -1138,6 +1139,39 @@ fn confine_ids() {
     assert_eq!(field(&report, "Uid:"), "65534 65534 65534 65534");
     assert_eq!(field(&report, "Gid:"), "65534 65534 65534 65534");
     assert_eq!(field(&report, "Groups:"), "");
+}
+
+fn confine_landlock() {
+    // SAFETY: landlock_create_ruleset(NULL, 0, VERSION) reads no memory.
+    let abi = unsafe { libc::syscall(444, std::ptr::null::<u8>(), 0usize, 1u32) };
+    if abi < 6 {
+        eprintln!("skipped: Landlock ABI {abi} (6 or later needed for signal scoping)");
+        return;
+    }
+    eprintln!("Landlock ABI {abi}");
+    // Refused with an error, not a kill: the worker lives on to say so.
+    let parent = std::process::id().to_string();
+    let refused = ExitReason::Exited(i32::from(REFUSED));
+    for what in [
+        "open-passwd",
+        "execve",
+        "read-parent-memory",
+        "signal-parent",
+    ] {
+        let profile = Confinement::none().landlock(true);
+        let reason = run_to_end(&["hostile", what, &parent], profile);
+        assert_eq!(reason, refused, "{what}");
+    }
+    // With seccomp too: the filter still serves calls.
+    let pool = pool();
+    let command = worker_command(&["serve"], Confinement::strict().landlock(true));
+    let mut worker = serve_calls(&command, &pool, 10, |worker| {
+        assert!(worker.is_seccomp_filtered().unwrap());
+    });
+    assert_eq!(
+        worker.wait_timeout(PEER).unwrap(),
+        Some(ExitReason::Exited(0))
+    );
 }
 
 fn confine_rlimits() {

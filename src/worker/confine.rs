@@ -93,7 +93,7 @@ impl core::ops::BitOr for Namespaces {
 /// Order in the child, as minijail does it: parent-death signal and fd
 /// placement (always), then the user namespace, the other namespaces,
 /// rlimits, supplementary groups, gid and uid, `no_new_privs`; `exec`; and
-/// the seccomp filter last, installed by the worker itself in
+/// Landlock and the seccomp filter last, installed by the worker itself in
 /// [`take_channel`](super::take_channel).
 ///
 /// # Example
@@ -119,6 +119,7 @@ pub struct Confinement {
     pub(crate) core_size: Option<u64>,
     pub(crate) seccomp: bool,
     pub(crate) extra_syscalls: Vec<i64>,
+    pub(crate) landlock: bool,
 }
 
 /// The uid and gid [`Confinement::strict`] gives a worker started by root:
@@ -291,6 +292,30 @@ impl Confinement {
     #[must_use]
     pub fn seccomp(mut self, on: bool) -> Self {
         self.seccomp = on;
+        self
+    }
+
+    /// Landlock: the worker denies itself every file-system access (open,
+    /// read, write, execute, create, remove, ... any path), TCP `bind` and
+    /// `connect` (Landlock ABI 4), and signals and abstract Unix sockets
+    /// outside its own domain (ABI 6): a ruleset that handles every right
+    /// the kernel knows and allows none. Refused calls fail with `EACCES`
+    /// or `EPERM` instead of killing the worker. Installed by the worker
+    /// in [`take_channel`](super::take_channel), before the seccomp filter
+    /// (installed before `exec`, it would deny the `exec`), on the calling
+    /// thread: take the channel before starting threads. Not in
+    /// [`strict`](Self::strict): kernels without Landlock refuse it
+    /// ([`Error::LandlockUnavailable`](crate::Error::LandlockUnavailable)).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let profile = ipc_unixsocket::worker::Confinement::strict().landlock(true);
+    /// # drop(profile);
+    /// ```
+    #[must_use]
+    pub fn landlock(mut self, on: bool) -> Self {
+        self.landlock = on;
         self
     }
 

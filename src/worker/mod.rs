@@ -40,6 +40,7 @@ extern crate std;
 
 mod confine;
 mod exit;
+mod landlock;
 mod process;
 mod restart;
 mod seccomp;
@@ -59,8 +60,9 @@ use crate::{Channel, Error};
 
 /// The environment variable through which [`WorkerCommand::spawn`] tells
 /// the worker where its channel is: the fd number, then, if the worker is
-/// to install the seccomp filter, `seccomp` and the extra system call
-/// numbers, separated by spaces (`"3"`, `"3 seccomp 16"`).
+/// to deny itself the file system, `landlock`, and if it is to install the
+/// seccomp filter, `seccomp` and the extra system call numbers, separated
+/// by spaces (`"3"`, `"3 landlock seccomp 16"`).
 ///
 /// # Example
 ///
@@ -83,8 +85,9 @@ static TAKEN: AtomicBool = AtomicBool::new(false);
 /// was inherited across `exec` (its close-on-exec flag is clear: every fd
 /// this process opens itself has it set), then, as [`Channel::bind`] does,
 /// that it is an `AF_UNIX` `SOCK_SEQPACKET` socket, and marks it
-/// close-on-exec so it reaches no process the worker starts. Finally, if
-/// asked, builds the allowlist filter ([`WORKER_SYSCALLS`] and the
+/// close-on-exec so it reaches no process the worker starts. Then, if
+/// asked ([`Confinement::landlock`]), denies itself the file system with
+/// Landlock; finally, if asked, builds the allowlist filter ([`WORKER_SYSCALLS`] and the
 /// pipeline's extras, with seccompiler) and installs it on every thread
 /// (`no_new_privs`, `seccomp(SECCOMP_SET_MODE_FILTER, TSYNC)`): from then on
 /// any other system call kills the worker with `SIGSYS`. Call it at the
@@ -124,16 +127,17 @@ pub fn take_channel<const MAX_FDS: usize>() -> Result<Channel<MAX_FDS>, Error> {
         .and_then(|word| word.parse().ok())
         .filter(|&fd| fd >= 3)
         .ok_or(Error::NoInheritedChannel)?;
-    let seccomp = match words.next() {
-        None => None,
-        Some("seccomp") => Some(
-            words
-                .map(|word| word.parse().ok())
-                .collect::<Option<Vec<i64>>>()
-                .ok_or(Error::NoInheritedChannel)?,
-        ),
-        Some(_) => return Err(Error::NoInheritedChannel),
-    };
+    let (mut landlock, mut seccomp) = (false, None::<Vec<i64>>);
+    for word in words {
+        match (word, &mut seccomp) {
+            ("landlock", _) => landlock = true,
+            ("seccomp", _) => seccomp = Some(Vec::new()),
+            (number, Some(extra)) => {
+                extra.push(number.parse().map_err(|_| Error::NoInheritedChannel)?);
+            }
+            (_, None) => return Err(Error::NoInheritedChannel),
+        }
+    }
     // SAFETY: F_GETFD takes and returns integers; on a closed fd it fails
     // with EBADF and touches nothing.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
@@ -146,6 +150,9 @@ pub fn take_channel<const MAX_FDS: usize>() -> Result<Channel<MAX_FDS>, Error> {
     // close-on-exec). `TAKEN` lets only this call make an `OwnedFd` of it.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let channel = Channel::bind(fd)?;
+    if landlock {
+        landlock::deny_all()?;
+    }
     if let Some(extra) = seccomp {
         let program = seccomp::build(&extra, rustix::process::getpid().as_raw_nonzero().get())?;
         seccomp::install(&program)?;

@@ -355,11 +355,15 @@ impl WorkerCommand {
         ))
     }
 
-    /// The value of [`CHANNEL_ENV`]: the fd number, then `seccomp` and the
-    /// extra system calls if the worker is to filter itself.
+    /// The value of [`CHANNEL_ENV`]: the fd number, then `landlock` and
+    /// `seccomp` (with the extra system calls) if the worker is to restrict
+    /// itself.
     fn channel_env(&self) -> OsString {
         use core::fmt::Write as _;
         let mut value = std::format!("{}", self.channel_fd);
+        if self.confinement.landlock {
+            value.push_str(" landlock");
+        }
         if self.confinement.seccomp {
             value.push_str(" seccomp");
             for nr in &self.confinement.extra_syscalls {

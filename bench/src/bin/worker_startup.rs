@@ -51,6 +51,7 @@ fn main() -> ExitCode {
                 .limit_core_size(0),
         ),
         ("seccomp filter", Confinement::none().seccomp(true)),
+        ("landlock", Confinement::none().landlock(true)),
         ("strict (the default profile)", Confinement::strict()),
     ];
     if root {
