@@ -462,7 +462,8 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// The worker's process id, in the pipeline's pid namespace.
+    /// The worker's process id, in the pipeline's pid namespace; with
+    /// [`Namespaces::PID`](super::Namespaces::PID), that of its supervisor.
     ///
     /// # Example
     ///
