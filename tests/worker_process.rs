@@ -139,11 +139,18 @@ fn child(args: &[String]) -> ExitCode {
         "nonroot-pipeline" => nonroot_pipeline(),
         "hostile" => hostile(arg(1), arg(2).parse().expect("parent pid")),
         "middle" => {
-            // Starts a worker, says its pid, and dies.
+            // Starts a worker (in a pid namespace with "pidns"), says the
+            // pids of every process it made, and dies.
             let mut command = WorkerCommand::current_exe().expect("current_exe");
             command.args([harness::CHILD, "sleep"]);
+            if arg(1) == "pidns" {
+                command.confine(Confinement::none().namespaces(Namespaces::PID));
+            }
             let (worker, _channel) = command.spawn::<POOL>().expect("spawn");
-            println!("{}", worker.pid());
+            let pid = worker.pid();
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .expect("children");
+            println!("{pid} {children}");
             let _pidfd = worker.detach();
             ExitCode::SUCCESS
         }
@@ -594,28 +601,48 @@ fn seccomp_kill() {
 fn parent_death() {
     // Orphans come to this process, so their exit status can be read.
     rustix::process::set_child_subreaper(Some(rustix::process::getpid())).unwrap();
-    let mut middle = harness::child_command(["middle"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(middle.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let status = common::wait_child(&mut middle, "middle", PEER);
-    assert!(status.success(), "{status:?}");
-    let pid = rustix::process::Pid::from_raw(line.trim().parse().unwrap()).unwrap();
-    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
-    let mut watch = [PollFd::new(&pidfd, PollFlags::IN)];
-    let ready = poll(&mut watch, Some(&timespec(PEER))).unwrap();
-    assert_eq!(ready, 1, "the worker outlived its pipeline by {PEER:?}");
-    let status = rustix::process::waitid(
-        rustix::process::WaitId::PidFd(pidfd.as_fd()),
-        rustix::process::WaitIdOptions::EXITED,
-    )
-    .unwrap()
-    .unwrap();
-    assert_eq!(status.terminating_signal(), Some(libc::SIGKILL));
+    for (variant, processes) in [("plain", 1), ("pidns", 3)] {
+        let mut middle = harness::child_command(["middle", variant])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(middle.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let status = common::wait_child(&mut middle, "middle", PEER);
+        assert!(status.success(), "{status:?}");
+        // The worker (or its supervisor, init and the worker): each killed.
+        // The worker is reaped first: a namespace's init ends only once
+        // every other process of the namespace is reaped.
+        let pids: Vec<i32> = line
+            .split_whitespace()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        assert_eq!(pids.len(), processes, "{variant}: {line}");
+        for pid in pids.into_iter().rev() {
+            let pid = rustix::process::Pid::from_raw(pid).unwrap();
+            let pidfd =
+                rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
+            let mut watch = [PollFd::new(&pidfd, PollFlags::IN)];
+            let ready = poll(&mut watch, Some(&timespec(PEER))).unwrap();
+            assert_eq!(
+                ready, 1,
+                "{variant}: {pid:?} outlived its pipeline by {PEER:?}"
+            );
+            let status = rustix::process::waitid(
+                rustix::process::WaitId::PidFd(pidfd.as_fd()),
+                rustix::process::WaitIdOptions::EXITED,
+            )
+            .unwrap()
+            .unwrap();
+            assert_eq!(
+                status.terminating_signal(),
+                Some(libc::SIGKILL),
+                "{variant}: {pid:?}"
+            );
+        }
+    }
     rustix::process::set_child_subreaper(None).unwrap();
 }
 
