@@ -954,7 +954,7 @@ fn fd_inheritance_stress() {
     let rounds: usize = std::env::var("WORKER_STRESS_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
-        .unwrap_or(300);
+        .unwrap_or(375);
     let before = open_fds();
     let started = Instant::now();
     std::thread::scope(|scope| {
