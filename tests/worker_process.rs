@@ -136,6 +136,24 @@ fn child(args: &[String]) -> ExitCode {
             })
         }
         "inspect" => inspect(),
+        "environment" => {
+            // Reports its arguments, working directory and environment.
+            let channel = worker::take_channel::<POOL>().expect("take_channel");
+            let mut report = format!(
+                "args:{}\ncwd:{}\n",
+                args[1..].join(" "),
+                std::env::current_dir().unwrap().display()
+            );
+            let mut vars: Vec<_> = std::env::vars().map(|(k, _)| k).collect();
+            vars.sort();
+            report.push_str(&format!("vars:{}\n", vars.join(" ")));
+            report.push_str(&format!(
+                "TEST_VAR:{}\n",
+                std::env::var("TEST_VAR").unwrap_or_default()
+            ));
+            channel.send(report.as_bytes(), &[]).unwrap();
+            ExitCode::SUCCESS
+        }
         "nonroot-pipeline" => nonroot_pipeline(),
         "hostile" => hostile(arg(1), arg(2).parse().expect("parent pid")),
         "middle" => {
@@ -368,6 +386,11 @@ fn trials() -> Vec<libtest_mimic::Trial> {
         ),
         harness::test("take_channel_works_once", bound, take_channel_once),
         harness::test(
+            "arguments_environment_and_working_directory_as_command_has_them",
+            bound,
+            arguments_environment_and_working_directory,
+        ),
+        harness::test(
             "stdio_null_or_a_given_stderr",
             bound,
             stdio_null_or_a_given_stderr,
@@ -528,6 +551,43 @@ fn run_command(command: &WorkerCommand) -> ExitReason {
         .wait_timeout(PEER)
         .unwrap()
         .expect("the worker ended")
+}
+
+fn arguments_environment_and_working_directory() {
+    let mut command = WorkerCommand::current_exe().unwrap();
+    command
+        .arg(harness::CHILD)
+        .args(["environment", "one", "two words"])
+        .env("TEST_VAR", "set")
+        .current_dir("/");
+    let report = report_of(&command);
+    assert_eq!(field(&report, "args:"), "one two words");
+    assert_eq!(field(&report, "cwd:"), "/");
+    assert_eq!(field(&report, "TEST_VAR:"), "set");
+    assert!(field(&report, "vars:").contains("PATH"), "{report}");
+    // env_clear: only what was set after it, and the channel's variable.
+    command.env_clear().env("TEST_VAR", "again");
+    let report = report_of(&command);
+    assert_eq!(field(&report, "vars:"), "IPC_UNIXSOCKET_WORKER TEST_VAR");
+    assert_eq!(field(&report, "TEST_VAR:"), "again");
+    command.env_remove("TEST_VAR");
+    assert_eq!(
+        field(&report_of(&command), "vars:"),
+        "IPC_UNIXSOCKET_WORKER"
+    );
+}
+
+/// Starts a worker from `command` and returns the report it sends.
+fn report_of(command: &WorkerCommand) -> String {
+    let (mut worker, channel) = command.spawn::<POOL>().unwrap();
+    let mut data = [0u8; 8192];
+    let mut fds = heapless::Vec::<OwnedFd, POOL>::new();
+    let got = channel.recv_timeout(&mut data, &mut fds, PEER).unwrap();
+    assert_eq!(
+        worker.wait_timeout(PEER).unwrap(),
+        Some(ExitReason::Exited(0))
+    );
+    String::from_utf8(data[..got.data_len].to_vec()).unwrap()
 }
 
 fn take_channel_once() {
