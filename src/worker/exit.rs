@@ -69,9 +69,9 @@ impl ExitReason {
     /// (`SECCOMP_RET_KILL_PROCESS`), a system call outside the allowlist.
     ///
     /// `waitid` reports only the signal: a `SIGSYS` sent with `kill` looks
-    /// the same. A confined worker cannot send signals to itself other than
-    /// through `tgkill` on its own pid, so under the default profile it
-    /// means the filter.
+    /// the same. Under the filter the only sender left is the worker itself
+    /// (`tgkill` on its own pid), so there it means the filter, or a worker
+    /// that chose to look like it.
     ///
     /// # Example
     ///
