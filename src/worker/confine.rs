@@ -46,8 +46,9 @@ impl Namespaces {
     /// not reach the pipeline's. The file system it sees is the same.
     pub const MOUNT: Self = Self(UnshareFlags::NEWNS.bits());
     /// A pid namespace (`CLONE_NEWPID`): the worker is pid 2 of its own
-    /// namespace and sees no process of the pipeline's (nothing to signal,
-    /// trace or read through `/proc` by pid). `unshare(CLONE_NEWPID)` only
+    /// namespace and cannot name a process of the pipeline's to signal or
+    /// trace it (its `/proc` is still the pipeline's: no fresh one is
+    /// mounted). `unshare(CLONE_NEWPID)` only
     /// moves the caller's future children, so the child of `fork` becomes a
     /// small supervisor outside the namespace: it starts the namespace's
     /// init (pid 1, which reaps orphans and keeps the namespace alive) and
