@@ -1,39 +1,35 @@
 //! A camera pipeline and its untrusted image-processing worker (the IPA).
 //!
 //! ```text
-//! cargo run --example camera_ipa
+//! cargo run --features worker --example camera_ipa
 //! ```
 //!
-//! The pipeline process spawns the worker (this same binary, re-executed
-//! with a channel fd number as its only argument), checks with
-//! `SO_PEERCRED` who is on the other end, and hands it six frame buffers:
-//! 320×240 8-bit luma images in sealed memfds, one per tick of a 100 ms
-//! frame timer. No image data goes through the socket; only the fd does.
-//! The worker maps each buffer read-only, computes the mean luma and a
-//! 16-bin histogram, and replies. The pipeline drives the frame timer and the
-//! channel from one `poll` loop, checks every reply against its own
-//! computation, and prints one line per frame. Finally it kills the worker
-//! with `SIGKILL`, notices through the channel (`Error::Disconnected`),
-//! reaps it and exits 0.
+//! The pipeline starts the worker (this same binary, re-executed with
+//! `--ipa-worker`) confined with `ipc_unixsocket::worker`: its end of a fresh
+//! channel at fd 3 and nothing else inherited, its own network, IPC, UTS
+//! and mount namespaces, uid `nobody`, rlimits, and a seccomp allowlist
+//! the worker installs when it takes its channel. The pipeline hands it a
+//! pool of four frame buffers: 320×240 8-bit luma images in sealed memfds.
+//! No image data goes through the socket; only the fds do, once. Then one
+//! frame per tick of a 50 ms timer: the worker maps the buffers read-only,
+//! computes the mean luma and a 16-bin histogram of the one named, and
+//! replies. The pipeline drives the frame timer, the channel and the
+//! worker's pidfd from one `poll` loop, and checks every reply against its
+//! own computation.
 //!
-//! # Who is on the other end
+//! # A crash, and a restart
 //!
-//! `SO_PEERCRED` (`Channel::peer_credentials`) reports the process that
-//! *created* the peer socket. On a `socketpair` both ends are created by the
-//! caller, so on the channel from [`Channel::create`] it names the pipeline
-//! itself, never the worker it is handed to. To authenticate the worker, the
-//! pipeline uses that first channel only to bootstrap: the worker creates the
-//! frame channel with `Channel::create` and sends one end back. The kernel
-//! recorded the worker as that socket pair's creator, so `peer_credentials`
-//! on the pipeline's end names the worker's pid and uid. The pid cannot be
-//! reused while the worker is an unreaped child. A worker that sends any
-//! other socket fails the check; anything that is not a `SOCK_SEQPACKET`
-//! socket fails `Channel::adopt`.
+//! Frame 5 is "poisoned": handling it, the worker behaves as a compromised
+//! one would and tries to open `/etc/passwd`. The seccomp filter kills it.
+//! The pipeline sees the pidfd become readable, learns why the worker died
+//! (`killed by SIGSYS`), asks its restart policy (`respawn limit 10 5`,
+//! with backoff), starts a fresh worker, sends the pool again, and carries
+//! on from the lost frame. At the end it sends `stop`, closes the channel,
+//! and the worker exits 0.
 //!
 //! # The protocol
 //!
-//! After that check, the two sides speak typed calls
-//! (`ipc_unixsocket::calls`): the `Ipa` protocol below, following
+//! Typed calls (`ipc_unixsocket::calls`): the `Ipa` protocol below, following
 //! libcamera's IPA flow. `init` names the sensor; `configure` hands the
 //! worker the whole pool of frame buffers once, as fd slots, and the worker
 //! maps them all ("mapBuffers"); then each frame is a call naming a buffer
@@ -44,24 +40,23 @@
 //! offsets.
 //!
 //! The pipeline treats the worker as untrusted: statistics that differ from
-//! its own computation, or a call that fails, stop the demo with an error.
+//! its own computation stop the demo with an error.
 
 use std::error::Error as StdError;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, ExitCode};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use ipc_unixsocket::calls::{
-    Attach, Call, CallError, Caller, Cookie, FdSlot, Incoming, Protocol, Responder, Schema,
+    Attach, Call, CallError, Caller, Cookie, FdSlot, Incoming, NoError, Protocol, Responder, Schema,
 };
+use ipc_unixsocket::worker::{self, Confinement, Decision, Restart, Worker, WorkerCommand};
 use ipc_unixsocket::{Channel, Error};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, fcntl_get_seals, fstat, memfd_create};
 use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags, mmap, munmap};
-use rustix::process::{Pid, getgid, getpid, getuid};
 use rustix::time::{
     Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, timerfd_create, timerfd_settime,
 };
@@ -72,17 +67,19 @@ type Result<T, E = Box<dyn StdError>> = std::result::Result<T, E>;
 const WIDTH: usize = 320;
 const HEIGHT: usize = 240;
 const STRIDE: usize = WIDTH;
-const FRAMES: u32 = 6;
-const FRAME_INTERVAL: Duration = Duration::from_millis(100);
+const FRAMES: u32 = 12;
+const FRAME_INTERVAL: Duration = Duration::from_millis(50);
 /// The pipeline gives up if nothing at all happens for this long.
 const WATCHDOG: Duration = Duration::from_secs(2);
-
-const HELLO: &[u8] = b"ipa hello v1";
+/// The frame whose content "exploits" the worker.
+const POISONED: u32 = 5;
 const BINS: usize = 16;
-/// The pool: one buffer per frame of the demo.
-const BUFFERS: usize = FRAMES as usize;
+/// The pool of frame buffers, sent to each worker once.
+const BUFFERS: usize = 4;
 /// The largest message is `configure`: far below this.
 const MESSAGE: usize = 256;
+/// The argument that makes this binary the worker.
+const WORKER_ARG: &str = "--ipa-worker";
 
 // ---------------------------------------------------------------------------
 // The protocol
@@ -93,11 +90,11 @@ struct Ipa;
 
 impl Protocol for Ipa {
     const NAME: &'static str = "ipc-unixsocket.example.ipa";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     type Request<'a> = Request<'a>;
     type Reply<'a> = Reply;
     type Event<'a> = Event;
-    type Error<'a> = IpaError;
+    type Error<'a> = NoError;
 }
 
 #[derive(Debug, Serialize, Deserialize, Schema)]
@@ -116,6 +113,11 @@ enum Request<'a> {
         frame: u32,
         buffer: u32,
     },
+    /// Stands for a frame whose content exploits a bug in the worker: the
+    /// worker, compromised, tries to read `/etc/passwd`.
+    Poisoned {
+        frame: u32,
+    },
     Stop,
 }
 
@@ -125,25 +127,6 @@ enum Reply {
     Configured { mapped: u32 },
     Stats { frame: u32, stats: Stats },
     Stopped,
-}
-
-/// How the worker's handlers fail: the pipeline gets it typed
-/// (`CallError::Handler`), apart from the crate's own errors.
-#[derive(Debug, Serialize, Deserialize, Schema)]
-enum IpaError {
-    /// The buffer in this slot is not a sealed frame of the right size.
-    UnusableBuffer { slot: u8 },
-    /// The frame names a buffer of the pool that was never configured.
-    NotConfigured { buffer: u32 },
-}
-
-impl std::fmt::Display for IpaError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::UnusableBuffer { slot } => write!(f, "buffer in slot {slot} is unusable"),
-            Self::NotConfigured { buffer } => write!(f, "buffer {buffer} was never configured"),
-        }
-    }
 }
 
 #[derive(Debug, Serialize, Deserialize, Schema)]
@@ -160,9 +143,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (role, outcome) = match args.as_slice() {
         [] => ("camera_ipa", pipeline()),
-        [fd] => ("ipa worker", worker(fd)),
+        [arg] if arg == WORKER_ARG => ("ipa worker", worker()),
         _ => {
-            eprintln!("usage: camera_ipa          (the pipeline; it spawns the worker)");
+            eprintln!("usage: camera_ipa          (the pipeline; it starts the worker)");
             return ExitCode::from(2);
         }
     };
@@ -179,116 +162,86 @@ fn main() -> ExitCode {
 // The pipeline
 // ---------------------------------------------------------------------------
 
-/// One frame buffer of the pool, with what the pipeline expects back.
-struct Frame {
-    number: u32,
-    buffer: OwnedFd,
+/// One frame buffer of the pool, with the statistics the pipeline expects.
+struct Buffer {
+    fd: OwnedFd,
     expected: Stats,
-    sent_at: Option<Instant>,
-    /// The cookie of its call while it is in flight.
-    cookie: Option<Cookie>,
+}
+
+/// The frame in flight: its number, its buffer, its call, when it left.
+struct InFlight {
+    frame: u32,
+    buffer: usize,
+    cookie: Cookie,
+    sent_at: Instant,
 }
 
 fn pipeline() -> Result<()> {
     // The frame buffers: sealed memfds, filled before streaming starts.
-    let mut frames = (1..=FRAMES).map(Frame::new).collect::<Result<Vec<_>>>()?;
+    let pool = (0..BUFFERS).map(Buffer::new).collect::<Result<Vec<_>>>()?;
+    let mut command = WorkerCommand::current_exe()?;
+    command.arg(WORKER_ARG).confine(Confinement::strict());
+    // `respawn limit 10 5`, as ChromeOS runs its camera algorithms.
+    let mut policy = Restart::<10>::new(Duration::from_secs(5));
 
-    let (bootstrap, mut worker) = spawn_worker()?;
-    let result = authenticate(bootstrap, &worker)
-        .and_then(|channel| stream(channel, &mut worker, &mut frames));
-    if result.is_err() {
-        // Do not leave the worker behind; it would exit on its own once it
-        // sees the channel close, but there is no reason to wait for that.
-        let _ = worker.kill();
-        let _ = worker.wait();
+    let mut next_frame = 1;
+    loop {
+        let started = Instant::now();
+        let (mut worker, channel) = command.spawn::<BUFFERS>()?;
+        println!(
+            "pipeline: pid {}; started the IPA worker, pid {}, confined (uid nobody, own net/ipc/uts/mount namespaces, seccomp allowlist)",
+            std::process::id(),
+            worker.pid()
+        );
+        match stream(channel, &mut worker, &pool, &mut next_frame, started)? {
+            None => break,
+            Some(reason) => match policy.on_exit(reason) {
+                decision @ Decision::Restart { after, .. } => {
+                    println!("pipeline: {decision}");
+                    std::thread::sleep(after);
+                }
+                decision @ Decision::GiveUp { .. } => return Err(decision.to_string().into()),
+            },
+        }
     }
-    result
-}
-
-/// Spawns the worker; returns the bootstrap channel and the child.
-fn spawn_worker() -> Result<(Channel<1>, Child)> {
-    let (bootstrap, remote) = Channel::<1>::create()?;
-    // The remote end is close-on-exec, and stays so in this process. The
-    // child clears the flag on its own copy, between fork and exec, so that
-    // only the worker inherits it; we drop our copy right after the spawn.
-    let remote_fd = remote.as_raw_fd();
-    let mut command = Command::new(std::env::current_exe()?);
-    command.arg(remote_fd.to_string());
-    // SAFETY: the closure runs in the child between fork and exec and makes
-    // one async-signal-safe call (fcntl); it allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::fcntl(remote_fd, libc::F_SETFD, 0) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = command.spawn()?;
-    drop(remote);
-    println!(
-        "pipeline: pid {}, uid {}; spawned the IPA worker, pid {}",
-        getpid(),
-        getuid().as_raw(),
-        child.id()
-    );
-    Ok((bootstrap, child))
-}
-
-/// Receives the frame channel from the worker and checks, with
-/// `SO_PEERCRED`, that the worker created it.
-fn authenticate(bootstrap: Channel<1>, worker: &Child) -> Result<Channel<BUFFERS>> {
-    let worker_pid = Pid::from_child(worker);
-    let creator = bootstrap.peer_credentials()?;
-    println!(
-        "pipeline: bootstrap channel: SO_PEERCRED names {creator} (socketpair records its creator: this pipeline)"
-    );
-
-    // The worker answers with the frame channel, a socket pair it created.
-    let mut hello = [0u8; HELLO.len()];
-    let mut fds = heapless::Vec::<OwnedFd, 1>::new();
-    let got = bootstrap.recv_timeout(&mut hello, &mut fds, WATCHDOG)?;
-    let (true, 1, Some(end)) = (&hello[..got.data_len] == HELLO, got.fd_count, fds.pop()) else {
-        return Err("the worker's hello is not a greeting with one fd".into());
-    };
-    let channel = Channel::<BUFFERS>::adopt(end)?; // refuses anything but SOCK_SEQPACKET
-    drop(bootstrap);
-
-    let peer = channel.peer_credentials()?;
-    if peer.pid != Some(worker_pid) || peer.uid != getuid() || peer.gid != getgid() {
-        return Err(format!(
-            "frame channel belongs to {peer}, expected the worker: pid {worker_pid} uid {} gid {}",
-            getuid().as_raw(),
-            getgid().as_raw()
-        )
-        .into());
-    }
-    println!("pipeline: frame channel: SO_PEERCRED names {peer}: the worker, as expected");
-    Ok(channel)
+    println!("pipeline: done");
+    Ok(())
 }
 
 /// `init` and `configure`, then the poll loop: one frame per timer tick,
-/// replies and events as they come; then `stop`, and the worker's death.
-fn stream(channel: Channel<BUFFERS>, worker: &mut Child, frames: &mut [Frame]) -> Result<()> {
+/// replies and events as they come, the worker's pidfd beside them. Returns
+/// why the worker died, or `None` once every frame is verified and the
+/// worker has stopped.
+fn stream(
+    channel: Channel<BUFFERS>,
+    worker: &mut Worker,
+    pool: &[Buffer],
+    next_frame: &mut u32,
+    started: Instant,
+) -> Result<Option<worker::ExitReason>> {
     let (mut out, mut inbox) = ([0u8; MESSAGE], [0u8; MESSAGE]);
-    let mut ipa = Caller::<Ipa, BUFFERS, BUFFERS>::new(channel, &mut out, &mut inbox)?;
+    let mut ipa = Caller::<Ipa, BUFFERS, 1>::new(channel, &mut out, &mut inbox)?;
     let print_event = |event: Event, _| println!("pipeline: event {event:?}");
 
     let init = Request::Init { sensor: "imx219" };
     let (reply, _) = ipa.call(&init, &[], WATCHDOG, print_event)?;
-    println!("pipeline: init -> {reply:?}");
-
+    println!(
+        "pipeline: init -> {reply:?} ({:.1} ms after the start; seccomp filter installed: {})",
+        started.elapsed().as_secs_f64() * 1e3,
+        worker.is_seccomp_filtered()?
+    );
     {
-        // The pool goes over once, as fd slots: frames name buffers by index.
-        let mut pool = Attach::<BUFFERS>::new();
+        // The pool goes over once per worker, as fd slots: frames name
+        // buffers by index.
+        let mut attach = Attach::<BUFFERS>::new();
         let mut buffers = [None; BUFFERS];
-        for (slot, frame) in buffers.iter_mut().zip(frames.iter()) {
-            *slot = Some(pool.attach(frame.buffer.as_fd())?);
+        for (slot, buffer) in buffers.iter_mut().zip(pool) {
+            *slot = Some(attach.attach(buffer.fd.as_fd())?);
         }
         let configure = Request::Configure {
             buffers: buffers.map(|slot| slot.expect("one slot per buffer")),
         };
-        let (reply, _) = ipa.call(&configure, pool.as_slice(), WATCHDOG, print_event)?;
+        let (reply, _) = ipa.call(&configure, attach.as_slice(), WATCHDOG, print_event)?;
         println!("pipeline: configure ({BUFFERS} buffers as fd slots) -> {reply:?}");
     }
 
@@ -297,152 +250,146 @@ fn stream(channel: Channel<BUFFERS>, worker: &mut Child, frames: &mut [Frame]) -
         TimerfdFlags::CLOEXEC | TimerfdFlags::NONBLOCK,
     )?;
     set_timer(&timer, Some(FRAME_INTERVAL))?;
-    println!(
-        "pipeline: streaming {FRAMES} frames of {WIDTH}x{HEIGHT} luma, one every {} ms; each call names a buffer, no fd",
-        FRAME_INTERVAL.as_millis()
-    );
-    let mut next_frame = 0;
-    let mut verified = 0;
-    while verified < frames.len() {
+    let mut in_flight: Option<InFlight> = None;
+    while *next_frame <= FRAMES || in_flight.is_some() {
         let mut watch = [
             PollFd::new(&timer, PollFlags::IN),
             PollFd::new(&ipa, PollFlags::IN),
+            PollFd::new(worker, PollFlags::IN),
         ];
-        // Wake for the timer, the channel, or the first call's deadline.
+        // Wake for the timer, the channel, the worker's death, or the
+        // call's deadline.
         let wait = ipa.until_next_deadline().unwrap_or(WATCHDOG).min(WATCHDOG);
         match poll(&mut watch, Some(&timespec(wait))) {
+            Ok(0) => return Err(format!("nothing happened for {WATCHDOG:?}").into()),
             Ok(_) | Err(Errno::INTR) => {}
             Err(errno) => return Err(errno.into()),
         }
-        if watch[0].revents().contains(PollFlags::IN) {
+        let ticked = watch[0].revents().contains(PollFlags::IN);
+        if let Some(reason) = worker.try_wait()? {
+            let lost = in_flight.map_or(String::new(), |f| {
+                format!(" with frame {} in flight", f.frame)
+            });
+            println!("pipeline: the worker died{lost}: {reason}");
+            return Ok(Some(reason));
+        }
+        if ticked {
             let mut expirations = [0u8; 8];
             match rustix::io::read(&timer, &mut expirations) {
                 Ok(_) | Err(Errno::AGAIN) => {}
                 Err(errno) => return Err(errno.into()),
             }
-            if let Some(frame) = frames.get_mut(next_frame) {
-                let request = Request::ProcessStats {
-                    frame: frame.number,
-                    buffer: next_frame as u32,
+            if in_flight.is_none() && *next_frame <= FRAMES {
+                let frame = *next_frame;
+                let buffer = (frame as usize - 1) % BUFFERS;
+                let request = if frame == POISONED && !poisoned_once() {
+                    println!(
+                        "frame {frame}: poisoned: it makes the worker try to open /etc/passwd"
+                    );
+                    Request::Poisoned { frame }
+                } else {
+                    Request::ProcessStats {
+                        frame,
+                        buffer: buffer as u32,
+                    }
                 };
                 // Stamp first: the worker may reply before start returns.
-                frame.sent_at = Some(Instant::now());
-                frame.cookie = Some(ipa.start(&request, &[], Some(WATCHDOG))?);
-                next_frame += 1;
-            }
-            if next_frame == frames.len() {
-                set_timer(&timer, None)?;
+                let sent_at = Instant::now();
+                let cookie = ipa.start(&request, &[], Some(WATCHDOG))?;
+                in_flight = Some(InFlight {
+                    frame,
+                    buffer,
+                    cookie,
+                    sent_at,
+                });
             }
         }
         // Everything that is ready, in order: poll never blocks.
-        while let Some(incoming) = ipa.try_incoming()? {
-            match incoming {
-                Incoming::Reply {
+        loop {
+            match ipa.try_incoming() {
+                Ok(None) => break,
+                Ok(Some(Incoming::Reply {
                     cookie,
                     reply: Reply::Stats { frame, stats },
                     ..
-                } => {
-                    check_stats(cookie, frame, stats, frames)?.print();
-                    verified += 1;
+                })) => {
+                    let sent = in_flight
+                        .take()
+                        .filter(|f| f.cookie == cookie && f.frame == frame)
+                        .ok_or_else(|| format!("a reply for frame {frame}, not in flight"))?;
+                    check_stats(&sent, stats, pool)?;
+                    *next_frame += 1;
                 }
-                Incoming::Event { event, .. } => println!("pipeline: event {event:?}"),
-                Incoming::HandlerError { cookie, error } => {
-                    return Err(format!("the worker refused {cookie}: {error}").into());
+                Ok(Some(Incoming::Event { event, .. })) => println!("pipeline: event {event:?}"),
+                // The worker is gone: its pidfd says why, at the next poll.
+                Ok(Some(Incoming::Failed {
+                    error: Error::Disconnected,
+                    ..
+                }))
+                | Err(Error::Disconnected) => break,
+                Ok(Some(Incoming::Failed { cookie, error })) => {
+                    return Err(format!("the call with cookie {cookie} failed: {error}").into());
                 }
-                Incoming::Failed { cookie, error } => {
-                    return Err(format!("{cookie} failed: {error}").into());
-                }
-                other => return Err(format!("unexpected {other:?}").into()),
+                Ok(Some(other)) => return Err(format!("unexpected {other:?}").into()),
+                Err(error) => return Err(error.into()),
             }
         }
     }
 
     let (reply, _) = ipa.call(&Request::Stop, &[], WATCHDOG, print_event)?;
-    println!("pipeline: stop -> {reply:?}");
-    println!(
-        "pipeline: all {verified} frames verified; killing the worker (pid {}) with SIGKILL",
-        worker.id()
-    );
-    worker.kill()?;
-    let killed_at = Instant::now();
-    poll(
-        &mut [PollFd::new(&ipa, PollFlags::IN)],
-        Some(&timespec(WATCHDOG)),
-    )?;
-    match ipa.try_incoming() {
-        Err(Error::Disconnected) => {}
-        other => return Err(format!("after the kill: {other:?}").into()),
+    println!("pipeline: stop -> {reply:?}; closing the channel");
+    drop(ipa);
+    match worker.wait_timeout(WATCHDOG)? {
+        Some(reason) if reason.success() => println!("pipeline: the worker {reason}"),
+        other => return Err(format!("the worker did not exit cleanly: {other:?}").into()),
     }
-    println!(
-        "pipeline: the channel reports Error::Disconnected (\"{}\") {:.1} ms after the kill",
-        Error::Disconnected,
-        killed_at.elapsed().as_secs_f64() * 1e3
-    );
-    let status = worker.wait()?;
-    println!("pipeline: reaped the worker: {status}");
-    if status.signal() != Some(9) {
-        return Err(format!("the worker ended with {status}, not SIGKILL").into());
-    }
-    println!("pipeline: done");
-    Ok(())
+    Ok(None)
 }
 
-/// Checks a frame's statistics against the pipeline's own.
-fn check_stats(
-    cookie: Cookie,
-    number: u32,
-    stats: Stats,
-    frames: &mut [Frame],
-) -> Result<&mut Frame> {
-    let frame = frames
-        .iter_mut()
-        .find(|frame| frame.cookie == Some(cookie))
-        .ok_or_else(|| format!("a reply for cookie {cookie}, which is not in flight"))?;
-    if number != frame.number || stats != frame.expected {
+/// Whether the poisoned frame was sent already (once per run).
+fn poisoned_once() -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SENT: AtomicBool = AtomicBool::new(false);
+    SENT.swap(true, Ordering::Relaxed)
+}
+
+/// Checks a frame's statistics against the pipeline's own, and prints it.
+fn check_stats(sent: &InFlight, stats: Stats, pool: &[Buffer]) -> Result<()> {
+    let expected = pool[sent.buffer].expected;
+    if stats != expected {
         return Err(format!(
-            "frame {}: the worker's statistics differ from the pipeline's:\n  worker:   frame {number} {stats:?}\n  pipeline: {:?}",
-            frame.number, frame.expected
+            "frame {}: the worker's statistics differ from the pipeline's:\n  worker:   {stats:?}\n  pipeline: {expected:?}",
+            sent.frame
         )
         .into());
     }
-    frame.cookie = None;
-    Ok(frame)
+    println!(
+        "frame {:2}: buffer {} mean luma {:6.2}  histogram |{}|  verified, {:.2} ms round trip",
+        sent.frame,
+        sent.buffer,
+        expected.mean(WIDTH * HEIGHT),
+        expected.sparkline(),
+        sent.sent_at.elapsed().as_secs_f64() * 1e3
+    );
+    Ok(())
 }
 
-impl Frame {
-    fn new(number: u32) -> Result<Self> {
+impl Buffer {
+    fn new(index: usize) -> Result<Self> {
         let mut pixels = vec![0u8; STRIDE * HEIGHT];
-        synthesize(number - 1, &mut pixels);
+        synthesize(index as u32, &mut pixels);
         let expected = Stats::compute(&pixels, WIDTH, HEIGHT, STRIDE);
 
         let fd = memfd_create("frame", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
         let mut file = std::fs::File::from(fd);
         file.write_all(&pixels)?;
-        let buffer = OwnedFd::from(file);
+        let fd = OwnedFd::from(file);
         // The worker can neither change the image nor truncate it under us.
         fcntl_add_seals(
-            &buffer,
+            &fd,
             SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL,
         )?;
-        Ok(Self {
-            number,
-            buffer,
-            expected,
-            sent_at: None,
-            cookie: None,
-        })
-    }
-
-    fn print(&self) {
-        let round_trip = self
-            .sent_at
-            .map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3);
-        println!(
-            "frame {}: mean luma {:6.2}  histogram |{}|  verified, {round_trip:.2} ms round trip",
-            self.number,
-            self.expected.mean(WIDTH * HEIGHT),
-            self.expected.sparkline()
-        );
+        Ok(Self { fd, expected })
     }
 }
 
@@ -526,20 +473,16 @@ impl Stats {
 // The worker
 // ---------------------------------------------------------------------------
 
-fn worker(fd_arg: &str) -> Result<()> {
-    let bootstrap = Channel::<1>::adopt(inherited_fd(fd_arg)?)?;
-    // Create the frame channel here, so that the pipeline's SO_PEERCRED
-    // names this process, and hand the pipeline its end.
-    let (channel, pipeline_end) = Channel::<BUFFERS>::create()?;
-    bootstrap.send(HELLO, &[pipeline_end.as_fd()])?;
-    drop(pipeline_end);
-    drop(bootstrap);
-
+fn worker() -> Result<()> {
+    // Its channel, checked (an AF_UNIX SOCK_SEQPACKET socket inherited at
+    // fd 3), and the seccomp filter the pipeline asked for: from here on,
+    // any system call outside the allowlist kills this process.
+    let channel = worker::take_channel::<BUFFERS>()?;
     let (mut out, mut inbox) = ([0u8; MESSAGE], [0u8; MESSAGE]);
     let mut ipa = Responder::<Ipa, BUFFERS>::new(channel, &mut out, &mut inbox)?;
-    let mut ipa_state = Worker::default();
+    let mut ipa_state = IpaState::default();
     loop {
-        match ipa.serve(|call| ipa_state.handle(call)) {
+        match ipa.serve(|call| ipa_state.handle(call).map_err(CallError::from)) {
             Ok(_) => {}
             // The pipeline is gone: nothing left to do.
             Err(Error::Disconnected) => return Ok(()),
@@ -550,15 +493,12 @@ fn worker(fd_arg: &str) -> Result<()> {
 
 /// The worker's state: the mapped buffer pool.
 #[derive(Default)]
-struct Worker {
+struct IpaState {
     pool: Vec<Mapping>,
 }
 
-impl Worker {
-    fn handle<'a>(
-        &mut self,
-        call: Call<'a, '_, '_, Ipa, BUFFERS>,
-    ) -> Result<Reply, CallError<IpaError>> {
+impl IpaState {
+    fn handle<'a>(&mut self, call: Call<'a, '_, '_, Ipa, BUFFERS>) -> Result<Reply, Error> {
         match call.request {
             Request::Init { sensor } => {
                 eprintln!("ipa worker: init for sensor {sensor}");
@@ -573,8 +513,7 @@ impl Worker {
                         Ok(mapping) => self.pool.push(mapping),
                         Err(reason) => {
                             eprintln!("ipa worker: buffer {}: {reason}", slot.index());
-                            let slot = slot.index();
-                            return Err(CallError::Handler(IpaError::UnusableBuffer { slot }));
+                            return Err(Error::BadBody);
                         }
                     }
                 }
@@ -585,7 +524,7 @@ impl Worker {
             Request::ProcessStats { frame, buffer } => {
                 let Some(mapping) = self.pool.get(buffer as usize) else {
                     eprintln!("ipa worker: frame {frame} names buffer {buffer}, not configured");
-                    return Err(CallError::Handler(IpaError::NotConfigured { buffer }));
+                    return Err(Error::BadBody);
                 };
                 let stats = Stats::compute(mapping.bytes(), WIDTH, HEIGHT, STRIDE);
                 // The controls for the next frame go out before the reply,
@@ -601,6 +540,13 @@ impl Worker {
                     &[],
                 )?;
                 Ok(Reply::Stats { frame, stats })
+            }
+            Request::Poisoned { frame } => {
+                // What a compromised worker would do; the filter kills it
+                // at the openat, before anything is read.
+                let stolen = std::fs::read_to_string("/etc/passwd");
+                eprintln!("ipa worker: frame {frame}: read /etc/passwd: {stolen:?}");
+                Err(Error::BadBody)
             }
             Request::Stop => {
                 self.pool.clear();
@@ -659,22 +605,4 @@ impl Drop for Mapping {
         // here, and no slice from `bytes` outlives `self`.
         let _ = unsafe { munmap(self.ptr, self.len) };
     }
-}
-
-/// Takes ownership of the inherited fd whose number is `arg`.
-fn inherited_fd(arg: &str) -> Result<OwnedFd> {
-    let fd: RawFd = arg
-        .parse()
-        .map_err(|_| format!("{arg:?} is not an fd number"))?;
-    if fd < 3 {
-        return Err(format!("fd {fd} is not an inherited channel").into());
-    }
-    // An OwnedFd must name an open fd: check without touching it.
-    std::fs::symlink_metadata(format!("/proc/self/fd/{fd}"))
-        .map_err(|error| format!("fd {fd} is not open: {error}"))?;
-    // SAFETY: `fd` is open (checked just above; nothing else runs in this
-    // process to close it in between) and nothing else owns it: std owns only
-    // 0, 1 and 2, which are refused, and the pipeline passed this fd for the
-    // worker to own. It is adopted exactly once.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -127,7 +127,9 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
     /// the fd in the child only: a `pre_exec` hook that `dup2`s it to the
     /// number the child expects (`dup2` leaves the copy without the flag).
     /// Drop the parent's copy once the child runs; the child adopts it with
-    /// [`Channel::adopt`]. The README's "Getting started" shows both sides.
+    /// [`Channel::adopt`]. The README's "Getting started" shows both sides;
+    /// with the `worker` feature, `worker::WorkerCommand` does the placing
+    /// and the worker takes its end with `worker::take_channel`.
     ///
     /// # Errors
     ///

@@ -205,6 +205,24 @@ pub enum Error {
         /// The bytes it needs.
         needed: usize,
     },
+    /// Workers: [`take_channel`](crate::worker::take_channel) was called
+    /// a second time in this process.
+    #[cfg(feature = "worker")]
+    ChannelTaken,
+    /// Workers: [`take_channel`](crate::worker::take_channel) found no
+    /// channel: the process was not started by `WorkerCommand::spawn` (no
+    /// `IPC_UNIXSOCKET_WORKER` in its environment, or nothing inherited at
+    /// the fd it names).
+    #[cfg(feature = "worker")]
+    NoInheritedChannel,
+    /// Workers: the seccomp filter cannot be built here (seccompiler knows
+    /// x86_64, aarch64 and riscv64 only).
+    #[cfg(feature = "worker")]
+    SeccompUnavailable,
+    /// Workers: Landlock was asked for and the kernel has none (or it is
+    /// disabled).
+    #[cfg(feature = "worker")]
+    LandlockUnavailable,
 }
 
 impl Error {
@@ -361,6 +379,18 @@ impl fmt::Display for Error {
                 f,
                 "a {len}-byte buffer is too small for the protocol's largest record ({needed} bytes)"
             ),
+            #[cfg(feature = "worker")]
+            Self::ChannelTaken => f.write_str("the worker's channel was taken already"),
+            #[cfg(feature = "worker")]
+            Self::NoInheritedChannel => {
+                f.write_str("no channel was inherited: not started by WorkerCommand::spawn")
+            }
+            #[cfg(feature = "worker")]
+            Self::SeccompUnavailable => {
+                f.write_str("the seccomp filter cannot be built for this architecture")
+            }
+            #[cfg(feature = "worker")]
+            Self::LandlockUnavailable => f.write_str("the kernel has no Landlock"),
         }
     }
 }

@@ -23,6 +23,9 @@ mod listener;
 #[cfg_attr(docsrs, doc(cfg(all(feature = "defmt", feature = "std"))))]
 pub mod logger;
 mod payload;
+#[cfg(feature = "worker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "worker")))]
+pub mod worker;
 
 pub use channel::{Channel, Received};
 pub use credentials::Credentials;
