@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use ipc_unixsocket::Error;
-use ipc_unixsocket::calls::{Caller, Protocol, Responder};
+use ipc_unixsocket::calls::{Caller, NoError, Protocol, Responder};
 use ipc_unixsocket::worker::{self, Confinement, ExitReason, Namespaces, WorkerCommand};
 
 const WORKER_ARG: &str = "--worker";
@@ -25,6 +25,7 @@ impl Protocol for Ping {
     type Request<'a> = u32;
     type Reply<'a> = u32;
     type Event<'a> = ();
+    type Error<'a> = NoError;
 }
 
 fn main() -> ExitCode {
