@@ -38,12 +38,30 @@ fn main() -> ExitCode {
     let mut profiles: Vec<(&str, Confinement)> = vec![
         ("none", Confinement::none()),
         ("no_new_privs", Confinement::none().no_new_privs(true)),
-        ("pid namespace", Confinement::none().namespaces(Namespaces::PID)),
-        ("net namespace", Confinement::none().namespaces(Namespaces::NET)),
-        ("ipc namespace", Confinement::none().namespaces(Namespaces::IPC)),
-        ("uts namespace", Confinement::none().namespaces(Namespaces::UTS)),
-        ("mount namespace", Confinement::none().namespaces(Namespaces::MOUNT)),
-        ("user namespace", Confinement::none().namespaces(Namespaces::USER)),
+        (
+            "pid namespace",
+            Confinement::none().namespaces(Namespaces::PID),
+        ),
+        (
+            "net namespace",
+            Confinement::none().namespaces(Namespaces::NET),
+        ),
+        (
+            "ipc namespace",
+            Confinement::none().namespaces(Namespaces::IPC),
+        ),
+        (
+            "uts namespace",
+            Confinement::none().namespaces(Namespaces::UTS),
+        ),
+        (
+            "mount namespace",
+            Confinement::none().namespaces(Namespaces::MOUNT),
+        ),
+        (
+            "user namespace",
+            Confinement::none().namespaces(Namespaces::USER),
+        ),
         (
             "rlimits (nofile, as, core)",
             Confinement::none()
@@ -58,7 +76,10 @@ fn main() -> ExitCode {
     if root {
         profiles.insert(
             8,
-            ("uid/gid nobody", Confinement::none().user(worker::NOBODY, worker::NOBODY)),
+            (
+                "uid/gid nobody",
+                Confinement::none().user(worker::NOBODY, worker::NOBODY),
+            ),
         );
     }
     let commands: Vec<(&str, WorkerCommand)> = profiles
@@ -110,11 +131,16 @@ fn start_once(command: &WorkerCommand) -> Duration {
     let (mut worker, channel) = command.spawn::<0>().expect("spawn");
     let (mut out, mut inbox) = ([0u8; 64], [0u8; 64]);
     let mut caller = Caller::<Ping, 0, 1>::new(channel, &mut out, &mut inbox).expect("caller");
-    let (reply, _) = caller.call(&7, &[], TIMEOUT, |_, _| {}).expect("first call");
+    let (reply, _) = caller
+        .call(&7, &[], TIMEOUT, |_, _| {})
+        .expect("first call");
     let elapsed = started.elapsed();
     assert_eq!(reply, 8);
     drop(caller);
-    assert_eq!(worker.wait_timeout(TIMEOUT).expect("wait"), Some(ExitReason::Exited(0)));
+    assert_eq!(
+        worker.wait_timeout(TIMEOUT).expect("wait"),
+        Some(ExitReason::Exited(0))
+    );
     elapsed
 }
 
