@@ -431,18 +431,20 @@ struct Seen<'r> {
 }
 
 /// What the receiving end must make of `record` before the call layer
-/// looks at the kind (`credentials`: the receiver has turned `SO_PASSCRED`
-/// on, after an empty record): `Err` for a record it drops (counted as
-/// discarded), else its call header and body.
-fn predict_record(record: &RawRecord, credentials: bool) -> Result<Seen<'_>, ()> {
+/// looks at the kind: `Err` for a record it drops (counted as discarded),
+/// else its call header and body. `credentials` says whether the receiver
+/// has turned `SO_PASSCRED` on (it does at its first empty record), and is
+/// updated for the records after this one.
+fn predict_record<'r>(record: &'r RawRecord, credentials: &mut bool) -> Result<Seen<'r>, ()> {
     let capacity = INBOX_LEN - HEADER_LEN;
-    let (data, too_large) =
-        match expected_outcome(&record.bytes, record.fds, N, capacity, credentials) {
-            Ok((data_len, _)) => (&record.bytes[HEADER_LEN..][..data_len], None),
-            // The kernel delivers the record's first bytes: the call header.
-            Err(error @ Error::Truncated { .. }) => (&record.bytes[HEADER_LEN..], Some(error)),
-            Err(_) => return Err(()),
-        };
+    let outcome = expected_outcome(&record.bytes, record.fds, N, capacity, *credentials);
+    *credentials |= turns_on_credentials(&record.bytes, record.fds);
+    let (data, too_large) = match outcome {
+        Ok((data_len, _)) => (&record.bytes[HEADER_LEN..][..data_len], None),
+        // The kernel delivers the record's first bytes: the call header.
+        Err(error @ Error::Truncated { .. }) => (&record.bytes[HEADER_LEN..], Some(error)),
+        Err(_) => return Err(()),
+    };
     match data.first_chunk::<CALL_HEADER_LEN>() {
         Some(&[kind @ HELLO..=HANDLER_ERROR, 0, 0, 0, c0, c1, c2, c3]) => Ok(Seen {
             kind,
@@ -690,14 +692,12 @@ fn fuzz_responder(fixtures: &'static Fixtures, flags: u8, input: &[u8]) {
         );
         let back = recv_call(&peer);
 
-        let predicted = predict_record(record, credentials);
-        credentials |= turns_on_credentials(&record.bytes, record.fds);
         let Ok(Seen {
             kind,
             cookie,
             body,
             too_large,
-        }) = predicted
+        }) = predict_record(record, &mut credentials)
         else {
             discarded += 1;
             assert_eq!(got, Ok(Some(Served::Ignored)), "{what}");
@@ -1113,14 +1113,12 @@ fn predict_caller(model: &mut Model, record: &RawRecord) -> Vec<Delivery> {
         // Nothing more is read.
         return Vec::new();
     }
-    let predicted = predict_record(record, model.credentials);
-    model.credentials |= turns_on_credentials(&record.bytes, record.fds);
     let Ok(Seen {
         kind,
         cookie,
         body,
         too_large,
-    }) = predicted
+    }) = predict_record(record, &mut model.credentials)
     else {
         model.discarded += 1;
         return Vec::new();
