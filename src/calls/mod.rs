@@ -26,7 +26,7 @@
 //! # A poll loop
 //!
 //! A pipeline drives its frame timer and its worker from one `poll`: the
-//! caller is an fd like the timer ([`AsFd`]),
+//! caller is an fd like the timer ([`AsFd`](rustix::fd::AsFd)),
 //! [`Caller::until_next_deadline`] bounds the wait, and
 //! [`Caller::try_incoming`] reports, without blocking, what came. A call
 //! that failed (here: its worker died, or it timed out) means a new worker.
