@@ -1,6 +1,7 @@
 //! The channel: one `AF_UNIX` `SOCK_SEQPACKET` socket and every system call
 //! the crate makes.
 
+use core::sync::atomic::{AtomicBool, Ordering};
 use core::time::Duration;
 
 use heapless::Vec;
@@ -73,6 +74,9 @@ pub struct Received {
 #[derive(Debug)]
 pub struct Channel<const MAX_FDS: usize> {
     fd: OwnedFd,
+    /// Set once this channel has turned `SO_PASSCRED` on (see
+    /// `peer_is_gone`): from then on every record carries credentials.
+    passcred: AtomicBool,
 }
 
 impl<const MAX_FDS: usize> Channel<MAX_FDS> {
@@ -89,7 +93,10 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
         // allowlist after making its channel is not killed at its first
         // deadline wait.
         let _ = monotonic_now();
-        Self { fd }
+        Self {
+            fd,
+            passcred: AtomicBool::new(false),
+        }
     }
 
     /// Creates two connected ends, both close-on-exec.
@@ -740,6 +747,9 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
         let mut control = RecvAncillaryBuffer::new(space.as_bytes());
         let flags = flags | RecvFlags::TRUNC | RecvFlags::CMSG_CLOEXEC;
         let mut reset_seen = false;
+        // Read before the receive: if the option was on already, the kernel
+        // attached credentials to whatever record this receive takes.
+        let exact = self.passcred.load(Ordering::Acquire);
         let msg = loop {
             match recvmsg(&self.fd, iov, &mut control, flags) {
                 Ok(msg) => break msg,
@@ -772,8 +782,13 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
         });
         let fds_truncated = msg.flags.contains(ReturnFlags::CTRUNC);
         // End-of-file reads as a 0-byte record; a record that came with any
-        // control message (fds, credentials, a pidfd) is a record.
-        if msg.bytes == 0 && control_messages == 0 && !fds_truncated && self.peer_is_gone() {
+        // control message (fds, credentials, a pidfd) is a record. With
+        // `SO_PASSCRED` on before the receive, nothing else reads so.
+        if msg.bytes == 0
+            && control_messages == 0
+            && !fds_truncated
+            && (exact || self.peer_is_gone())
+        {
             debug!("recv: peer disconnected");
             return Err(Error::Disconnected);
         }
@@ -798,7 +813,11 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
     /// keeps an emulator that drops `MSG_CTRUNC`, such as qemu-user, from
     /// reading a live peer's empty record as a hang-up). So only the first
     /// empty record, if it is the last one before the hang-up, reads as
-    /// end-of-file; every later one carries credentials.
+    /// end-of-file; every later one carries credentials. The channel
+    /// remembers that the option is on: a later 0-byte read without
+    /// control messages is end-of-file at once, with no peek and no `poll`
+    /// (so turning the option off yourself makes an empty record read as a
+    /// hang-up).
     ///
     /// Where `setsockopt` is refused (a seccomp filter that allows the
     /// receive but not socket options), the peek alone cannot tell an empty
@@ -807,7 +826,9 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
     /// fds queued right before a hang-up reads as end-of-file, and a record
     /// after it would come after `Disconnected`.
     fn peer_is_gone(&self) -> bool {
-        let _ = sockopt::set_socket_passcred(&self.fd, true);
+        if sockopt::set_socket_passcred(&self.fd, true).is_ok() {
+            self.passcred.store(true, Ordering::Release);
+        }
         let mut no_control = RecvAncillaryBuffer::new(&mut []);
         let peek = RecvFlags::PEEK | RecvFlags::DONTWAIT | RecvFlags::TRUNC;
         let next = loop {
