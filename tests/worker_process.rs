@@ -14,9 +14,12 @@ fn main() -> std::process::ExitCode {
     x86_64::main()
 }
 
+/// Elsewhere: no tests, but libtest's summary line all the same, so that a
+/// script adding up the results sees a binary that ran and failed nothing.
 #[cfg(not(target_arch = "x86_64"))]
-fn main() {
+fn main() -> std::process::ExitCode {
     println!("skipped: the worker module is built for x86_64 only");
+    libtest_mimic::run(&libtest_mimic::Arguments::from_args(), Vec::new()).exit_code()
 }
 
 #[cfg(target_arch = "x86_64")]
