@@ -43,6 +43,7 @@ trips() {
 
 declare -A loop_of=(
   [channel]='calls::ChannelBench>::channel_loop ['
+  [channel-poll]='calls::ChannelBench>::channel_poll_loop ['
   [call]='calls::TypedBench>::typed_echo_loop ['
   [call-no-deadline]='calls::TypedBench>::typed_echo_loop ['
   [ipcpipe]='calls::IpcPipeBench>::ipcpipe_loop ['
@@ -50,7 +51,8 @@ declare -A loop_of=(
   [frame-fd-each]='calls::TypedBench>::typed_frame_loop::<true> ['
 )
 declare -A worker_of=(
-  [channel]='calls::channel_worker [' [call]='calls::typed_worker ['
+  [channel]='calls::channel_worker [' [channel-poll]='calls::channel_worker ['
+  [call]='calls::typed_worker ['
   [call-no-deadline]='calls::typed_worker [' [ipcpipe]='calls::ipcpipe_worker ['
   [frame-by-id]='calls::typed_worker [' [frame-fd-each]='calls::typed_worker ['
 )
@@ -94,7 +96,7 @@ t1=$(trips $n1) t2=$(trips $n2)
 
 for case in small large frame; do
   case $case in
-    small|large) variants="channel call call-no-deadline ipcpipe" ;;
+    small|large) variants="channel channel-poll call call-no-deadline ipcpipe" ;;
     frame) variants="frame-by-id frame-fd-each" ;;
   esac
   base=""

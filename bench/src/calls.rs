@@ -24,7 +24,10 @@ use ipc_unixsocket::calls::{
     Attach, Bytes, CallHeader, Caller, FdSlot, Kind, Protocol, Responder, Schema,
 };
 use ipc_unixsocket::{Channel, Error as ChannelError, HEADER_LEN};
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::io::{FdFlags, IoSlice, IoSliceMut, fcntl_setfd};
+use rustix::net::sockopt::{self, Timeout};
+use rustix::time::{ClockId, clock_gettime};
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags, SocketFlags, SocketType, recvmsg, sendmsg, socketpair,
@@ -198,6 +201,8 @@ impl Case {
         match self {
             Case::Small => &[
                 CallVariant::Channel,
+                CallVariant::ChannelPoll,
+                CallVariant::ChannelRcvtimeo,
                 CallVariant::Call,
                 CallVariant::CallForever,
                 CallVariant::CallSlices,
@@ -205,6 +210,8 @@ impl Case {
             ],
             Case::Large => &[
                 CallVariant::Channel,
+                CallVariant::ChannelPoll,
+                CallVariant::ChannelRcvtimeo,
                 CallVariant::Call,
                 CallVariant::CallForever,
                 CallVariant::IpcPipe,
@@ -222,6 +229,8 @@ impl Case {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum CallVariant {
     Channel,
+    ChannelPoll,
+    ChannelRcvtimeo,
     Call,
     CallForever,
     CallSlices,
@@ -231,8 +240,10 @@ pub enum CallVariant {
 }
 
 impl CallVariant {
-    pub const ALL: [CallVariant; 7] = [
+    pub const ALL: [CallVariant; 9] = [
         CallVariant::Channel,
+        CallVariant::ChannelPoll,
+        CallVariant::ChannelRcvtimeo,
         CallVariant::Call,
         CallVariant::CallForever,
         CallVariant::CallSlices,
@@ -244,6 +255,8 @@ impl CallVariant {
     pub fn id(self) -> &'static str {
         match self {
             CallVariant::Channel => "channel",
+            CallVariant::ChannelPoll => "channel-poll",
+            CallVariant::ChannelRcvtimeo => "channel-rcvtimeo",
             CallVariant::Call => "call",
             CallVariant::CallForever => "call-no-deadline",
             CallVariant::CallSlices => "call-slices",
@@ -261,6 +274,12 @@ impl CallVariant {
         match self {
             CallVariant::Channel => {
                 "baseline: `Channel::send_frame`/`recv_frame` echo of the same record bytes (v1 header + call header + postcard body) and fds; blocking"
+            }
+            CallVariant::ChannelPoll => {
+                "the channel echo with a 1 s deadline at the syscall floor: the deadline read from `CLOCK_MONOTONIC`, then per reply the time left read again, one `poll` for `POLLIN` with it, and `try_recv_frame` (what a receive with a deadline costs whoever writes it)"
+            }
+            CallVariant::ChannelRcvtimeo => {
+                "the channel echo on a socket whose `SO_RCVTIMEO` was set to 1 s once, with a blocking `recv_frame` (the alternative to `poll`: no extra system call per receive)"
             }
             CallVariant::Call => {
                 "`Caller::call` with a 1 s deadline / `Responder::serve`; fds attached as slots and claimed on the other side"
@@ -285,7 +304,8 @@ impl CallVariant {
 
     fn instance(self) -> Instance {
         match self {
-            CallVariant::Channel => Instance::Channel,
+            CallVariant::Channel | CallVariant::ChannelPoll => Instance::Channel,
+            CallVariant::ChannelRcvtimeo => Instance::ChannelRcvtimeo,
             CallVariant::Call
             | CallVariant::CallSlices
             | CallVariant::FrameById
@@ -309,6 +329,7 @@ impl CallVariant {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Instance {
     Channel,
+    ChannelRcvtimeo,
     Call,
     CallForever,
     IpcPipe,
@@ -318,6 +339,7 @@ impl Instance {
     fn id(self) -> &'static str {
         match self {
             Instance::Channel => "channel",
+            Instance::ChannelRcvtimeo => "channel-rcvtimeo",
             Instance::Call => "call",
             Instance::CallForever => "call-no-deadline",
             Instance::IpcPipe => "ipcpipe",
@@ -327,6 +349,7 @@ impl Instance {
     fn from_id(id: &str) -> Option<Self> {
         [
             Instance::Channel,
+            Instance::ChannelRcvtimeo,
             Instance::Call,
             Instance::CallForever,
             Instance::IpcPipe,
@@ -452,7 +475,9 @@ fn spawn(instance: Instance, shape: Shape, placement: &Placement) -> io::Result<
 
 fn worker(instance: Instance, fd: OwnedFd) -> io::Result<PeerStats> {
     match instance {
-        Instance::Channel => channel_worker(Channel::adopt(fd).map_err(channel_error)?),
+        Instance::Channel | Instance::ChannelRcvtimeo => {
+            channel_worker(Channel::adopt(fd).map_err(channel_error)?)
+        }
         Instance::Call | Instance::CallForever => {
             typed_worker(Channel::adopt(fd).map_err(channel_error)?)
         }
@@ -595,8 +620,11 @@ impl ChannelBench {
 }
 
 impl CallBench for ChannelBench {
-    fn run(&mut self, _: CallVariant, case: Case, lat: &mut [u32]) -> io::Result<Duration> {
-        self.channel_loop(case, lat)
+    fn run(&mut self, variant: CallVariant, case: Case, lat: &mut [u32]) -> io::Result<Duration> {
+        match variant {
+            CallVariant::ChannelPoll => self.channel_poll_loop(case, lat),
+            _ => self.channel_loop(case, lat),
+        }
     }
 
     fn stop(&mut self) -> io::Result<PeerStats> {
@@ -608,6 +636,54 @@ impl CallBench for ChannelBench {
             .send_frame(&mut frame, &[])
             .map_err(channel_error)?;
         peer.join()
+    }
+}
+
+impl ChannelBench {
+    /// `channel_loop` with a deadline, written at the syscall floor: the
+    /// same clock reads, `poll` and non-blocking receive as any receive
+    /// with a deadline needs.
+    #[inline(never)]
+    fn channel_poll_loop(&mut self, case: Case, lat: &mut [u32]) -> io::Result<Duration> {
+        let nfds = case.fds();
+        let frame = match case {
+            Case::Large => &mut self.large[..],
+            _ => &mut self.small[..],
+        };
+        let want = frame.len() - HEADER_LEN;
+        let fds = self.memfds.borrowed();
+        let (channel, buf, received) = (&self.channel, &mut self.buf[..], &mut self.fds);
+        let now = || {
+            let t = clock_gettime(ClockId::Monotonic);
+            Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+        };
+        timed(lat, |_| {
+            let deadline = now() + TIMEOUT;
+            channel
+                .send_frame(frame, &fds[..nfds])
+                .map_err(channel_error)?;
+            let got = loop {
+                let left = deadline.saturating_sub(now());
+                let left = Timespec {
+                    tv_sec: left.as_secs() as i64,
+                    tv_nsec: left.subsec_nanos().into(),
+                };
+                match poll(&mut [PollFd::new(channel, PollFlags::IN)], Some(&left)) {
+                    Ok(0) => return Err(io::Error::other("channel-poll: timed out")),
+                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                    Err(errno) => return Err(errno.into()),
+                }
+                match channel.try_recv_frame(buf, received) {
+                    Err(ChannelError::WouldBlock) => {}
+                    got => break got.map_err(channel_error)?,
+                }
+            };
+            received.clear();
+            if (got.data_len, got.fd_count) != (want, nfds) {
+                return Err(io::Error::other("channel echo: wrong size"));
+            }
+            Ok(())
+        })
     }
 }
 
@@ -1259,8 +1335,11 @@ fn start(
     placement: &Placement,
 ) -> io::Result<Box<dyn CallBench>> {
     let (fd, peer) = spawn(instance, shape, placement)?;
+    if instance == Instance::ChannelRcvtimeo {
+        sockopt::set_socket_timeout(&fd, Timeout::Recv, Some(TIMEOUT))?;
+    }
     Ok(match instance {
-        Instance::Channel => Box::new(ChannelBench {
+        Instance::Channel | Instance::ChannelRcvtimeo => Box::new(ChannelBench {
             channel: Channel::adopt(fd).map_err(channel_error)?,
             memfds: Memfds::new()?,
             fds: heapless::Vec::new(),
