@@ -592,7 +592,22 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
         frame: &mut [u8],
         fds: &mut Vec<OwnedFd, CAP>,
     ) -> Result<Received, Error> {
-        self.recv_one_segment(frame, fds, RecvFlags::empty())
+        self.recv_one_segment(frame, fds, RecvFlags::empty(), true)
+    }
+
+    /// [`recv_frame`](Self::recv_frame) for a receiver that has set a
+    /// receive timeout (`SO_RCVTIMEO`) and counts down to a deadline of its
+    /// own: the timeout's expiry and a signal are both
+    /// [`Error::WouldBlock`], never retried here, so that the receiver
+    /// recomputes the time left (a retry would wait the whole timeout
+    /// again, past the deadline).
+    #[cfg(feature = "calls")]
+    pub(crate) fn recv_frame_timed<const CAP: usize>(
+        &self,
+        frame: &mut [u8],
+        fds: &mut Vec<OwnedFd, CAP>,
+    ) -> Result<Received, Error> {
+        self.recv_one_segment(frame, fds, RecvFlags::empty(), false)
     }
 
     /// Like [`recv_frame`](Self::recv_frame), but returns
@@ -619,7 +634,7 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
         frame: &mut [u8],
         fds: &mut Vec<OwnedFd, CAP>,
     ) -> Result<Received, Error> {
-        self.recv_one_segment(frame, fds, RecvFlags::DONTWAIT)
+        self.recv_one_segment(frame, fds, RecvFlags::DONTWAIT, true)
     }
 
     /// Like [`recv_frame`](Self::recv_frame), but waits at most `timeout`,
@@ -708,7 +723,7 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
         let data_capacity = data.len();
         let mut head = [0u8; HEADER_LEN];
         let mut iov = [IoSliceMut::new(&mut head), IoSliceMut::new(data)];
-        let got = self.recv_iov(&mut iov, fds, flags)?;
+        let got = self.recv_iov(&mut iov, fds, flags, true)?;
         check(&head, got, data_capacity, fds)
     }
 
@@ -717,23 +732,26 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
         frame: &mut [u8],
         fds: &mut Vec<OwnedFd, CAP>,
         flags: RecvFlags,
+        retry_interrupted: bool,
     ) -> Result<Received, Error> {
         let Some(data_capacity) = frame.len().checked_sub(HEADER_LEN) else {
             return Err(Error::NoHeaderRoom { len: frame.len() });
         };
-        let got = self.recv_iov(&mut [IoSliceMut::new(frame)], fds, flags)?;
+        let got = self.recv_iov(&mut [IoSliceMut::new(frame)], fds, flags, retry_interrupted)?;
         check(&frame[..HEADER_LEN], got, data_capacity, fds)
     }
 
     /// One `recvmsg` into `iov`, whose first `HEADER_LEN` bytes are the
     /// header's room, with a control buffer sized for `CAP` fds: every fd
     /// that arrives is owned at once, those past `CAP` are discarded, and
-    /// end-of-file is told from an empty record.
+    /// end-of-file is told from an empty record. A signal is retried, or
+    /// with `retry_interrupted` false reported as [`Error::WouldBlock`].
     fn recv_iov<const CAP: usize>(
         &self,
         iov: &mut [IoSliceMut<'_>],
         fds: &mut Vec<OwnedFd, CAP>,
         flags: RecvFlags,
+        retry_interrupted: bool,
     ) -> Result<RawRecord, Error> {
         const {
             assert!(
@@ -753,7 +771,8 @@ impl<const MAX_FDS: usize> Channel<MAX_FDS> {
         let msg = loop {
             match recvmsg(&self.fd, iov, &mut control, flags) {
                 Ok(msg) => break msg,
-                Err(Errno::INTR) => {}
+                Err(Errno::INTR) if retry_interrupted => {}
+                Err(Errno::INTR) => return Err(Error::WouldBlock),
                 // A peer that died with records of ours unread leaves a
                 // one-shot ECONNRESET on this socket; reading it clears it.
                 // Records the peer queued before dying still come first.

@@ -443,8 +443,11 @@ fn a_call_that_fails_in_its_wait_leaves_no_call_in_flight() {
     let (pipeline, raw) = Channel::<MAX_FDS>::pair().unwrap();
     raw.send(&record(Kind::Hello, 0, &hello_body()), &[])
         .unwrap();
+    // `setsockopt` too: with it, the call waits in a `recvmsg` under
+    // `SO_RCVTIMEO` and needs a `poll` only for the deadline's last
+    // milliseconds.
     let refused: std::collections::BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
-        [libc::SYS_ppoll, libc::SYS_pselect6]
+        [libc::SYS_ppoll, libc::SYS_pselect6, libc::SYS_setsockopt]
             .into_iter()
             .chain(poll_number())
             .map(|nr| (nr, Vec::new()))
@@ -840,4 +843,137 @@ fn a_handler_error_too_large_for_the_out_buffer_is_refused_as_handler_failed() {
             Ok(Served::HandlerError { cookie: 2 })
         ]
     );
+}
+
+// ---------------------------------------------------------------------------
+// A call's wait for its reply: one `recvmsg` under `SO_RCVTIMEO`.
+
+/// A call waiting for its reply, interrupted by a signal each time it is
+/// seen blocked (in `recvmsg` under `SO_RCVTIMEO`, or in the `poll` of the
+/// deadline's last milliseconds), as fast as the signals are handled,
+/// still ends `TimedOut` at its deadline. A wait that retried the
+/// interrupted `recvmsg` would wait the whole receive timeout again each
+/// time and would still be waiting when the signals stop.
+#[test]
+fn a_call_keeps_its_deadline_across_interruptions() {
+    // Not a speed limit: only a wait that restarts on every signal is
+    // still waiting then (its receive timeout is under 200 ms).
+    const GIVE_UP: Duration = Duration::from_secs(10);
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    let _serial = serial();
+    let _watchdog = Watchdog::for_test();
+    common::signals::install_handler_without_sa_restart();
+    let (raw, mut caller) = greeted_caller();
+    let run = common::signals::interrupt_wait(
+        &[libc::SYS_recvmsg, libc::SYS_ppoll],
+        || {
+            caller
+                .call(&Request::Ping(1), &[], TIMEOUT, |_, _| {})
+                .map(|_| ())
+                .map_err(Error::from)
+        },
+        Duration::ZERO,
+        GIVE_UP,
+    );
+    println!(
+        "call({TIMEOUT:?}) interrupted {} times: {:?} after {:?}",
+        run.interruptions, run.result, run.elapsed
+    );
+    assert!(
+        !run.gave_up,
+        "the call was still waiting after {GIVE_UP:?} of signals: it restarts its wait on EINTR"
+    );
+    assert_eq!(run.result, Err(Error::TimedOut));
+    assert!(run.elapsed >= TIMEOUT, "returned early: {:?}", run.elapsed);
+    assert!(run.interruptions >= 1, "the wait was never interrupted");
+    assert_eq!(caller.in_flight(), 0);
+    drop(raw);
+}
+
+/// The receive timeout a call set on the socket is taken off by
+/// `into_channel`: the channel given back blocks for ever, as it did.
+#[test]
+fn into_channel_takes_off_the_receive_timeout_a_call_set() {
+    use rustix::net::sockopt::{Timeout, socket_timeout};
+    let _watchdog = Watchdog::for_test();
+    let (raw, mut caller) = greeted_caller();
+    let peer = thread::spawn(move || {
+        assert_eq!(raw_recv(&raw).0.kind, Kind::Hello);
+        let (header, _) = raw_recv(&raw);
+        let reply = record(Kind::Reply, header.cookie, &encode(&Reply::Pong(7)));
+        raw.send(&reply, &[]).unwrap();
+        raw
+    });
+    let (reply, _) = caller
+        .call(&Request::Ping(7), &[], BOUND, |_, _| {})
+        .unwrap();
+    assert_eq!(reply, Reply::Pong(7));
+    let set = socket_timeout(&caller, Timeout::Recv).unwrap();
+    assert!(
+        set.is_some_and(|set| set < BOUND),
+        "the call waited under SO_RCVTIMEO inside its deadline: {set:?}"
+    );
+    let channel = caller.into_channel();
+    assert_eq!(socket_timeout(&channel, Timeout::Recv).unwrap(), None);
+    drop(peer.join().unwrap());
+}
+
+/// Where `setsockopt` is refused (a filter returning `EPERM`), a call with
+/// a deadline waits with `poll` instead: it gets its reply, and a call
+/// that gets none ends at its deadline (a receive believed to be under
+/// `SO_RCVTIMEO` would block for ever).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[test]
+fn a_call_whose_setsockopt_is_refused_waits_with_poll() {
+    use seccompiler::{SeccompAction, SeccompFilter};
+    let _watchdog = Watchdog::for_test();
+    let (pipeline, raw) = Channel::<MAX_FDS>::pair().unwrap();
+    raw.send(&record(Kind::Hello, 0, &hello_body()), &[])
+        .unwrap();
+    let peer = thread::spawn(move || {
+        assert_eq!(raw_recv(&raw).0.kind, Kind::Hello);
+        // The first ping is answered, the second is not.
+        let (header, _) = raw_recv(&raw);
+        let reply = record(Kind::Reply, header.cookie, &encode(&Reply::Pong(1)));
+        raw.send(&reply, &[]).unwrap();
+        raw_recv(&raw);
+        raw
+    });
+    let refused: std::collections::BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
+        [(libc::SYS_setsockopt, Vec::new())].into_iter().collect();
+    let filter = SeccompFilter::new(
+        refused,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        std::env::consts::ARCH.try_into().unwrap(),
+    )
+    .unwrap();
+    let program: seccompiler::BpfProgram = filter.try_into().unwrap();
+    let (done, ended) = std::sync::mpsc::channel();
+    let confined = thread::spawn(move || {
+        seccompiler::apply_filter(&program).unwrap();
+        let (mut out, mut inbox) = ([0u8; 1024], [0u8; 1024]);
+        let mut caller =
+            Caller::<Isp, MAX_FDS, CALLS>::new(pipeline, &mut out, &mut inbox).unwrap();
+        let mut replies = Vec::new();
+        for (n, timeout) in [(1, BOUND), (2, Duration::from_millis(300))] {
+            replies.push(
+                match caller.call(&Request::Ping(n), &[], timeout, |_, _| {}) {
+                    Ok((Reply::Pong(n), _)) => Ok(n),
+                    Ok((other, _)) => panic!("unexpected {other:?}"),
+                    Err(error) => Err(Error::from(error)),
+                },
+            );
+        }
+        done.send((replies, caller.in_flight())).unwrap();
+    });
+    // A wait that does not end at its deadline fails here, not by the
+    // watchdog (the blocked thread is left behind).
+    let (replies, in_flight) = ended
+        .recv_timeout(BOUND * 2)
+        .expect("the calls did not end by their deadlines");
+    confined.join().unwrap();
+    assert_eq!(replies, [Ok(1), Err(Error::TimedOut)]);
+    assert_eq!(in_flight, 0);
+    drop(peer.join().unwrap());
 }

@@ -17,8 +17,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::signals::{
-    OnTarget, install_handler_without_sa_restart, interrupt, interrupt_while_blocked, this_thread,
-    wait_until_blocked_in,
+    Interrupted, OnTarget, install_handler_without_sa_restart, interrupt, interrupt_wait,
+    interrupt_while_blocked, this_thread, wait_until_blocked_in,
 };
 use common::{ShutdownOnPanic, Watchdog, identity, memfd, serial};
 use ipc_unixsocket::{Channel, Error, Received};
@@ -150,58 +150,6 @@ fn recv_timeout_returns_a_message_sent_after_signals() {
     });
 }
 
-/// What happened to a wait that was interrupted every time it was seen
-/// blocked in `ppoll`, at most once per `pace`.
-struct Interrupted<T> {
-    result: T,
-    elapsed: Duration,
-    interruptions: usize,
-    /// Still waiting when interrupting stopped, after `give_up`.
-    gave_up: bool,
-}
-
-/// Runs `wait` on a thread and interrupts it each time it is blocked in
-/// `ppoll`, then sleeps `pace` (zero: as fast as the signals are handled),
-/// until it returns or `give_up` has passed; then joins it. The sleep only
-/// spaces the signals out; each one still waits for the thread to block.
-fn interrupt_wait<T: Send>(
-    wait: impl FnOnce() -> T + Send,
-    pace: Duration,
-    give_up: Duration,
-) -> Interrupted<T> {
-    let (ids_tx, ids_rx) = mpsc::channel();
-    std::thread::scope(|scope| {
-        let waiter = scope.spawn(move || {
-            ids_tx.send(this_thread()).unwrap();
-            let start = Instant::now();
-            let result = wait();
-            (result, start.elapsed())
-        });
-        let thread = ids_rx.recv().unwrap();
-        let done = || waiter.is_finished();
-        let started = Instant::now();
-        let mut interruptions = 0;
-        while !done() && started.elapsed() < give_up {
-            if wait_until_blocked_in(thread.tid, &[libc::SYS_ppoll], &done)
-                && interrupt(thread, &done)
-            {
-                interruptions += 1;
-                if !pace.is_zero() {
-                    std::thread::sleep(pace);
-                }
-            }
-        }
-        let gave_up = !done();
-        let (result, elapsed) = waiter.join().unwrap();
-        Interrupted {
-            result,
-            elapsed,
-            interruptions,
-            gave_up,
-        }
-    })
-}
-
 const TIMEOUT: Duration = Duration::from_millis(300);
 
 #[test]
@@ -215,6 +163,7 @@ fn recv_timeout_keeps_its_deadline_across_interruptions() {
     install_handler_without_sa_restart();
     let (_tx, rx) = Channel::<1>::pair().unwrap();
     let run = interrupt_wait(
+        &[libc::SYS_ppoll],
         || {
             let mut data = [0u8; 16];
             let mut fds = Fds::<1>::new();
@@ -268,10 +217,20 @@ fn control_naive_deadlines_are_caught() {
     install_handler_without_sa_restart();
     let (_tx, rx) = Channel::<1>::pair().unwrap();
 
-    let restarting = interrupt_wait(|| naive_wait(&rx, false), Duration::ZERO, 10 * TIMEOUT);
+    let restarting = interrupt_wait(
+        &[libc::SYS_ppoll],
+        || naive_wait(&rx, false),
+        Duration::ZERO,
+        10 * TIMEOUT,
+    );
     assert!(restarting.gave_up, "a restarting wait was not caught");
 
-    let early = interrupt_wait(|| naive_wait(&rx, true), Duration::ZERO, 10 * TIMEOUT);
+    let early = interrupt_wait(
+        &[libc::SYS_ppoll],
+        || naive_wait(&rx, true),
+        Duration::ZERO,
+        10 * TIMEOUT,
+    );
     assert!(!early.gave_up);
     assert_eq!(early.result, Err(Error::TimedOut));
     assert!(early.elapsed < TIMEOUT, "an early return was not caught");
@@ -312,7 +271,7 @@ fn paced_run(
     for _ in 0..TRIES {
         // Interrupting stops after 10 s: long enough for any wait that
         // restarts its timeout on the first 50 interruptions to show it.
-        let run = interrupt_wait(wait, PACE, Duration::from_secs(10));
+        let run = interrupt_wait(&[libc::SYS_ppoll], wait, PACE, Duration::from_secs(10));
         if run.interruptions >= SEVERAL {
             return run;
         }

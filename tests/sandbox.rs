@@ -753,7 +753,8 @@ fn seccomp_no_sockopt_caller_call_fails_disconnected_none_in_flight() {
     assert_eq!(open_fds(), baseline, "fds leaked in the pipeline");
 }
 
-/// A `Caller` in a worker under the allowlist without `ppoll` (`EPERM`):
+/// A `Caller` in a worker under the allowlist without `ppoll` and
+/// `setsockopt` (`EPERM`):
 /// a call whose wait fails returns that error, typed (`Os(EPERM)`), and
 /// leaves `in_flight()` at 0.
 fn seccomp_no_poll_caller_call_fails_typed_none_in_flight() {
@@ -1240,8 +1241,8 @@ fn set_up_done() {
 
 /// A `Caller` under `filter`. "nosockopt" (the allowlist without
 /// `getsockopt`/`setsockopt`): one call answered, then one whose responder
-/// dies before answering. "nopoll" (without `ppoll`): a call whose wait
-/// fails.
+/// dies before answering. "nopoll" (without `ppoll` and `setsockopt`): a
+/// call whose wait fails.
 fn caller_child(filter: &str) -> ExitCode {
     let channel = Channel::<MAX_FDS>::adopt(inherited(3)).expect("adopt fd 3");
     let (mut out, mut inbox) = ([0u8; BUF], [0u8; BUF]);
@@ -1528,7 +1529,10 @@ mod seccomp {
 
     /// Installs `filter`: "none"; "kill" or "eperm", the allowlist with
     /// that default action; "nosockopt", the allowlist less
-    /// `getsockopt`/`setsockopt`, default `EPERM`; "nopoll", less `ppoll`.
+    /// `getsockopt`/`setsockopt`, default `EPERM`; "nopoll", less `ppoll`
+    /// and `setsockopt` (with `setsockopt`, a call would wait in a
+    /// `recvmsg` under `SO_RCVTIMEO` and reach `ppoll` only in its
+    /// deadline's last milliseconds).
     pub fn confine(filter: &str) {
         let (default, denied): (SeccompAction, &[&str]) = match filter {
             "none" => return,
@@ -1538,7 +1542,10 @@ mod seccomp {
                 SeccompAction::Errno(libc::EPERM as u32),
                 &["getsockopt", "setsockopt"],
             ),
-            "nopoll" => (SeccompAction::Errno(libc::EPERM as u32), &["ppoll"]),
+            "nopoll" => (
+                SeccompAction::Errno(libc::EPERM as u32),
+                &["ppoll", "setsockopt"],
+            ),
             other => panic!("unknown filter {other:?}"),
         };
         let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWLIST

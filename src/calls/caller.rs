@@ -373,10 +373,16 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
     /// yet finished, it returns [`Error::CallsInFlight`] (their replies
     /// would have nowhere to go).
     ///
-    /// The wait for the reply is a `ppoll` bounded by the time left, then a
-    /// non-blocking `recvmsg`: one system call more than the blocking
-    /// `recvmsg` of a `timeout` of `Duration::MAX` (no deadline), which
-    /// is what the deadline costs.
+    /// The wait for the reply is one blocking `recvmsg` under the socket's
+    /// receive timeout (`SO_RCVTIMEO`), set by a `setsockopt` only when the
+    /// time left calls for another value (so a steady `timeout` sets it
+    /// once), to end well inside the deadline: the kernel counts it in
+    /// ticks. The deadline's last 30 ms or so, and every wait where
+    /// `setsockopt` is refused (a seccomp filter), are a `ppoll` bounded by
+    /// the exact time left and a non-blocking `recvmsg`. A signal never
+    /// extends the wait. The option stays on the socket while the caller
+    /// has it: a receive without a deadline wakes when it expires and
+    /// waits again; [`into_channel`](Self::into_channel) takes it off.
     ///
     /// # Errors
     ///
@@ -560,7 +566,13 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
 
     /// Gives the channel back, for another protocol or another owner.
     /// Calls in flight are abandoned: their replies, if they come, are
-    /// records on the channel like any other. No system call.
+    /// records on the channel like any other. If a call with a deadline
+    /// set the socket's receive timeout (see [`call`](Self::call)), one
+    /// `setsockopt` takes it off, so the channel's blocking receives block
+    /// for ever again; otherwise no system call. (Should a seccomp filter
+    /// installed since refuse that `setsockopt`, the timeout stays, and a
+    /// blocking receive on the channel returns [`Error::WouldBlock`] when it
+    /// expires.)
     ///
     /// # Example
     ///

@@ -7,6 +7,8 @@
 //! them serialises its tests (`common::serial()`).
 
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use super::platform;
 
@@ -140,4 +142,55 @@ pub fn interrupt_while_blocked(
         }
     }
     wait_until_blocked_in(thread.tid, calls, done)
+}
+
+/// What happened to a wait that was interrupted every time it was seen
+/// blocked in one of the system calls named, at most once per `pace`.
+pub struct Interrupted<T> {
+    pub result: T,
+    pub elapsed: Duration,
+    pub interruptions: usize,
+    /// Still waiting when interrupting stopped, after `give_up`.
+    pub gave_up: bool,
+}
+
+/// Runs `wait` on a thread and interrupts it each time it is blocked in
+/// one of `calls`, then sleeps `pace` (zero: as fast as the signals are handled),
+/// until it returns or `give_up` has passed; then joins it. The sleep only
+/// spaces the signals out; each one still waits for the thread to block.
+pub fn interrupt_wait<T: Send>(
+    calls: &[libc::c_long],
+    wait: impl FnOnce() -> T + Send,
+    pace: Duration,
+    give_up: Duration,
+) -> Interrupted<T> {
+    let (ids_tx, ids_rx) = mpsc::channel();
+    std::thread::scope(|scope| {
+        let waiter = scope.spawn(move || {
+            ids_tx.send(this_thread()).unwrap();
+            let start = Instant::now();
+            let result = wait();
+            (result, start.elapsed())
+        });
+        let thread = ids_rx.recv().unwrap();
+        let done = || waiter.is_finished();
+        let started = Instant::now();
+        let mut interruptions = 0;
+        while !done() && started.elapsed() < give_up {
+            if wait_until_blocked_in(thread.tid, calls, &done) && interrupt(thread, &done) {
+                interruptions += 1;
+                if !pace.is_zero() {
+                    std::thread::sleep(pace);
+                }
+            }
+        }
+        let gave_up = !done();
+        let (result, elapsed) = waiter.join().unwrap();
+        Interrupted {
+            result,
+            elapsed,
+            interruptions,
+            gave_up,
+        }
+    })
 }
