@@ -79,11 +79,13 @@ root=${IPC_CROSS_ROOT:-/var/cache/ipc-unixsocket-cross}/sid
 
 # The source as in the work tree, without targets and .git. Nothing is
 # mounted under $root/build (the mounts below live in their own
-# namespace), so deleting the old copy is safe.
+# namespace), so deleting the old copy is safe. The files get the time of
+# the copy (-m): cargo then rebuilds this crate and the workers even when the
+# tree is older than the last build (another commit checked out).
 rm -rf --one-file-system "$root/build/footprint-src"
 mkdir -p "$root/build/footprint-src" "$root/build/footprint-target"
 tar -C "$repo" --exclude=./target --exclude=./.git --exclude=./fuzz --exclude=./bench/target \
-    --exclude=./bench/footprint/target -cf - . | tar -C "$root/build/footprint-src" -xf -
+    --exclude=./bench/footprint/target -cf - . | tar -C "$root/build/footprint-src" -xmf -
 
 step "armv7-unknown-linux-gnueabihf, $(chroot "$root" rustc --version)"
 # A private mount namespace: proc and /dev for rustc and the linker,
