@@ -42,8 +42,8 @@ trips() {
 }
 
 declare -A loop_of=(
-  [channel]='calls::ChannelBench>::channel_loop ['
-  [channel-poll]='calls::ChannelBench>::channel_poll_loop ['
+  [channel]='calls::ChannelBench>::channel_loop::<false> ['
+  [channel-poll]='calls::ChannelBench>::channel_loop::<true> ['
   [call]='calls::TypedBench>::typed_echo_loop ['
   [call-no-deadline]='calls::TypedBench>::typed_echo_loop ['
   [ipcpipe]='calls::IpcPipeBench>::ipcpipe_loop ['

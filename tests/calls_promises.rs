@@ -438,7 +438,6 @@ fn recv_frame_into_exactly_the_header_takes_an_empty_message() {
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[test]
 fn a_call_that_fails_in_its_wait_leaves_no_call_in_flight() {
-    use seccompiler::{SeccompAction, SeccompFilter};
     let _watchdog = Watchdog::for_test();
     let (pipeline, raw) = Channel::<MAX_FDS>::pair().unwrap();
     raw.send(&record(Kind::Hello, 0, &hello_body()), &[])
@@ -446,20 +445,11 @@ fn a_call_that_fails_in_its_wait_leaves_no_call_in_flight() {
     // `setsockopt` too: with it, the call waits in a `recvmsg` under
     // `SO_RCVTIMEO` and needs a `poll` only for the deadline's last
     // milliseconds.
-    let refused: std::collections::BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
-        [libc::SYS_ppoll, libc::SYS_pselect6, libc::SYS_setsockopt]
-            .into_iter()
-            .chain(poll_number())
-            .map(|nr| (nr, Vec::new()))
-            .collect();
-    let filter = SeccompFilter::new(
-        refused,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        std::env::consts::ARCH.try_into().unwrap(),
-    )
-    .unwrap();
-    let program: seccompiler::BpfProgram = filter.try_into().unwrap();
+    let refused: Vec<i64> = [libc::SYS_ppoll, libc::SYS_pselect6, libc::SYS_setsockopt]
+        .into_iter()
+        .chain(poll_number())
+        .collect();
+    let program = refusing(&refused);
     let confined = thread::spawn(move || {
         seccompiler::apply_filter(&program).unwrap();
         let (mut out, mut inbox) = ([0u8; 1024], [0u8; 1024]);
@@ -481,6 +471,22 @@ fn a_call_that_fails_in_its_wait_leaves_no_call_in_flight() {
     assert_eq!(in_flight, 0, "the failed call is no longer in flight");
     assert_eq!(second, Err(Error::Os(rustix::io::Errno::PERM)));
     drop(raw);
+}
+
+/// A seccomp filter that refuses the system calls `refused` with `EPERM`
+/// and allows the rest, for the thread that applies it.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn refusing(refused: &[i64]) -> seccompiler::BpfProgram {
+    use seccompiler::{SeccompAction, SeccompFilter};
+    let rules = refused.iter().map(|&nr| (nr, Vec::new())).collect();
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        std::env::consts::ARCH.try_into().unwrap(),
+    )
+    .unwrap();
+    filter.try_into().unwrap()
 }
 
 /// `poll(2)`, where the architecture has it (x86_64; aarch64 has only
@@ -925,7 +931,6 @@ fn into_channel_takes_off_the_receive_timeout_a_call_set() {
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[test]
 fn a_call_whose_setsockopt_is_refused_waits_with_poll() {
-    use seccompiler::{SeccompAction, SeccompFilter};
     let _watchdog = Watchdog::for_test();
     let (pipeline, raw) = Channel::<MAX_FDS>::pair().unwrap();
     raw.send(&record(Kind::Hello, 0, &hello_body()), &[])
@@ -939,16 +944,7 @@ fn a_call_whose_setsockopt_is_refused_waits_with_poll() {
         raw_recv(&raw);
         raw
     });
-    let refused: std::collections::BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
-        [(libc::SYS_setsockopt, Vec::new())].into_iter().collect();
-    let filter = SeccompFilter::new(
-        refused,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        std::env::consts::ARCH.try_into().unwrap(),
-    )
-    .unwrap();
-    let program: seccompiler::BpfProgram = filter.try_into().unwrap();
+    let program = refusing(&[libc::SYS_setsockopt]);
     let (done, ended) = std::sync::mpsc::channel();
     let confined = thread::spawn(move || {
         seccompiler::apply_filter(&program).unwrap();

@@ -27,11 +27,11 @@ use ipc_unixsocket::{Channel, Error as ChannelError, HEADER_LEN};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::io::{FdFlags, IoSlice, IoSliceMut, fcntl_setfd};
 use rustix::net::sockopt::{self, Timeout};
-use rustix::time::{ClockId, clock_gettime};
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags, SocketFlags, SocketType, recvmsg, sendmsg, socketpair,
 };
+use rustix::time::{ClockId, clock_gettime};
 use serde::{Deserialize, Serialize};
 
 use crate::Config;
@@ -594,8 +594,15 @@ struct ChannelBench {
 }
 
 impl ChannelBench {
+    /// The channel echo; with `DEADLINE`, written at the syscall floor with
+    /// a 1 s deadline: the same clock reads, `poll` and non-blocking
+    /// receive as any receive with a deadline needs.
     #[inline(never)]
-    fn channel_loop(&mut self, case: Case, lat: &mut [u32]) -> io::Result<Duration> {
+    fn channel_loop<const DEADLINE: bool>(
+        &mut self,
+        case: Case,
+        lat: &mut [u32],
+    ) -> io::Result<Duration> {
         let nfds = case.fds();
         let frame = match case {
             Case::Large => &mut self.large[..],
@@ -605,10 +612,33 @@ impl ChannelBench {
         let fds = self.memfds.borrowed();
         let (channel, buf, received) = (&self.channel, &mut self.buf[..], &mut self.fds);
         timed(lat, |_| {
-            channel
-                .send_frame(frame, &fds[..nfds])
-                .map_err(channel_error)?;
-            let got = channel.recv_frame(buf, received).map_err(channel_error)?;
+            let got = if DEADLINE {
+                let deadline = monotonic() + TIMEOUT;
+                channel
+                    .send_frame(frame, &fds[..nfds])
+                    .map_err(channel_error)?;
+                loop {
+                    let left = deadline.saturating_sub(monotonic());
+                    let left = Timespec {
+                        tv_sec: left.as_secs() as i64,
+                        tv_nsec: left.subsec_nanos().into(),
+                    };
+                    match poll(&mut [PollFd::new(channel, PollFlags::IN)], Some(&left)) {
+                        Ok(0) => return Err(io::Error::other("channel-poll: timed out")),
+                        Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                        Err(errno) => return Err(errno.into()),
+                    }
+                    match channel.try_recv_frame(buf, received) {
+                        Err(ChannelError::WouldBlock) => {}
+                        got => break got.map_err(channel_error)?,
+                    }
+                }
+            } else {
+                channel
+                    .send_frame(frame, &fds[..nfds])
+                    .map_err(channel_error)?;
+                channel.recv_frame(buf, received).map_err(channel_error)?
+            };
             // Close what came, as the typed caller does with its claims.
             received.clear();
             if (got.data_len, got.fd_count) != (want, nfds) {
@@ -619,11 +649,17 @@ impl ChannelBench {
     }
 }
 
+/// `CLOCK_MONOTONIC`.
+fn monotonic() -> Duration {
+    let t = clock_gettime(ClockId::Monotonic);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
 impl CallBench for ChannelBench {
     fn run(&mut self, variant: CallVariant, case: Case, lat: &mut [u32]) -> io::Result<Duration> {
         match variant {
-            CallVariant::ChannelPoll => self.channel_poll_loop(case, lat),
-            _ => self.channel_loop(case, lat),
+            CallVariant::ChannelPoll => self.channel_loop::<true>(case, lat),
+            _ => self.channel_loop::<false>(case, lat),
         }
     }
 
@@ -636,54 +672,6 @@ impl CallBench for ChannelBench {
             .send_frame(&mut frame, &[])
             .map_err(channel_error)?;
         peer.join()
-    }
-}
-
-impl ChannelBench {
-    /// `channel_loop` with a deadline, written at the syscall floor: the
-    /// same clock reads, `poll` and non-blocking receive as any receive
-    /// with a deadline needs.
-    #[inline(never)]
-    fn channel_poll_loop(&mut self, case: Case, lat: &mut [u32]) -> io::Result<Duration> {
-        let nfds = case.fds();
-        let frame = match case {
-            Case::Large => &mut self.large[..],
-            _ => &mut self.small[..],
-        };
-        let want = frame.len() - HEADER_LEN;
-        let fds = self.memfds.borrowed();
-        let (channel, buf, received) = (&self.channel, &mut self.buf[..], &mut self.fds);
-        let now = || {
-            let t = clock_gettime(ClockId::Monotonic);
-            Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-        };
-        timed(lat, |_| {
-            let deadline = now() + TIMEOUT;
-            channel
-                .send_frame(frame, &fds[..nfds])
-                .map_err(channel_error)?;
-            let got = loop {
-                let left = deadline.saturating_sub(now());
-                let left = Timespec {
-                    tv_sec: left.as_secs() as i64,
-                    tv_nsec: left.subsec_nanos().into(),
-                };
-                match poll(&mut [PollFd::new(channel, PollFlags::IN)], Some(&left)) {
-                    Ok(0) => return Err(io::Error::other("channel-poll: timed out")),
-                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                    Err(errno) => return Err(errno.into()),
-                }
-                match channel.try_recv_frame(buf, received) {
-                    Err(ChannelError::WouldBlock) => {}
-                    got => break got.map_err(channel_error)?,
-                }
-            };
-            received.clear();
-            if (got.data_len, got.fd_count) != (want, nfds) {
-                return Err(io::Error::other("channel echo: wrong size"));
-            }
-            Ok(())
-        })
     }
 }
 

@@ -1308,8 +1308,14 @@ fn calls_timing_targets(results: &Results, metric: Metric) -> Vec<Target> {
         }
         // What a deadline costs below the call layer, in the same run.
         for (variant, what) in [
-            (CallVariant::ChannelPoll, "the channel with a poll-based deadline"),
-            (CallVariant::ChannelRcvtimeo, "the channel under SO_RCVTIMEO"),
+            (
+                CallVariant::ChannelPoll,
+                "the channel with a poll-based deadline",
+            ),
+            (
+                CallVariant::ChannelRcvtimeo,
+                "the channel under SO_RCVTIMEO",
+            ),
         ] {
             if let Some(floor) = find_call(cells, cell.shape, cell.case, variant) {
                 let (f, flo, fhi) = paired_spread(metric, floor, base);
