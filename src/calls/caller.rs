@@ -445,7 +445,11 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
         if !self.pending.is_empty() {
             return Err(Error::CallsInFlight.into());
         }
-        let deadline = monotonic_now().checked_add(timeout);
+        // `Duration::MAX`: no deadline, and no clock read.
+        let deadline = match timeout {
+            Duration::MAX => None,
+            timeout => monotonic_now().checked_add(timeout),
+        };
         let wait = deadline.map_or(Wait::Forever, Wait::Until);
         let mine = self.send_request(request, fds, deadline, wait)?;
         let outcome = self.wait_for(mine, deadline, wait, &mut on_event);
@@ -1025,6 +1029,10 @@ impl<'b, P: Protocol, const MAX_FDS: usize, const CALLS: usize> Caller<'b, P, MA
 
     /// Ends the first call in flight whose deadline has passed.
     fn expire(&mut self) -> Option<Step> {
+        // No clock read for a table without deadlines.
+        if self.pending.iter().all(|p| p.deadline.is_none()) {
+            return None;
+        }
         let now = monotonic_now();
         let at = self
             .pending
