@@ -160,6 +160,18 @@ mod suite {
                 }
                 ExitCode::from(if ok { 0 } else { 1 })
             }
+            "userns-probe" => {
+                // SAFETY: unshare takes an integer; this child has one thread
+                // (the runner has not started), as CLONE_NEWUSER requires.
+                if unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0 {
+                    ExitCode::SUCCESS
+                } else if std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+                    ExitCode::from(77)
+                } else {
+                    eprintln!("unshare: {}", std::io::Error::last_os_error());
+                    ExitCode::from(1)
+                }
+            }
             "inspect" => inspect(),
             "environment" => {
                 // Reports its arguments, working directory and environment.
@@ -542,21 +554,24 @@ mod suite {
         !worker::SECCOMP_AVAILABLE
     }
 
-    /// Whether this process runs in a chroot (its `/` is not init's), where
-    /// the kernel refuses to create a user namespace (`EPERM`, see
-    /// user_namespaces(7)): the i686 run of `.ci/cross`. Says that `what` is
-    /// skipped if so.
-    fn chrooted(what: &str) -> bool {
-        use std::os::unix::fs::MetadataExt;
-        let root = |path: &str| std::fs::metadata(path).map(|m| (m.dev(), m.ino()));
-        let chrooted = match (root("/"), root("/proc/1/root/")) {
-            (Ok(ours), Ok(init)) => ours != init,
-            _ => false,
-        };
-        if chrooted {
-            println!("skipped{what}: a chroot may not create a user namespace (EPERM)");
+    /// Whether the kernel refuses this process a user namespace (`EPERM`
+    /// from a plain `unshare(CLONE_NEWUSER)` in a child, the crate not
+    /// involved): in a chroot, as in the i686 run of `.ci/cross` (see
+    /// user_namespaces(7)), or where the kernel forbids them. Says that
+    /// `what` is skipped if so.
+    fn user_namespaces_refused(what: &str) -> bool {
+        let mut probe = harness::child_command(["userns-probe"]);
+        let status = common::wait_child(&mut probe.spawn().unwrap(), "userns-probe", PEER);
+        match status.code() {
+            Some(0) => false,
+            Some(77) => {
+                println!(
+                    "skipped{what}: this process may not create a user namespace (EPERM: a chroot, or the kernel forbids it)"
+                );
+                true
+            }
+            _ => panic!("userns-probe: {status:?}"),
         }
-        chrooted
     }
 
     fn signaled(signal: i32) -> ExitReason {
@@ -1266,7 +1281,7 @@ mod suite {
     }
 
     fn confine_user_namespace() {
-        if chrooted("") {
+        if user_namespaces_refused("") {
             return;
         }
         let report = inspect_under(
@@ -1286,7 +1301,7 @@ mod suite {
         }
         // The strict profile of a pipeline that is not root has a user
         // namespace.
-        if chrooted("") {
+        if user_namespaces_refused("") {
             return;
         }
         let pipeline = Confinement::none().user(worker::NOBODY, worker::NOBODY);
