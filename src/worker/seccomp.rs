@@ -150,7 +150,7 @@ pub const WORKER_SYSCALLS: &[libc::c_long] = &[
 
 /// Whether this build can confine a worker with a seccomp filter: true on
 /// x86_64 and aarch64, where seccompiler builds filters and
-/// [`WORKER_SYSCALLS`] is written out; false elsewhere (i686, armv7), where
+/// `WORKER_SYSCALLS` is written out; false elsewhere (i686, armv7), where
 /// [`WorkerCommand::spawn`](super::WorkerCommand::spawn) refuses a
 /// [`Confinement`](super::Confinement) with the seccomp step
 /// ([`Error::SeccompUnavailable`]) rather than start a worker without it.
