@@ -27,6 +27,13 @@
 //! on from the lost frame. At the end it sends `stop`, closes the channel,
 //! and the worker exits 0.
 //!
+//! That is on x86_64 and aarch64, where seccompiler builds the filter. On
+//! i686 and armv7 it builds none (`worker::SECCOMP_AVAILABLE` is false):
+//! the pipeline then confines the worker with every other step and says
+//! so, and the poisoned frame makes the worker `abort` instead (an open of
+//! `/etc/passwd` would succeed there), so the death and the restart are
+//! shown all the same (`killed by SIGABRT`).
+//!
 //! # The protocol
 //!
 //! Typed calls (`ipc_unixsocket::calls`): the `Ipa` protocol below, following
@@ -42,20 +49,11 @@
 //! The pipeline treats the worker as untrusted: statistics that differ from
 //! its own computation stop the demo with an error.
 
-// The `worker` module is built for x86_64 only (its seccomp allowlist names
-// x86_64 system calls).
-#[cfg(target_arch = "x86_64")]
 fn main() -> std::process::ExitCode {
-    x86_64::main()
+    demo::main()
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-fn main() {
-    println!("skipped: the worker module is built for x86_64 only");
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86_64 {
+mod demo {
     use std::error::Error as StdError;
     use std::io::Write;
     use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -198,7 +196,11 @@ mod x86_64 {
         // The frame buffers: sealed memfds, filled before streaming starts.
         let pool = (0..BUFFERS).map(Buffer::new).collect::<Result<Vec<_>>>()?;
         let mut command = WorkerCommand::current_exe()?;
-        command.arg(WORKER_ARG).confine(Confinement::strict());
+        // The strict profile; where seccompiler builds no filter, without
+        // its seccomp step (`spawn` would refuse it), and said so below.
+        command
+            .arg(WORKER_ARG)
+            .confine(Confinement::strict().seccomp(worker::SECCOMP_AVAILABLE));
         // `respawn limit 10 5`, as ChromeOS runs its camera algorithms.
         let mut policy = Restart::<10>::new(Duration::from_secs(5));
 
@@ -206,8 +208,13 @@ mod x86_64 {
         loop {
             let started = Instant::now();
             let (mut worker, channel) = command.spawn::<BUFFERS>()?;
+            let filter = if worker::SECCOMP_AVAILABLE {
+                "seccomp allowlist"
+            } else {
+                "no seccomp filter: seccompiler builds none for this architecture"
+            };
             println!(
-                "pipeline: pid {}; started the IPA worker, pid {}, confined (uid nobody, own net/ipc/uts/mount namespaces, seccomp allowlist)",
+                "pipeline: pid {}; started the IPA worker, pid {}, confined (uid nobody, own net/ipc/uts/mount namespaces, {filter})",
                 std::process::id(),
                 worker.pid()
             );
@@ -301,9 +308,15 @@ mod x86_64 {
                     let frame = *next_frame;
                     let buffer = (frame as usize - 1) % BUFFERS;
                     let request = if frame == POISONED && !poisoned_once() {
-                        println!(
-                            "frame {frame}: poisoned: it makes the worker try to open /etc/passwd"
-                        );
+                        if worker::SECCOMP_AVAILABLE {
+                            println!(
+                                "frame {frame}: poisoned: it makes the worker try to open /etc/passwd"
+                            );
+                        } else {
+                            println!(
+                                "frame {frame}: poisoned: it makes the worker abort (no seccomp filter here to catch an open of /etc/passwd)"
+                            );
+                        }
                         Request::Poisoned { frame }
                     } else {
                         Request::ProcessStats {
@@ -562,6 +575,12 @@ mod x86_64 {
                         &[],
                     )?;
                     Ok(Reply::Stats { frame, stats })
+                }
+                Request::Poisoned { frame } if !worker::SECCOMP_AVAILABLE => {
+                    // No filter here to catch the open below: a plain crash
+                    // instead, so the pipeline still sees a death.
+                    eprintln!("ipa worker: frame {frame}: poisoned, aborting");
+                    std::process::abort()
                 }
                 Request::Poisoned { frame } => {
                     // What a compromised worker would do; the filter kills it

@@ -215,8 +215,14 @@ pub enum Error {
     /// the fd it names).
     #[cfg(feature = "worker")]
     NoInheritedChannel,
-    /// Workers: the seccomp filter cannot be built here (seccompiler knows
-    /// x86_64, aarch64 and riscv64 only).
+    /// Workers: the seccomp step was asked for where no filter can be
+    /// built. The crate's allowlist is written for x86_64 and aarch64;
+    /// seccompiler builds no filter for i686 or armv7
+    /// ([`worker::SECCOMP_AVAILABLE`](crate::worker::SECCOMP_AVAILABLE) is
+    /// false there). [`WorkerCommand::spawn`](crate::worker::WorkerCommand::spawn)
+    /// returns it before starting anything, and
+    /// [`take_channel`](crate::worker::take_channel) if the filter
+    /// cannot be built.
     #[cfg(feature = "worker")]
     SeccompUnavailable,
     /// Workers: Landlock was asked for and the kernel has none (or it is

@@ -23,10 +23,9 @@ mod listener;
 #[cfg_attr(docsrs, doc(cfg(all(feature = "defmt", feature = "std"))))]
 pub mod logger;
 mod payload;
-// The seccomp allowlist names x86_64 system calls, and seccompiler builds
-// filters for x86_64, aarch64 and riscv64 only: the module is x86_64-only
-// until the list is written for other architectures.
-#[cfg(all(feature = "worker", target_arch = "x86_64"))]
+// Built on every target; its seccomp step only where seccompiler builds
+// filters (x86_64, aarch64): see `worker::SECCOMP_AVAILABLE`.
+#[cfg(feature = "worker")]
 #[cfg_attr(docsrs, doc(cfg(feature = "worker")))]
 pub mod worker;
 

@@ -6,27 +6,19 @@
 //! `harness::CHILD` and a mode. Runs under `common::harness` (libtest-mimic,
 //! one test at a time on the main thread) because the tests count the fds
 //! and allocations of the whole process and make it a child subreaper.
+//!
+//! On every architecture; where seccompiler builds no filter (i686, armv7:
+//! `worker::SECCOMP_AVAILABLE` is false) the tests of the seccomp step, or
+//! their seccomp part, print why they skip it, and the profile of the
+//! others is `Confinement::strict()` without that step.
 
-// The `worker` module is built for x86_64 only (its seccomp allowlist names
-// x86_64 system calls).
-#[cfg(target_arch = "x86_64")]
 fn main() -> std::process::ExitCode {
-    x86_64::main()
+    suite::main()
 }
 
-/// Elsewhere: no tests, but libtest's summary line all the same, so that a
-/// script adding up the results sees a binary that ran and failed nothing.
-#[cfg(not(target_arch = "x86_64"))]
-fn main() -> std::process::ExitCode {
-    println!("skipped: the worker module is built for x86_64 only");
-    libtest_mimic::run(&libtest_mimic::Arguments::from_args(), Vec::new()).exit_code()
-}
-
-#[cfg(target_arch = "x86_64")]
 mod common;
 
-#[cfg(target_arch = "x86_64")]
-mod x86_64 {
+mod suite {
     use super::common;
 
     use std::io::{BufRead, BufReader};
@@ -158,6 +150,27 @@ mod x86_64 {
                 } else {
                     1
                 })
+            }
+            "seccomp-unavailable" => {
+                // Asked for a filter this build cannot make: refused, typed.
+                let got = worker::take_channel::<POOL>();
+                let ok = got.as_ref().err() == Some(&Error::SeccompUnavailable);
+                if !ok {
+                    eprintln!("take_channel: {:?}", got.err());
+                }
+                ExitCode::from(if ok { 0 } else { 1 })
+            }
+            "userns-probe" => {
+                // SAFETY: unshare takes an integer; this child has one thread
+                // (the runner has not started), as CLONE_NEWUSER requires.
+                if unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0 {
+                    ExitCode::SUCCESS
+                } else if std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+                    ExitCode::from(77)
+                } else {
+                    eprintln!("unshare: {}", std::io::Error::last_os_error());
+                    ExitCode::from(1)
+                }
             }
             "inspect" => inspect(),
             "environment" => {
@@ -321,12 +334,13 @@ mod x86_64 {
 
     /// A pipeline that is not root: starts an `inspect` worker under the
     /// strict profile without seccomp (which then includes a user namespace)
-    /// and relays its report, then a strict worker with seccomp that exits 0.
+    /// and relays its report, then a strict worker with seccomp (where there
+    /// is a filter) that exits 0.
     fn nonroot_pipeline() -> ExitCode {
         let channel = worker::take_channel::<POOL>().expect("take_channel");
         let profile = Confinement::strict().seccomp(false);
         let report = inspect_under(profile);
-        let strict = run_to_end(&["exit", "0"], Confinement::strict());
+        let strict = run_to_end(&["exit", "0"], strict());
         let report = format!("{report}strict:{strict}\n");
         channel.send(report.as_bytes(), &[]).unwrap();
         ExitCode::SUCCESS
@@ -473,6 +487,11 @@ mod x86_64 {
             harness::test("confine_rlimits", bound, confine_rlimits),
             harness::test("confine_landlock", bound, confine_landlock),
             harness::test(
+                "the_seccomp_step_is_refused_where_no_filter_is_built",
+                bound,
+                seccomp_refused_without_a_filter,
+            ),
+            harness::test(
                 "confine_seccomp_filter_is_installed",
                 bound,
                 confine_seccomp,
@@ -517,6 +536,42 @@ mod x86_64 {
             .wait_timeout(PEER)
             .unwrap()
             .unwrap_or_else(|| panic!("worker {args:?} still runs after {PEER:?}"))
+    }
+
+    /// The strict profile, without its seccomp step where there is no filter
+    /// to install (`spawn` refuses the step there), for the tests that are
+    /// not about the filter.
+    fn strict() -> Confinement {
+        Confinement::strict().seccomp(worker::SECCOMP_AVAILABLE)
+    }
+
+    /// Whether this architecture has no seccomp filter; if so, says that
+    /// `what` is skipped.
+    fn no_filter_here(what: &str) -> bool {
+        if !worker::SECCOMP_AVAILABLE {
+            println!("skipped{what}: seccompiler builds no filter for this architecture");
+        }
+        !worker::SECCOMP_AVAILABLE
+    }
+
+    /// Whether the kernel refuses this process a user namespace (`EPERM`
+    /// from a plain `unshare(CLONE_NEWUSER)` in a child, the crate not
+    /// involved): in a chroot, as in the i686 run of `.ci/cross` (see
+    /// user_namespaces(7)), or where the kernel forbids them. Says that
+    /// `what` is skipped if so.
+    fn user_namespaces_refused(what: &str) -> bool {
+        let mut probe = harness::child_command(["userns-probe"]);
+        let status = common::wait_child(&mut probe.spawn().unwrap(), "userns-probe", PEER);
+        match status.code() {
+            Some(0) => false,
+            Some(77) => {
+                println!(
+                    "skipped{what}: this process may not create a user namespace (EPERM: a chroot, or the kernel forbids it)"
+                );
+                true
+            }
+            _ => panic!("userns-probe: {status:?}"),
+        }
     }
 
     fn signaled(signal: i32) -> ExitReason {
@@ -657,6 +712,9 @@ mod x86_64 {
         assert_eq!(segv, signaled(libc::SIGSEGV));
         assert_eq!(run_to_end(&["abort"], no_core()), signaled(libc::SIGABRT));
         assert!(!segv.is_seccomp_kill());
+        if no_filter_here(" (under the filter)") {
+            return;
+        }
         // Under the seccomp filter, a crash, an abort and a panic are still
         // reported as what they are, not as SIGSYS.
         let filtered = || no_core().seccomp(true);
@@ -673,6 +731,9 @@ mod x86_64 {
     }
 
     fn seccomp_kill() {
+        if no_filter_here("") {
+            return;
+        }
         let profile = Confinement::none().seccomp(true).limit_core_size(0);
         let reason = run_to_end(&["hostile", "inet-socket", "1"], profile);
         assert_eq!(reason, signaled(libc::SIGSYS));
@@ -781,7 +842,7 @@ mod x86_64 {
         let _serial = common::serial();
         let fds_before = open_fds();
         let pool = pool();
-        let command = worker_command(&["serve"], Confinement::strict());
+        let command = worker_command(&["serve"], strict());
         let (mut worker, channel) = command.spawn::<POOL>().unwrap();
         let (mut out, mut inbox) = ([0u8; 256], [0u8; 256]);
         let mut caller = Caller::<Frames, POOL, 2>::new(channel, &mut out, &mut inbox).unwrap();
@@ -885,7 +946,7 @@ mod x86_64 {
         let _serial = common::serial();
         let before = open_fds();
         let pool = pool();
-        let command = worker_command(&["serve"], Confinement::strict());
+        let command = worker_command(&["serve"], strict());
         let mut policy = Restart::<10>::new(Duration::from_secs(5));
         let (mut out, mut inbox) = ([0u8; 256], [0u8; 256]);
         let mut reasons = Vec::new();
@@ -957,7 +1018,7 @@ mod x86_64 {
         let _serial = common::serial();
         let before = open_fds();
         for watch_first in [true, false] {
-            let command = worker_command(&["serve"], Confinement::strict());
+            let command = worker_command(&["serve"], strict());
             let (mut worker, channel) = command.spawn::<POOL>().unwrap();
             let (mut out, mut inbox) = ([0u8; 256], [0u8; 256]);
             let mut caller = Caller::<Frames, POOL, 2>::new(channel, &mut out, &mut inbox).unwrap();
@@ -1195,11 +1256,13 @@ mod x86_64 {
         assert_eq!(run_to_end(&["exit", "3"], pidns()), ExitReason::Exited(3));
         assert_eq!(run_to_end(&["segv"], pidns()), signaled(libc::SIGSEGV));
         assert_eq!(run_to_end(&["abort"], pidns()), signaled(libc::SIGABRT));
-        let filtered = pidns().seccomp(true);
-        assert_eq!(
-            run_to_end(&["hostile", "inet-socket", "1"], filtered),
-            signaled(libc::SIGSYS)
-        );
+        if !no_filter_here(" (a seccomp kill through the supervisor)") {
+            let filtered = pidns().seccomp(true);
+            assert_eq!(
+                run_to_end(&["hostile", "inet-socket", "1"], filtered),
+                signaled(libc::SIGSYS)
+            );
+        }
         let (mut worker, channel) = worker_command(&["sleep"], pidns()).spawn::<POOL>().unwrap();
         worker.kill().unwrap();
         assert_eq!(
@@ -1218,6 +1281,9 @@ mod x86_64 {
     }
 
     fn confine_user_namespace() {
+        if user_namespaces_refused("") {
+            return;
+        }
         let report = inspect_under(
             Confinement::none().namespaces(Namespaces::USER | Namespaces::NET | Namespaces::IPC),
         );
@@ -1231,6 +1297,11 @@ mod x86_64 {
     fn strict_profile_from_a_pipeline_that_is_not_root() {
         if !rustix::process::geteuid().is_root() {
             eprintln!("skipped: needs root to become another uid");
+            return;
+        }
+        // The strict profile of a pipeline that is not root has a user
+        // namespace.
+        if user_namespaces_refused("") {
             return;
         }
         let pipeline = Confinement::none().user(worker::NOBODY, worker::NOBODY);
@@ -1277,11 +1348,15 @@ mod x86_64 {
             let reason = run_to_end(&["hostile", what, &parent], profile);
             assert_eq!(reason, refused, "{what}");
         }
-        // With seccomp too: the filter still serves calls.
+        // With the strict profile too (and its filter where there is one):
+        // the worker still serves calls.
         let pool = pool();
-        let command = worker_command(&["serve"], Confinement::strict().landlock(true));
+        let command = worker_command(&["serve"], strict().landlock(true));
         let mut worker = serve_calls(&command, &pool, 10, |worker| {
-            assert!(worker.is_seccomp_filtered().unwrap());
+            assert_eq!(
+                worker.is_seccomp_filtered().unwrap(),
+                worker::SECCOMP_AVAILABLE
+            );
         });
         assert_eq!(
             worker.wait_timeout(PEER).unwrap(),
@@ -1305,6 +1380,9 @@ mod x86_64 {
     }
 
     fn confine_seccomp() {
+        if no_filter_here("") {
+            return;
+        }
         let (worker, channel) = worker_command(&["serve"], Confinement::none().seccomp(true))
             .spawn::<POOL>()
             .unwrap();
@@ -1316,6 +1394,62 @@ mod x86_64 {
             .spawn::<POOL>()
             .unwrap();
         assert!(!plain.is_seccomp_filtered().unwrap());
+    }
+
+    /// Where seccompiler builds no filter, a profile with the seccomp step is
+    /// refused at `spawn`, before anything starts, and a worker told to
+    /// install a filter (a forged `CHANNEL_ENV`) gets the same error from
+    /// `take_channel`: never a worker running unfiltered.
+    fn seccomp_refused_without_a_filter() {
+        if worker::SECCOMP_AVAILABLE {
+            println!(
+                "skipped: seccompiler builds a filter here (confine_seccomp_filter_is_installed)"
+            );
+            return;
+        }
+        let _serial = common::serial();
+        let before = open_fds();
+        for profile in [
+            Confinement::none().seccomp(true),
+            Confinement::strict(),
+            Confinement::none().landlock(true).seccomp(true),
+        ] {
+            let got = worker_command(&["exit", "0"], profile).spawn::<POOL>();
+            assert_eq!(got.err(), Some(Error::SeccompUnavailable));
+        }
+        assert_eq!(open_fds(), before);
+
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let (ours, theirs) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::SEQPACKET,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let raw = theirs.as_raw_fd();
+        let mut child = harness::child_command(["seccomp-unavailable"]);
+        child.env(worker::CHANNEL_ENV, "3 seccomp");
+        // SAFETY: between fork and exec the closure makes one system call
+        // (dup2, or fcntl if the socket is at 3 already) and allocates
+        // nothing.
+        unsafe {
+            child.pre_exec(move || {
+                let rc = if raw == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(raw, 3)
+                };
+                if rc < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let status = common::wait_child(&mut child.spawn().unwrap(), "seccomp-unavailable", PEER);
+        assert!(status.success(), "{status:?}");
+        drop((ours, theirs));
     }
 
     /// Starts a `serve` worker, configures it and makes `calls` calls;
@@ -1350,9 +1484,12 @@ mod x86_64 {
 
     fn strict_serves() {
         let pool = pool();
-        let command = worker_command(&["serve"], Confinement::strict());
+        let command = worker_command(&["serve"], strict());
         let mut worker = serve_calls(&command, &pool, 200, |worker| {
-            assert!(worker.is_seccomp_filtered().unwrap());
+            assert_eq!(
+                worker.is_seccomp_filtered().unwrap(),
+                worker::SECCOMP_AVAILABLE
+            );
         });
         // The caller is gone: the worker sees the hang-up and exits 0.
         assert_eq!(
@@ -1373,6 +1510,11 @@ mod x86_64 {
     }
 
     fn hostile_case(what: &'static str) {
+        // Without the filter some attempts succeed: see
+        // `without_seccomp_the_other_steps_stop_what_they_can`.
+        if no_filter_here("") {
+            return;
+        }
         let _serial = common::serial();
         let parent = std::process::id().to_string();
         let pool = pool();

@@ -119,7 +119,7 @@ pub struct Confinement {
     pub(crate) address_space: Option<u64>,
     pub(crate) core_size: Option<u64>,
     pub(crate) seccomp: bool,
-    pub(crate) extra_syscalls: Vec<i64>,
+    pub(crate) extra_syscalls: Vec<libc::c_long>,
     pub(crate) landlock: bool,
 }
 
@@ -146,8 +146,15 @@ impl Confinement {
     /// mount namespaces (with a user namespace first when the pipeline is not
     /// root); uid and gid [`NOBODY`] without supplementary groups when the
     /// pipeline is root; at most 64 open files, 4 GiB of address space, no
-    /// core dumps; the seccomp allowlist
-    /// [`WORKER_SYSCALLS`](super::WORKER_SYSCALLS).
+    /// core dumps; the seccomp allowlist `WORKER_SYSCALLS`.
+    ///
+    /// The seccomp step is in it on every architecture: where there is no
+    /// filter to install (i686, armv7: [`SECCOMP_AVAILABLE`](super::SECCOMP_AVAILABLE)
+    /// is false) [`spawn`](super::WorkerCommand::spawn) refuses the profile
+    /// with [`Error::SeccompUnavailable`](crate::Error::SeccompUnavailable)
+    /// rather than start a worker with less than was asked for. Leave the
+    /// step out there in so many words:
+    /// `Confinement::strict().seccomp(SECCOMP_AVAILABLE)`.
     ///
     /// # Example
     ///
@@ -269,9 +276,16 @@ impl Confinement {
         self
     }
 
-    /// A seccomp-bpf allowlist: [`WORKER_SYSCALLS`](super::WORKER_SYSCALLS)
-    /// plus [`allow_syscalls`](Self::allow_syscalls); any other system
-    /// call kills the worker (`SIGSYS`).
+    /// A seccomp-bpf allowlist: `WORKER_SYSCALLS` (written out for x86_64
+    /// and aarch64) plus [`allow_syscalls`](Self::allow_syscalls); any
+    /// other system call kills the worker (`SIGSYS`).
+    ///
+    /// On architectures where seccompiler builds no filter (i686, armv7:
+    /// [`SECCOMP_AVAILABLE`](super::SECCOMP_AVAILABLE) is false),
+    /// [`spawn`](super::WorkerCommand::spawn) fails with
+    /// [`Error::SeccompUnavailable`](crate::Error::SeccompUnavailable) for
+    /// a profile with this step, before it starts anything: never a worker
+    /// silently left unfiltered. The other steps work there.
     ///
     /// The filter is built (with seccompiler) and installed by the worker
     /// in [`take_channel`](super::take_channel), after `exec` and before it
@@ -320,7 +334,8 @@ impl Confinement {
         self
     }
 
-    /// Adds system calls (numbers, `libc::SYS_*`) to the seccomp allowlist.
+    /// Adds system calls (numbers, `libc::SYS_*` of the target
+    /// architecture) to the seccomp allowlist.
     ///
     /// # Example
     ///
@@ -330,7 +345,7 @@ impl Confinement {
     /// # drop(profile);
     /// ```
     #[must_use]
-    pub fn allow_syscalls(mut self, syscalls: &[i64]) -> Self {
+    pub fn allow_syscalls(mut self, syscalls: &[libc::c_long]) -> Self {
         self.extra_syscalls.extend_from_slice(syscalls);
         self
     }

@@ -30,7 +30,7 @@ struct RulesetAttr {
 
 /// The Landlock ABI version of the running kernel, `None` without
 /// Landlock.
-pub(crate) fn abi() -> Option<i64> {
+pub(crate) fn abi() -> Option<libc::c_long> {
     // SAFETY: with a null attribute, size 0 and the VERSION flag the call
     // reads no memory and returns the ABI version (or fails).
     let abi = unsafe {

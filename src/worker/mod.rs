@@ -54,6 +54,9 @@ pub use confine::{Confinement, NOBODY, Namespaces};
 pub use exit::ExitReason;
 pub use process::{Worker, WorkerCommand};
 pub use restart::{Decision, Restart};
+pub use seccomp::SECCOMP_AVAILABLE;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[cfg_attr(docsrs, doc(cfg(any(target_arch = "x86_64", target_arch = "aarch64"))))]
 pub use seccomp::WORKER_SYSCALLS;
 
 use crate::{Channel, Error};
@@ -87,7 +90,7 @@ static TAKEN: AtomicBool = AtomicBool::new(false);
 /// that it is an `AF_UNIX` `SOCK_SEQPACKET` socket, and marks it
 /// close-on-exec so it reaches no process the worker starts. Then, if
 /// asked ([`Confinement::landlock`]), denies itself the file system with
-/// Landlock; finally, if asked, builds the allowlist filter ([`WORKER_SYSCALLS`] and the
+/// Landlock; finally, if asked, builds the allowlist filter (`WORKER_SYSCALLS` and the
 /// pipeline's extras, with seccompiler) and installs it on every thread
 /// (`no_new_privs`, `seccomp(SECCOMP_SET_MODE_FILTER, TSYNC)`): from then on
 /// any other system call kills the worker with `SIGSYS`. Call it at the
@@ -102,7 +105,9 @@ static TAKEN: AtomicBool = AtomicBool::new(false);
 /// - [`Error::NotSeqpacketSocket`] if the fd is something else (it is
 ///   closed).
 /// - [`Error::SeccompUnavailable`] if the filter cannot be built for this
-///   architecture, [`Error::Os`] if the kernel refuses it.
+///   architecture (always on i686 and armv7: see [`SECCOMP_AVAILABLE`];
+///   the worker is not left running unfiltered, the error is its to
+///   report), [`Error::Os`] if the kernel refuses it.
 ///
 /// # Example
 ///
@@ -127,7 +132,7 @@ pub fn take_channel<const MAX_FDS: usize>() -> Result<Channel<MAX_FDS>, Error> {
         .and_then(|word| word.parse().ok())
         .filter(|&fd| fd >= 3)
         .ok_or(Error::NoInheritedChannel)?;
-    let (mut landlock, mut seccomp) = (false, None::<Vec<i64>>);
+    let (mut landlock, mut seccomp) = (false, None::<Vec<libc::c_long>>);
     for word in words {
         match (word, &mut seccomp) {
             ("landlock", _) => landlock = true,
@@ -154,8 +159,7 @@ pub fn take_channel<const MAX_FDS: usize>() -> Result<Channel<MAX_FDS>, Error> {
         landlock::deny_all()?;
     }
     if let Some(extra) = seccomp {
-        let program = seccomp::build(&extra, rustix::process::getpid().as_raw_nonzero().get())?;
-        seccomp::install(&program)?;
+        seccomp::confine(&extra)?;
     }
     Ok(channel)
 }

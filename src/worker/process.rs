@@ -22,7 +22,7 @@ use rustix::process::{
 
 use super::confine::{Confinement, Prepared};
 use super::exit::ExitReason;
-use super::{CHANNEL_ENV, DEFAULT_CHANNEL_FD};
+use super::{CHANNEL_ENV, DEFAULT_CHANNEL_FD, SECCOMP_AVAILABLE};
 use crate::Channel;
 use crate::Error;
 use crate::channel::{monotonic_now, timespec};
@@ -276,9 +276,15 @@ impl WorkerCommand {
     ///
     /// # Errors
     ///
-    /// [`Error::Os`] with the errno of whatever failed: the socket pair,
-    /// the `fork`, a confinement step in the child (`EPERM` for a step that
-    /// needs privileges, say), the `exec` (`ENOENT` for a missing program).
+    /// - [`Error::SeccompUnavailable`] if the confinement asks for the
+    ///   seccomp step where no filter can be built (i686, armv7: see
+    ///   [`SECCOMP_AVAILABLE`](super::SECCOMP_AVAILABLE)), before anything
+    ///   is started.
+    /// - [`Error::Os`] with the errno of whatever failed: the socket pair,
+    ///   the `fork`, a confinement step in the child (`EPERM` for a step
+    ///   that needs privileges, say), the `exec` (`ENOENT` for a missing
+    ///   program).
+    ///
     /// Nothing is left running then.
     ///
     /// # Example
@@ -293,6 +299,9 @@ impl WorkerCommand {
     /// # Ok::<(), ipc_unixsocket::Error>(())
     /// ```
     pub fn spawn<const MAX_FDS: usize>(&self) -> Result<(Worker, Channel<MAX_FDS>), Error> {
+        if self.confinement.seccomp && !SECCOMP_AVAILABLE {
+            return Err(Error::SeccompUnavailable);
+        }
         let (local, remote) = Channel::<MAX_FDS>::create()?;
         let prepared = self.confinement.prepare();
         let mut command = Command::new(&self.program);
