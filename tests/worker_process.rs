@@ -501,6 +501,11 @@ mod suite {
                 bound,
                 strict_serves,
             ),
+            harness::test(
+                "a_strict_worker_closes_the_fds_it_does_not_take_and_serves_on",
+                bound,
+                strict_closes_fds_it_does_not_take,
+            ),
         ];
         trials.push(harness::test(
             "without_seccomp_the_other_steps_stop_what_they_can",
@@ -1492,6 +1497,43 @@ mod suite {
             );
         });
         // The caller is gone: the worker sees the hang-up and exits 0.
+        assert_eq!(
+            worker.wait_timeout(PEER).unwrap(),
+            Some(ExitReason::Exited(0))
+        );
+    }
+
+    /// Under the strict profile (its allowlist), the fds a worker does not
+    /// take are closed the way the crate closes them everywhere (a look at
+    /// `SO_LINGER` first): a request's fd its handler leaves unclaimed, and
+    /// the fds of a record the responder rejects. The worker is not killed
+    /// for it, serves the next call, and exits 0 at the hang-up.
+    fn strict_closes_fds_it_does_not_take() {
+        let pool = pool();
+        let (mut worker, channel) = worker_command(&["serve"], strict())
+            .spawn::<POOL>()
+            .unwrap();
+        let (mut out, mut inbox) = ([0u8; 256], [0u8; 256]);
+        let mut caller = Caller::<Frames, POOL, 2>::new(channel, &mut out, &mut inbox).unwrap();
+        configure(&mut caller, &pool).unwrap();
+        let unclaimed = memfd(b"not claimed");
+        let process = |seq| Request::Process { seq, buffer: 0 };
+        let done = |seq| Reply::Done {
+            seq,
+            sum: FRAME as u32,
+        };
+        let (reply, _) = caller
+            .call(&process(1), &[unclaimed.as_fd()], PEER, |_, _| {})
+            .unwrap();
+        assert_eq!(reply, done(1));
+        // A record with a bad magic and two fds: rejected, fds closed.
+        let mut junk = common::header(2, 0);
+        junk[0] ^= 0xff;
+        common::send_raw(&caller, &junk, &[unclaimed.as_fd(), pool[0].as_fd()]);
+        let (reply, _) = caller.call(&process(2), &[], PEER, |_, _| {}).unwrap();
+        assert_eq!(reply, done(2));
+        assert_eq!(worker.try_wait().unwrap(), None, "the worker is alive");
+        drop(caller);
         assert_eq!(
             worker.wait_timeout(PEER).unwrap(),
             Some(ExitReason::Exited(0))
