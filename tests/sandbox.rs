@@ -1218,6 +1218,7 @@ fn serve_calls(channel: Channel<MAX_FDS>, gate: Channel<0>, filter: &str, clock:
 /// to fd 2 and exit 101 at once: std's own report (a backtrace, `abort`)
 /// needs system calls the filter refuses, and would end in a bare SIGSEGV
 /// or SIGSYS with nothing said.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn report_panics() {
     std::panic::set_hook(Box::new(|info| {
         let message = format!("\nchild (filtered): {info}\n");
