@@ -924,6 +924,55 @@ fn into_channel_takes_off_the_receive_timeout_a_call_set() {
     drop(peer.join().unwrap());
 }
 
+/// A call without a deadline (`Duration::MAX`) on a caller whose earlier
+/// call set `SO_RCVTIMEO` still waits for its reply when the option
+/// expires first: the expiry is a wake-up, not an error.
+#[test]
+fn a_call_without_deadline_outlasts_the_receive_timeout_an_earlier_call_set() {
+    use rustix::net::sockopt::{Timeout, socket_timeout};
+    let _watchdog = Watchdog::for_test();
+    let (raw, mut caller) = greeted_caller();
+    let peer = thread::spawn(move || {
+        assert_eq!(raw_recv(&raw).0.kind, Kind::Hello);
+        let (header, _) = raw_recv(&raw);
+        raw.send(
+            &record(Kind::Reply, header.cookie, &encode(&Reply::Pong(1))),
+            &[],
+        )
+        .unwrap();
+        let (header, _) = raw_recv(&raw);
+        // Not synchronisation: the reply must come after the caller's
+        // receive timeout (under 50 ms) has expired at least once.
+        thread::sleep(Duration::from_millis(200));
+        raw.send(
+            &record(Kind::Reply, header.cookie, &encode(&Reply::Pong(2))),
+            &[],
+        )
+        .unwrap();
+        raw
+    });
+    let (reply, _) = caller
+        .call(
+            &Request::Ping(1),
+            &[],
+            Duration::from_millis(100),
+            |_, _| {},
+        )
+        .unwrap();
+    assert_eq!(reply, Reply::Pong(1));
+    let set = socket_timeout(&caller, Timeout::Recv).unwrap();
+    assert!(
+        set.is_some_and(|set| set < Duration::from_millis(100)),
+        "{set:?}"
+    );
+    let (reply, _) = caller
+        .call(&Request::Ping(2), &[], Duration::MAX, |_, _| {})
+        .unwrap();
+    assert_eq!(reply, Reply::Pong(2));
+    assert_eq!(caller.in_flight(), 0);
+    drop(peer.join().unwrap());
+}
+
 /// Where `setsockopt` is refused (a filter returning `EPERM`), a call with
 /// a deadline waits with `poll` instead: it gets its reply, and a call
 /// that gets none ends at its deadline (a receive believed to be under
