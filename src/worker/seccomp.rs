@@ -68,7 +68,7 @@ use crate::Error;
 /// assert!(WORKER_SYSCALLS.contains(&libc::SYS_recvmsg));
 /// assert!(!WORKER_SYSCALLS.contains(&libc::SYS_openat));
 /// ```
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub const WORKER_SYSCALLS: &[libc::c_long] = &[
     // Measured while serving calls.
     libc::SYS_recvmsg,
@@ -85,59 +85,9 @@ pub const WORKER_SYSCALLS: &[libc::c_long] = &[
     libc::SYS_exit_group,
     libc::SYS_rt_sigaction,
     libc::SYS_rt_sigreturn,
-    // Waiting with a deadline.
+    // Waiting with a deadline (aarch64 has no `poll`).
+    #[cfg(target_arch = "x86_64")]
     libc::SYS_poll,
-    libc::SYS_ppoll,
-    libc::SYS_clock_gettime,
-    // The allocator and locks.
-    libc::SYS_brk,
-    libc::SYS_mremap,
-    libc::SYS_madvise,
-    libc::SYS_futex,
-    libc::SYS_sched_yield,
-    // A panic or an abort, reported as such.
-    libc::SYS_write,
-    libc::SYS_getpid,
-    libc::SYS_gettid,
-    libc::SYS_rt_sigprocmask,
-    // A buffer's size; ending a thread.
-    libc::SYS_fstat,
-    libc::SYS_exit,
-];
-
-/// The system calls a worker needs to serve typed calls over its channel,
-/// on this architecture: see the x86_64 list's documentation (on docs.rs)
-/// for what each is for. aarch64 has no `poll` (rustix waits with `ppoll`
-/// on every 64-bit target, and glibc's `poll` is a `ppoll` here); the rest
-/// have the same names (`fstat` is rustix's `__NR_fstat`, which aarch64
-/// has). Not measured on aarch64 hardware: see `docs/seccomp-allowlist.md`.
-///
-/// # Example
-///
-/// ```
-/// use ipc_unixsocket::worker::WORKER_SYSCALLS;
-///
-/// assert!(WORKER_SYSCALLS.contains(&libc::SYS_ppoll));
-/// assert!(!WORKER_SYSCALLS.contains(&libc::SYS_openat));
-/// ```
-#[cfg(target_arch = "aarch64")]
-pub const WORKER_SYSCALLS: &[libc::c_long] = &[
-    // Measured (on x86_64) while serving calls.
-    libc::SYS_recvmsg,
-    libc::SYS_sendmsg,
-    libc::SYS_close,
-    libc::SYS_fcntl,
-    libc::SYS_mmap,
-    libc::SYS_munmap,
-    libc::SYS_setsockopt,
-    // `SO_LINGER` of every fd the crate closes for the worker (unclaimed,
-    // or in a rejected record): not in the measured run, which sent none.
-    libc::SYS_getsockopt,
-    libc::SYS_sigaltstack,
-    libc::SYS_exit_group,
-    libc::SYS_rt_sigaction,
-    libc::SYS_rt_sigreturn,
-    // Waiting with a deadline: no `poll` on aarch64.
     libc::SYS_ppoll,
     libc::SYS_clock_gettime,
     // The allocator and locks.
